@@ -1,0 +1,105 @@
+"""The console entry: `moondream-mcp [serve]`, `moondream-mcp emulator`, `moondream-mcp tools`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import __version__
+
+# Flags that map onto Settings fields; each also has the env var named in config.py.
+SERVE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--api-key", "api_key", {"help": "Moondream API key (env MOONDREAM_API_KEY)"}),
+    ("--endpoint", "endpoint", {"help": "API base URL (env MOONDREAM_ENDPOINT)"}),
+    ("--timeout", "timeout", {"type": float, "help": "seconds per API request (env MOONDREAM_TIMEOUT)"}),
+    ("--max-pixels", "max_image_pixels", {"type": int, "help": "downscale images to this many pixels "
+                                          "(env MOONDREAM_MCP_MAX_PIXELS)"}),
+    ("--allowed-dirs", "allowed_dirs", {"help": "os.pathsep-separated directories the tools may read "
+                                        "(env MOONDREAM_MCP_ALLOWED_DIRS)"}),
+    ("--allow-private-urls", "allow_private_urls", {"action": "store_const", "const": True,
+                                                    "help": "let image URLs reach private networks "
+                                                    "(env MOONDREAM_MCP_ALLOW_PRIVATE_URLS)"}),
+    ("--data-dir", "data_dir", {"help": "where the server keeps state (env MOONDREAM_MCP_DATA_DIR)"}),
+]
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from .config import Settings
+
+    given = {field: getattr(args, field) for _, field, _ in SERVE_FLAGS if getattr(args, field) is not None}
+    return Settings(**given)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from .server import build_server
+
+    server = build_server(_settings(args))
+    server.run()  # stdio: stdout carries protocol messages only
+
+
+def _emulator(args: argparse.Namespace) -> None:
+    from .emulator.serve import config_from_args, serve_forever
+
+    serve_forever(args.host, args.port, config_from_args(
+        keys=args.keys, no_auth=args.no_auth, latency=args.latency, rate_limit=args.rate_limit))
+
+
+def _tools(args: argparse.Namespace) -> None:
+    from .config import Settings
+    from .manifest import tool_manifest
+    from .server import build_server
+
+    text = anyio.run(tool_manifest, build_server(Settings()))
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="moondream-mcp", description="Moondream vision tools over MCP.")
+    top.add_argument("--version", action="version", version=f"moondream-mcp {__version__}")
+    top.add_argument("--log-level", default="INFO", help="log level for stderr (default INFO)")
+    commands = top.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the MCP server on stdio (the default)")
+    for flag, field, options in SERVE_FLAGS:
+        top.add_argument(flag, dest=field, default=None, **options)
+        # SUPPRESS: an unset flag after `serve` must not erase one given before it.
+        serve.add_argument(flag, dest=field, default=argparse.SUPPRESS, **options)
+
+    emulator = commands.add_parser("emulator", help="run the local Moondream API emulator (for tests, offline use)")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=2021)
+    emulator.add_argument("--keys", default=None, help="comma-separated accepted keys (env MOONDREAM_EMULATOR_KEYS);"
+                          " none: any non-empty key")
+    emulator.add_argument("--no-auth", action="store_true", help="Station-like: no key, errors as HTTP 200")
+    emulator.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    emulator.add_argument("--rate-limit", type=float, default=None, help="requests per second per key")
+
+    tools = commands.add_parser("tools", help="print the tool manifest (tools.json)")
+    tools.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    # stdout is the protocol in stdio mode: every log line goes to stderr.
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = args.command or "serve"
+    if command == "serve":
+        _serve(args)
+    elif command == "emulator":
+        _emulator(args)
+    else:
+        _tools(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The tuning API — finetunes, rollouts, train steps, checkpoints, metrics: typed results and calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .base import APIClient
+
+BASE_MODEL = "moondream3-preview"
+
+
+def checkpoint_model(finetune_id: str, step: int) -> str:
+    """The `model` string the skill endpoints take for a saved checkpoint."""
+    return f"{BASE_MODEL}/{finetune_id}@{step}"
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Finetune(_Result):
+    finetune_id: str
+    name: str | None = None
+    rank: int | None = None
+    created_at_ms: int | None = None
+    updated_at_ms: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, value: Any) -> Any:
+        # GET /finetunes/{id} answers either flat or as {"finetune": {...}}.
+        if isinstance(value, dict) and isinstance(value.get("finetune"), dict):
+            return value["finetune"]
+        return value
+
+
+class FinetunePage(_Result):
+    finetunes: list[Finetune] = Field(default_factory=list)
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class Checkpoint(_Result):
+    checkpoint_id: str | None = None
+    finetune_id: str
+    step: int
+    created_at_ms: int | None = None
+    updated_at_ms: int | None = None
+
+
+class CheckpointPage(_Result):
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class TrainStepResult(BaseModel):
+    # Older servers answer {}; newer ones add metrics over time: keep whatever arrives.
+    model_config = ConfigDict(extra="allow")
+
+    step: int | None = None
+    applied: bool | None = None
+
+
+class SavedCheckpoint(_Result):
+    ok: bool = True
+    checkpoint: Checkpoint | None = None
+
+
+class MetricsLogged(_Result):
+    ok: bool = True
+    step: int | None = None
+    logged_count: int | None = None
+
+
+def rl_group(request: str, rollouts: list[str], rewards: list[float]) -> str:
+    """An RL group as JSON text: the echoed request and rollouts exactly as received, one reward each."""
+    return (f'{{"mode":"rl","request":{request},"rollouts":[{",".join(rollouts)}],'
+            f'"rewards":{json.dumps(rewards)}}}')
+
+
+def sft_group(request: dict[str, Any], target: dict[str, Any]) -> str:
+    """An SFT group as JSON text."""
+    return json.dumps({"mode": "sft", "request": request, "target": target}, separators=(",", ":"))
+
+
+def _page(limit: int | None, cursor: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("limit", limit), ("cursor", cursor)) if v is not None}
+
+
+class Tuning:
+    """Everything under /tuning."""
+
+    def __init__(self, api: APIClient) -> None:
+        self._api = api
+
+    async def create_finetune(self, name: str, rank: int) -> Finetune:
+        body = await self._api.request("POST", "tuning/finetunes", json={"name": name, "rank": rank})
+        return Finetune.model_validate({"name": name, "rank": rank, **body})
+
+    async def list_finetunes(self, *, limit: int | None = None, cursor: str | None = None) -> FinetunePage:
+        return FinetunePage.model_validate(
+            await self._api.request("GET", "tuning/finetunes", params=_page(limit, cursor)))
+
+    async def get_finetune(self, finetune_id: str) -> Finetune:
+        return Finetune.model_validate(await self._api.request("GET", f"tuning/finetunes/{finetune_id}"))
+
+    async def delete_finetune(self, finetune_id: str) -> bool:
+        body = await self._api.request("DELETE", f"tuning/finetunes/{finetune_id}")
+        return bool(body.get("ok", True)) if isinstance(body, dict) else True
+
+    async def rollouts(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """POST /rollouts; returns the parsed response and its raw text, kept to send back unchanged."""
+        return await self._api.request_raw("POST", "tuning/rollouts", json=body)
+
+    async def train_step(self, finetune_id: str, groups: list[str], lr: float | None = None) -> TrainStepResult:
+        """POST /train_step with groups given as JSON text (see rl_group / sft_group).
+
+        Retried only when the request certainly never reached the server: a step is not idempotent.
+        """
+        parts = [f'"finetune_id":{json.dumps(finetune_id)}', f'"groups":[{",".join(groups)}]']
+        if lr is not None:  # otherwise the server's default applies
+            parts.append(f'"lr":{json.dumps(lr)}')
+        answer = await self._api.request(
+            "POST", "tuning/train_step", content=("{" + ",".join(parts) + "}").encode(),
+            headers={"Content-Type": "application/json"}, retry="unsent",
+        )
+        return TrainStepResult.model_validate(answer if isinstance(answer, dict) else {})
+
+    async def log_metrics(self, finetune_id: str, step: int, metrics: dict[str, float]) -> MetricsLogged:
+        return MetricsLogged.model_validate(await self._api.request(
+            "POST", f"tuning/finetunes/{finetune_id}/metrics", json={"step": step, "metrics": metrics}))
+
+    async def list_checkpoints(
+        self, finetune_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> CheckpointPage:
+        return CheckpointPage.model_validate(await self._api.request(
+            "GET", f"tuning/finetunes/{finetune_id}/checkpoints", params=_page(limit, cursor)))
+
+    async def save_checkpoint(self, finetune_id: str) -> SavedCheckpoint:
+        return SavedCheckpoint.model_validate(
+            await self._api.request("POST", f"tuning/finetunes/{finetune_id}/checkpoints/save"))
+
+    async def delete_checkpoint(self, finetune_id: str, step: int) -> bool:
+        body = await self._api.request("DELETE", f"tuning/finetunes/{finetune_id}/checkpoints/{step}")
+        return bool(body.get("ok", True)) if isinstance(body, dict) else True

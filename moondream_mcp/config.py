@@ -1,0 +1,114 @@
+"""Settings from environment variables and command-line flags, built once and passed in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CLOUD_ENDPOINT = "https://api.moondream.ai/v1"
+STATION_ENDPOINT = "http://localhost:2020/v1"
+
+
+def _env(name: str) -> AliasChoices:
+    # The field name is accepted too, so tests and flags can pass settings by keyword.
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Env vars first, flags (passed as keywords) override them."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("MOONDREAM_API_KEY"),
+        description="Moondream API key, sent as X-Moondream-Auth. Not needed for Moondream Station.",
+    )
+    endpoint: str = Field(
+        default=CLOUD_ENDPOINT,
+        validation_alias=_env("MOONDREAM_ENDPOINT"),
+        description=f"Base URL of the API: the cloud ({CLOUD_ENDPOINT}) or Moondream Station ({STATION_ENDPOINT}).",
+    )
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_TIMEOUT"),
+        description="Seconds to wait for one API request.",
+    )
+    max_image_pixels: int = Field(
+        default=2_000_000,
+        ge=10_000,
+        validation_alias=_env("MOONDREAM_MCP_MAX_PIXELS"),
+        description="Images are downscaled to at most this many pixels before upload (the model sees ~1.9 MP).",
+    )
+    max_file_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_MAX_FILE_BYTES"),
+        description="Largest image file, download or data URL accepted, in bytes.",
+    )
+    allowed_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.home()],
+        validation_alias=_env("MOONDREAM_MCP_ALLOWED_DIRS"),
+        description="Directories whose files the tools may read or write (os.pathsep-separated).",
+    )
+    allow_private_urls: bool = Field(
+        default=False,
+        validation_alias=_env("MOONDREAM_MCP_ALLOW_PRIVATE_URLS"),
+        description="Let image URLs point at loopback, private or link-local addresses.",
+    )
+    fetch_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_FETCH_TIMEOUT"),
+        description="Seconds allowed for downloading one image URL, redirects included.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("moondream-mcp", appauthor=False)),
+        validation_alias=_env("MOONDREAM_MCP_DATA_DIR"),
+        description="Where the server keeps its own state.",
+    )
+    rollout_ttl_hours: float = Field(
+        default=24.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_ROLLOUT_TTL_HOURS"),
+        description="Stored rollout sets older than this are deleted.",
+    )
+    retry_after_cap: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=_env("MOONDREAM_MCP_RETRY_AFTER_CAP"),
+        description="Longest Retry-After the client will wait for before retrying.",
+    )
+
+    @field_validator("allowed_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("allowed_dirs")
+    @classmethod
+    def _resolve_dirs(cls, value: list[Path]) -> list[Path]:
+        # Resolved once here so every containment check compares real paths with real paths.
+        return [Path(os.path.expanduser(p)).resolve() for p in value]
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return Path(os.path.expanduser(value))
+
+    @field_validator("endpoint")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.endpoint.startswith("https://api.moondream.ai")

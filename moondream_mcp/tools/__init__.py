@@ -1,0 +1,1 @@
+"""MCP tools by area; each module has a register(server) function."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: the emulator on 127.0.0.1, settings pointing at it, an MCP client over the real protocol."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from moondream_mcp.config import Settings
+from moondream_mcp.emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
+from moondream_mcp.server import build_server
+
+API_KEY = "md-test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def _shared_emulator() -> Iterator[RunningEmulator]:
+    with running_emulator(Emulator(EmulatorConfig(keys=frozenset({API_KEY})))) as running:
+        yield running
+
+
+@pytest.fixture
+def emulator(_shared_emulator: RunningEmulator) -> Iterator[RunningEmulator]:
+    """The emulator, with no faults pending and an empty request log."""
+    _shared_emulator.emulator.clear()
+    yield _shared_emulator
+    _shared_emulator.emulator.clear()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """The one directory the server under test may read."""
+    path = tmp_path / "photos"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(emulator: RunningEmulator, workdir: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        api_key=API_KEY,
+        endpoint=emulator.url,
+        allowed_dirs=[workdir],
+        data_dir=tmp_path / "data",
+        timeout=10,
+        retry_after_cap=2,
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with Client(build_server(settings)) as connected:
+        yield connected

@@ -1,0 +1,105 @@
+"""The console script over real stdio: stdout carries protocol messages only; legacy and modern clients work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.conftest import API_KEY
+from tests.pictures import assert_box, canvas, save
+
+pytestmark = pytest.mark.anyio
+
+
+def server_env(emulator, workdir: Path, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONDREAM")}
+    env.update(
+        MOONDREAM_API_KEY=API_KEY,
+        MOONDREAM_ENDPOINT=emulator.url,
+        MOONDREAM_MCP_ALLOWED_DIRS=str(workdir),
+        MOONDREAM_MCP_DATA_DIR=str(tmp_path / "data"),
+    )
+    return env
+
+
+def rpc(id_: int | None, method: str, params: dict | None = None) -> bytes:
+    message: dict = {"jsonrpc": "2.0", "method": method}
+    if id_ is not None:
+        message["id"] = id_
+    if params is not None:
+        message["params"] = params
+    return (json.dumps(message) + "\n").encode()
+
+
+async def test_stdout_carries_only_protocol_messages(emulator, workdir: Path, tmp_path: Path) -> None:
+    image = save(canvas(), workdir / "square.png")
+    lines: list[str] = []
+    errors: list[bytes] = []
+
+    async def drain(stream) -> None:
+        # Read stderr as it comes, so a chatty log can never fill the pipe and stall the server.
+        async for chunk in stream:
+            errors.append(chunk)
+
+    with anyio.fail_after(60):
+        async with await anyio.open_process(
+            [sys.executable, "-m", "moondream_mcp", "--log-level", "DEBUG"],
+            env=server_env(emulator, workdir, tmp_path),
+        ) as process, anyio.create_task_group() as tasks:
+            tasks.start_soon(drain, process.stderr)
+            for message in (
+                rpc(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                      "clientInfo": {"name": "raw-test", "version": "0"}}),
+                rpc(None, "notifications/initialized"),
+                rpc(2, "tools/list"),
+                rpc(3, "tools/call", {"name": "detect", "arguments": {"image": image, "object": "red"}}),
+                rpc(4, "tools/call", {"name": "detect", "arguments": {"image": "/etc/passwd", "object": "red"}}),
+            ):
+                await process.stdin.send(message)
+            buffer = b""
+            answered: set[int] = set()
+            async for chunk in process.stdout:
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    lines.append(line.decode())
+                    answered.add(json.loads(line).get("id"))
+                if {1, 2, 3, 4} <= answered:
+                    break
+            await process.stdin.aclose()
+            await process.wait()
+    stderr = b"".join(errors).decode(errors="replace")
+
+    messages = [json.loads(line) for line in lines]  # every line is JSON: nothing else on stdout
+    assert all(m["jsonrpc"] == "2.0" for m in messages)
+    by_id = {m.get("id"): m for m in messages}
+    assert {t["name"] for t in by_id[2]["result"]["tools"]} >= {"caption", "query", "detect", "point", "segment"}
+    assert_box(by_id[3]["result"]["structuredContent"]["objects"][0], (0.25, 0.2, 0.5, 0.6))
+    assert by_id[4]["result"]["isError"] is True
+    assert API_KEY not in "\n".join(lines) + stderr
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_sdk_client_works_over_stdio(mode: str, emulator, workdir: Path, tmp_path: Path) -> None:
+    image = save(canvas(), workdir / "square.png")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "moondream_mcp", "serve"], env=server_env(emulator, workdir, tmp_path)
+    )
+    with anyio.fail_after(60):
+        async with Client(params, mode=mode) as client:
+            result = await client.call_tool("point", {"image": image, "object": "red"})
+    assert not result.is_error
+    assert result.structured_content["points"][0] == pytest.approx({"x": 0.375, "y": 0.4}, abs=0.02)
+
+
+def test_the_console_script_prints_its_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "moondream_mcp", "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("moondream-mcp ")

@@ -1,0 +1,25 @@
+"""A local emulator of the Moondream API, for tests, benchmarks and offline development.
+
+It is not a model. It "sees" only solid-coloured regions (by pixel colour), answers in fixed sentences
+built from them, and speaks the API's wire format faithfully: the skills under /v1 (query, caption,
+detect, point, segment), its errors, streams and limits, Moondream Station's dialect, and faults on
+demand (injected statuses, dropped connections, truncated streams, latency, rate limits).
+
+    from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
+
+    with running_emulator(Emulator(EmulatorConfig(keys=frozenset({"k"})))) as running:
+        ...  # call running.url ("http://127.0.0.1:<port>/v1"); inspect running.emulator.requests
+"""
+
+from .app import Emulator, EmulatorConfig, LoggedRequest
+from .serve import RunningEmulator, config_from_args, running_emulator, serve_forever
+
+__all__ = [
+    "Emulator",
+    "EmulatorConfig",
+    "LoggedRequest",
+    "RunningEmulator",
+    "config_from_args",
+    "running_emulator",
+    "serve_forever",
+]

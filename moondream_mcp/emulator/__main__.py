@@ -1,0 +1,5 @@
+"""`python -m moondream_mcp.emulator`: the emulator in the foreground."""
+
+from .serve import main
+
+main()

@@ -1,0 +1,448 @@
+"""The Emulator: an ASGI app serving the skills under /v1, with auth, rate limits, faults and a request log.
+
+Every request to the API paths passes one gate before it reaches a handler: it is logged, delayed by
+the configured latency, given a pending injected fault if one matches, then checked for its key and
+its rate. Paths under /_emulator/ control the emulator itself (for tests and benchmarks run out of
+process) and pass no gate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .errors import ApiError, error_response
+from .skills import SKILLS, SkillContext, run_skill
+
+AUTH_HEADER = "x-moondream-auth"
+ADMIN_PREFIX = "/_emulator/"
+# Far above the 10 MB image limit: larger bodies are refused unread rather than held in memory.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+_STATE = "moondream_emulator.request"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+@dataclass
+class EmulatorConfig:
+    """How the emulator behaves; read on every request, so changing it takes effect at once."""
+
+    keys: frozenset[str] = frozenset()  # accepted API keys; empty: any non-empty key
+    no_auth: bool = False  # Moondream Station: no key needed, request errors as HTTP 200 {"error": "..."}
+    latency: float = 0.0  # seconds added before every answer
+    rate_limit: float | None = None  # requests per second per key; None: unlimited
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keys, str):
+            raise TypeError("keys must be a collection of keys, not one string (see config_from_args)")
+        self.keys = frozenset(self.keys)
+        if self.latency < 0:
+            raise ValueError("latency must be >= 0")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError("rate_limit must be > 0 (or None for no limit)")
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    json: dict[str, Any] | None  # the parsed body when it was a JSON object
+    status: int  # the status answered; 0 while unanswered or when the connection was dropped
+    at: float  # time.monotonic() on arrival
+
+
+@dataclass
+class _Fault:
+    kind: Literal["status", "drop", "truncate"]
+    remaining: int
+    path: str | None = None
+    status: int = 0
+    retry_after: float | None = None
+    body: str | None = None
+
+    def matches(self, path: str) -> bool:
+        return self.path is None or path.endswith(self.path)
+
+
+@dataclass
+class _RequestState:
+    """What the gate learnt about a request, handed on to its handler through the ASGI scope."""
+
+    body: Any  # parsed JSON, or _NOT_JSON
+    too_large: bool
+    abort: Callable[[], None] = field(repr=False)
+
+
+_NOT_JSON = object()
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def _retry_after_header(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
+def _fault_message(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = f"HTTP {status}"
+    return f"{phrase[0]}{phrase[1:].lower()} (injected by the emulator)"
+
+
+def _transport_of(send: Send) -> Any:
+    """The connection's asyncio transport when served by uvicorn, else None.
+
+    ASGI has no way to close a connection without answering, so a dropped connection reaches
+    past it: uvicorn's `send` is a bound method of its request cycle, which holds the transport.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return transport if callable(getattr(transport, "abort", None)) else None
+
+
+class _RateLimiter:
+    """A token bucket per key: `rate` requests a second, bursts of up to max(rate, 1)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def wait_needed(self, key: str, rate: float, now: float) -> float:
+        """0 if a request may go now (and count it), else the seconds until one may."""
+        capacity = max(rate, 1.0)
+        tokens, last = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / rate
+
+    def clear(self) -> None:
+        self._buckets.clear()
+
+
+class Emulator:
+    """A local stand-in for the Moondream API, for tests, benchmarks and offline use.
+
+    `app` is the ASGI application; serve it with `running_emulator` (tests) or `serve_forever`.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config if config is not None else EmulatorConfig()
+        self.requests: list[LoggedRequest] = []
+        self._faults: list[_Fault] = []
+        # Tests inject faults and read the log from their own thread while the server runs in another.
+        self._lock = threading.Lock()
+        self._limiter = _RateLimiter()
+        self.app = _EmulatorApp(
+            self,
+            routes=self._routes(),
+            exception_handlers={HTTPException: self._http_exception},
+        )
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def inject(
+        self,
+        status: int,
+        *,
+        retry_after: float | None = None,
+        body: str | None = None,
+        times: int = 1,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next `times` requests (whose path ends with `path`, if given) with `status`.
+
+        The body is the API's nested JSON error, or `body` verbatim as text/plain (say
+        "error code: 524"); `retry_after` seconds go in a Retry-After header.
+        """
+        if not 100 <= status <= 599:
+            raise ValueError(f"not an HTTP status: {status}")
+        self._add(_Fault("status", times, path, status=status, retry_after=retry_after, body=body))
+
+    def inject_drop(self, times: int = 1, *, path: str | None = None) -> None:
+        """Close the connection of the next `times` requests without any response."""
+        self._add(_Fault("drop", times, path))
+
+    def inject_truncate(self, times: int = 1, *, path: str | None = None) -> None:
+        """End the next `times` streamed responses after their first event, with no completion event."""
+        self._add(_Fault("truncate", times, path))
+
+    def clear(self) -> None:
+        """Forget pending faults, the request log and rate-limit history."""
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+            self._limiter.clear()
+
+    def checkpoint_exists(self, finetune_id: str, step: int) -> bool:
+        """Whether `moondream3-preview/{finetune_id}@{step}` names a saved checkpoint (none exist yet)."""
+        return False
+
+    def _add(self, fault: _Fault) -> None:
+        if fault.remaining < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take(self, kinds: tuple[str, ...], path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind in kinds and fault.matches(path):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # --- the gate --------------------------------------------------------------------------------
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, app: Callable[..., Awaitable[None]]
+    ) -> None:
+        raw, too_large = await _read_body(receive)
+        body = _parse_json(raw)
+        entry = LoggedRequest(
+            method=scope["method"],
+            path=scope["path"],
+            headers=_headers(scope),
+            json=body if isinstance(body, dict) else None,
+            status=0,
+            at=time.monotonic(),
+        )
+        with self._lock:
+            self.requests.append(entry)
+
+        async def logged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                entry.status = message["status"]
+            await send(message)
+
+        replayed = False
+
+        async def replay() -> Message:
+            # The handler reads the body the gate already consumed.
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        transport = _transport_of(send)
+        scope[_STATE] = _RequestState(body, too_large, abort=transport.abort if transport else lambda: None)
+
+        if self.config.latency > 0:
+            await anyio.sleep(self.config.latency)
+        fault = self._take(("status", "drop"), scope["path"])
+        if fault is not None and fault.kind == "drop":
+            await _drop(transport, receive)
+            return
+        response = self._fault_response(fault) if fault is not None else self._refusal(entry.headers)
+        if response is not None:
+            await response(scope, replay, logged_send)
+            return
+        await app(scope, replay, logged_send)
+
+    def _fault_response(self, fault: _Fault) -> Response:
+        headers = {} if fault.retry_after is None else {"Retry-After": _retry_after_header(fault.retry_after)}
+        if fault.body is not None:
+            return PlainTextResponse(fault.body, status_code=fault.status, headers=headers)
+        error = ApiError(fault.status, _fault_message(fault.status), headers=headers)
+        return error_response(error, station=self.config.no_auth, keep_status=True)
+
+    def _refusal(self, headers: dict[str, str]) -> Response | None:
+        """A 401 for a missing or unknown key, a 429 over the rate limit; None to let the request on."""
+        config = self.config
+        key = headers.get(AUTH_HEADER, "")
+        if not config.no_auth:
+            if not key.strip():
+                error = ApiError(
+                    401, f"missing API key: send it in the {AUTH_HEADER} header", code="missing_api_key"
+                )
+                return error_response(error, station=False)
+            if config.keys and key not in config.keys:
+                return error_response(ApiError(401, "invalid API key", code="invalid_api_key"), station=False)
+        if config.rate_limit is not None:
+            with self._lock:
+                wait = self._limiter.wait_needed(key, config.rate_limit, time.monotonic())
+            if wait > 0:
+                error = ApiError(
+                    429,
+                    f"rate limit exceeded: {config.rate_limit:g} requests per second",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+                return error_response(error, station=config.no_auth, keep_status=True)
+        return None
+
+    # --- routes ----------------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        routes = [Route(f"/v1/{skill}", self._skill_endpoint(skill), methods=["POST"]) for skill in SKILLS]
+        routes += [
+            Route(ADMIN_PREFIX + "faults", self._admin_faults, methods=["POST"]),
+            Route(ADMIN_PREFIX + "requests", self._admin_requests, methods=["GET"]),
+            Route(ADMIN_PREFIX + "clear", self._admin_clear, methods=["POST"]),
+        ]
+        return routes
+
+    def _skill_endpoint(self, skill: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            state: _RequestState = request.scope[_STATE]
+            path = request.url.path
+            ctx = SkillContext(
+                request_id=new_request_id(),
+                station=self.config.no_auth,
+                take_truncate=lambda: self._take(("truncate",), path) is not None,
+                abort_connection=state.abort,
+                checkpoint_exists=self.checkpoint_exists,
+            )
+            try:
+                if state.too_large:
+                    raise ApiError(
+                        413, "request too large: images are limited to 10 MB", code="request_too_large"
+                    )
+                if state.body is _NOT_JSON:
+                    raise ApiError(400, "request body is not valid JSON", code="invalid_json")
+                return await run_skill(skill, state.body, ctx)
+            except ApiError as error:
+                return error_response(error, station=self.config.no_auth)
+
+        return endpoint
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error = ApiError(exc.status_code, exc.detail, headers=dict(exc.headers or {}))
+        return error_response(error, station=self.config.no_auth, keep_status=True)
+
+    async def _admin_faults(self, request: Request) -> Response:
+        try:
+            spec = await request.json()
+        except ValueError:
+            spec = None
+        try:
+            if not isinstance(spec, dict):
+                raise TypeError("a JSON object is required")
+            path = spec.get("path")
+            if "drop" in spec:
+                self.inject_drop(int(spec["drop"]), path=path)
+            elif "truncate" in spec:
+                self.inject_truncate(int(spec["truncate"]), path=path)
+            elif "status" in spec:
+                retry_after = spec.get("retry_after")
+                self.inject(
+                    int(spec["status"]),
+                    retry_after=None if retry_after is None else float(retry_after),
+                    body=spec.get("body"),
+                    times=int(spec.get("times", 1)),
+                    path=path,
+                )
+            else:
+                raise ValueError("give status, drop or truncate")
+        except (TypeError, ValueError) as exc:
+            return error_response(ApiError(400, f"bad fault: {exc}"), station=False)
+        return JSONResponse({"ok": True})
+
+    async def _admin_requests(self, request: Request) -> Response:
+        with self._lock:
+            entries = [asdict(entry) for entry in self.requests]
+        for entry in entries:
+            entry["json"] = _without_images(entry["json"])
+        return JSONResponse({"requests": entries})
+
+    async def _admin_clear(self, request: Request) -> Response:
+        self.clear()
+        return JSONResponse({"ok": True})
+
+
+class _EmulatorApp(Starlette):
+    """Starlette, with the emulator's gate in front of every API path."""
+
+    def __init__(self, emulator: Emulator, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._emulator = emulator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(ADMIN_PREFIX):
+            # The gate sees uvicorn's own `send`, before Starlette wraps it: a drop needs it.
+            await self._emulator._serve(scope, receive, send, super().__call__)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request body, and whether it was cut off for being larger than MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+async def _drop(transport: Any, receive: Receive) -> None:
+    if transport is None:
+        raise RuntimeError(
+            "dropping a connection needs a real server: serve the emulator with running_emulator"
+        )
+    transport.abort()
+    # Return only once the server has seen the connection go, or it would answer 500 on a dead socket.
+    with anyio.move_on_after(5):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+def _without_images(value: Any) -> Any:
+    """A logged body with image data replaced by its length, for listing over HTTP."""
+    if isinstance(value, dict):
+        return {
+            key: f"<{len(item)} characters>"
+            if key == "image_url" and isinstance(item, str)
+            else _without_images(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_images(item) for item in value]
+    return value

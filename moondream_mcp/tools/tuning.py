@@ -1,0 +1,415 @@
+"""Tuning as MCP tools: finetunes, rollouts (kept server-side), train steps, checkpoints, metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..client import APIConnectionError, ServerError, StreamError
+from ..client.rawjson import array_items, member
+from ..client.tuning import Checkpoint, Finetune, checkpoint_model, rl_group, sft_group
+from .errors import tool_errors
+
+if TYPE_CHECKING:
+    from mcp.server import MCPServer
+
+    from ..server import AppState
+
+# ---- parameters -------------------------------------------------------------------------------
+
+FinetuneId = Annotated[str, Field(min_length=1, description="The finetune's id (from create_finetune or list_finetunes).")]
+Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")]
+Cursor = Annotated[str | None, Field(description="next_cursor from the previous page; omit for the first page.")]
+Skill = Literal["query", "point", "detect"]
+
+
+class XY(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float = Field(ge=0, le=1, description="0-1 from the left.")
+    y: float = Field(ge=0, le=1, description="0-1 from the top.")
+
+
+class BoxIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x_min: float = Field(ge=0, le=1, description="Left edge, 0-1.")
+    y_min: float = Field(ge=0, le=1, description="Top edge, 0-1.")
+    x_max: float = Field(ge=0, le=1, description="Right edge, 0-1.")
+    y_max: float = Field(ge=0, le=1, description="Bottom edge, 0-1.")
+
+
+class GroundTruth(BaseModel):
+    """The right answer for point/detect rollouts, so the API computes each rollout's reward."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[XY] | None = Field(default=None, description="Correct points (point skill).")
+    boxes: list[BoxIn] | None = Field(default=None, description="Correct boxes (detect; or point: reward if inside).")
+
+
+class RLGroup(BaseModel):
+    """Train on a stored rollout set with one reward per rollout."""
+
+    model_config = ConfigDict(extra="forbid")
+    rollout_set_id: str = Field(description="The id generate_rollouts returned.")
+    rewards: list[float] | None = Field(
+        default=None, description="One reward per rollout, same order as outputs; omit to use the ground-truth "
+        "rewards computed when the rollouts were generated.")
+
+
+class SFTTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: str | None = Field(default=None, description="query: the correct answer.")
+    reasoning: str | None = Field(default=None, description="query with reasoning on: the reasoning text.")
+    points: list[XY] | None = Field(default=None, description="point: the correct points (or give boxes).")
+    boxes: list[BoxIn] | None = Field(default=None, description="detect: the correct boxes; point: boxes instead.")
+
+
+class SFTGroup(BaseModel):
+    """Supervised example: an image, a question or object, and the right answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    skill: Skill = Field(description="query, point or detect.")
+    image: str | None = Field(default=None, description="Image path / URL / data URL (required for point and detect).")
+    question: str | None = Field(default=None, description="query: the question.")
+    object: str | None = Field(default=None, description="point/detect: what to find.")
+    reasoning: bool = Field(default=False, description="query: whether the request has reasoning on.")
+    target: SFTTarget = Field(description="The correct output.")
+
+
+# ---- results ----------------------------------------------------------------------------------
+
+
+class FinetuneOut(BaseModel):
+    finetune_id: str
+    name: str | None
+    rank: int | None
+    created_at_ms: int | None = None
+    updated_at_ms: int | None = None
+
+
+class FinetuneList(BaseModel):
+    finetunes: list[FinetuneOut]
+    next_cursor: str | None
+    has_more: bool
+
+
+class Ok(BaseModel):
+    ok: bool
+
+
+class RolloutOutput(BaseModel):
+    answer: str | None = Field(default=None, description="query: the answer.")
+    reasoning: str | None = Field(default=None, description="query with reasoning: the reasoning text.")
+    points: list[dict[str, float]] | None = Field(default=None, description="point: the points, 0-1.")
+    objects: list[dict[str, float]] | None = Field(default=None, description="detect: the boxes, 0-1.")
+
+
+class RolloutsOut(BaseModel):
+    rollout_set_id: str = Field(description="Pass to train_step; the full rollout data stays on this server.")
+    skill: Skill
+    outputs: list[RolloutOutput] = Field(description="One per rollout, in order.")
+    rewards: list[float] | None = Field(description="Ground-truth rewards per rollout, or null without ground truth.")
+
+
+class TrainStepOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    step: int | None = Field(description="The finetune's step after this one (null if the API did not say).")
+    applied: bool | None
+    metrics: dict[str, Any] = Field(description="Whatever else the API reported (kl, grad_norm, reward_mean, ...).")
+
+
+class CheckpointOut(BaseModel):
+    checkpoint_id: str | None
+    finetune_id: str
+    step: int
+    model: str = Field(description="Pass as `model` to detect / point / query / caption to use this checkpoint.")
+    created_at_ms: int | None = None
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[CheckpointOut]
+    next_cursor: str | None
+    has_more: bool
+
+
+class SavedOut(BaseModel):
+    checkpoint: CheckpointOut | None
+    model: str | None = Field(description="The `model` string of the saved checkpoint.")
+
+
+class MetricsOut(BaseModel):
+    ok: bool
+    step: int | None = None
+    logged_count: int | None = None
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _state(ctx: Context) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def _finetune(f: Finetune) -> FinetuneOut:
+    return FinetuneOut(finetune_id=f.finetune_id, name=f.name, rank=f.rank,
+                       created_at_ms=f.created_at_ms, updated_at_ms=f.updated_at_ms)
+
+
+def _checkpoint(c: Checkpoint) -> CheckpointOut:
+    return CheckpointOut(checkpoint_id=c.checkpoint_id, finetune_id=c.finetune_id, step=c.step,
+                         model=checkpoint_model(c.finetune_id, c.step), created_at_ms=c.created_at_ms)
+
+
+def _compact(rollout: dict[str, Any]) -> RolloutOutput:
+    output = rollout.get("output") or {}
+    reasoning = output.get("reasoning")
+    if isinstance(reasoning, dict):
+        reasoning = reasoning.get("text")
+    return RolloutOutput(answer=output.get("answer"), reasoning=reasoning,
+                         points=output.get("points"), objects=output.get("objects"))
+
+
+def _sft_target(group: SFTGroup) -> dict[str, Any]:
+    """The wire target, checked against the contract's rules before anything is sent."""
+    t = group.target
+    if group.skill == "query":
+        if not t.answer:
+            raise ToolError("an SFT query group needs target.answer")
+        if group.reasoning != (t.reasoning is not None):
+            raise ToolError("target.reasoning must be given exactly when the query group has reasoning on")
+        target: dict[str, Any] = {"answer": t.answer}
+        if t.reasoning is not None:
+            target["reasoning"] = {"text": t.reasoning}
+        return target
+    if group.skill == "point":
+        if (t.points is None) == (t.boxes is None):
+            raise ToolError("an SFT point group needs exactly one of target.points or target.boxes")
+        return {"points": [p.model_dump() for p in t.points]} if t.points is not None else {
+            "boxes": [b.model_dump() for b in t.boxes or []]}
+    if t.boxes is None or t.points is not None or t.answer is not None:
+        raise ToolError("an SFT detect group needs target.boxes (and nothing else)")
+    return {"boxes": [b.model_dump() for b in t.boxes]}
+
+
+def _skill_request(skill: str, *, question: str | None, object: str | None, image_url: str | None,
+                   reasoning: bool | None = None) -> dict[str, Any]:
+    if skill == "query":
+        if not question:
+            raise ToolError("the query skill needs a question")
+        request: dict[str, Any] = {"skill": "query", "question": question}
+        if image_url is not None:
+            request["image_url"] = image_url
+        if reasoning is not None:
+            request["reasoning"] = reasoning
+        return request
+    if not object:
+        raise ToolError(f"the {skill} skill needs an object")
+    if image_url is None:
+        raise ToolError(f"the {skill} skill needs an image")
+    return {"skill": skill, "object": object, "image_url": image_url}
+
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
+CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+ADD = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Create a finetune", annotations=CREATE)
+    async def create_finetune(
+        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128,
+                                   description="Name: letters, digits, '-', '_', '.'.")],
+        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank: 8, 16, 24 or 32.")],
+        ctx: Context,
+    ) -> FinetuneOut:
+        """Create a finetune of Moondream (or get the existing one with the same name and rank).
+        The same name with another rank is refused."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            return _finetune(await state.client.tuning.create_finetune(name, rank))
+
+    @server.tool(title="List finetunes", annotations=READ)
+    async def list_finetunes(ctx: Context, limit: Limit = None, cursor: Cursor = None) -> FinetuneList:
+        """List finetunes, oldest first, a page at a time."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            page = await state.client.tuning.list_finetunes(limit=limit, cursor=cursor)
+        return FinetuneList(finetunes=[_finetune(f) for f in page.finetunes],
+                            next_cursor=page.next_cursor, has_more=page.has_more)
+
+    @server.tool(title="Get a finetune", annotations=READ)
+    async def get_finetune(finetune_id: FinetuneId, ctx: Context) -> FinetuneOut:
+        """One finetune by id."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            return _finetune(await state.client.tuning.get_finetune(finetune_id))
+
+    @server.tool(title="Delete a finetune", annotations=DELETE)
+    async def delete_finetune(finetune_id: FinetuneId, ctx: Context) -> Ok:
+        """Delete a finetune and with it every checkpoint. Cannot be undone."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            return Ok(ok=await state.client.tuning.delete_finetune(finetune_id))
+
+    @server.tool(title="Generate rollouts", annotations=ADD)
+    async def generate_rollouts(
+        finetune_id: FinetuneId,
+        skill: Annotated[Skill, Field(description="query, point or detect.")],
+        ctx: Context,
+        image: Annotated[str | None, Field(description="The image (path, file://, http(s) or data URL); "
+                                           "required for point and detect.")] = None,
+        question: Annotated[str | None, Field(description="query: the question.")] = None,
+        object: Annotated[str | None, Field(description="point / detect: what to find.")] = None,
+        num_rollouts: Annotated[int, Field(ge=1, le=16, description="How many samples, 1-16.")] = 4,
+        reasoning: Annotated[bool | None, Field(description="query: reason before answering.")] = None,
+        temperature: Annotated[float | None, Field(ge=0, description="Sampling temperature (API default 1.0).")] = None,
+        top_p: Annotated[float | None, Field(gt=0, le=1, description="top_p (API default 1.0).")] = None,
+        max_tokens: Annotated[int | None, Field(gt=0, description="Most tokens per rollout.")] = None,
+        max_objects: Annotated[int | None, Field(gt=0, description="detect: most boxes per rollout.")] = None,
+        ground_truth: Annotated[GroundTruth | None, Field(description="point / detect: the right answer, so the "
+                                                          "API scores each rollout (rewards).")] = None,
+    ) -> RolloutsOut:
+        """Sample the finetune's current policy several times on one example. Returns a compact view of
+        each rollout and, with ground truth, their rewards; the full rollout data (needed by
+        train_step) stays on this server under rollout_set_id. Coordinates are 0-1, origin top-left."""
+        state = _state(ctx)
+        if ground_truth is not None and skill == "query":
+            raise ToolError("ground_truth is for point and detect; score query rollouts yourself and pass rewards")
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            prepared = await state.images.load(image) if image is not None else None
+            request = _skill_request(skill, question=question, object=object,
+                                     image_url=prepared.data_url if prepared else None,
+                                     reasoning=reasoning if skill == "query" else None)
+            settings = {k: v for k, v in (("temperature", temperature), ("top_p", top_p),
+                                          ("max_tokens", max_tokens), ("max_objects", max_objects)) if v is not None}
+            if settings:
+                request["settings"] = settings
+            body: dict[str, Any] = {"finetune_id": finetune_id, "num_rollouts": num_rollouts, "request": request}
+            if ground_truth is not None:
+                body["ground_truth"] = ground_truth.model_dump(exclude_none=True)
+            answer, raw = await state.client.tuning.rollouts(body)
+        rollouts = answer.get("rollouts") or []
+        rewards = answer.get("rewards")
+        set_id = await state.store.add_rollout_set(
+            finetune_id=finetune_id, skill=skill, response=raw, rewards=rewards, num_rollouts=len(rollouts))
+        await state.store.purge_rollout_sets(state.settings.rollout_ttl_hours * 3600)
+        return RolloutsOut(rollout_set_id=set_id, skill=skill, outputs=[_compact(r) for r in rollouts],
+                           rewards=rewards)
+
+    @server.tool(title="Apply one training step", annotations=ADD)
+    async def train_step(
+        finetune_id: FinetuneId,
+        groups: Annotated[list[RLGroup | SFTGroup], Field(min_length=1, description=(
+            "The step's groups. RL: {rollout_set_id, rewards?}. SFT: {skill, image?, question?/object?, "
+            "target}. Modes and skills may be mixed."))],
+        ctx: Context,
+        lr: Annotated[float | None, Field(gt=0, description="Learning rate; omit for the API's default.")] = None,
+        allow_reuse: Annotated[bool, Field(description="Allow rollout sets already used in a step (stale: they "
+                                           "came from an older policy).")] = False,
+    ) -> TrainStepOut:
+        """Apply one training step to the finetune. Not idempotent: every call that reaches the API advances
+        the step. If the outcome is unknown (timeout, server error), check list_checkpoints before
+        calling again."""
+        state = _state(ctx)
+        wire: list[str] = []
+        used: list[str] = []
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            for group in groups:
+                if isinstance(group, RLGroup):
+                    wire.append(await _rl_wire(state, finetune_id, group, allow_reuse))
+                    used.append(group.rollout_set_id)
+                else:
+                    prepared = await state.images.load(group.image) if group.image is not None else None
+                    request = _skill_request(group.skill, question=group.question, object=group.object,
+                                             image_url=prepared.data_url if prepared else None,
+                                             reasoning=group.reasoning if group.skill == "query" else None)
+                    wire.append(sft_group(request, _sft_target(group)))
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            try:
+                result = await state.client.tuning.train_step(finetune_id, wire, lr)
+            except (ServerError, StreamError, APIConnectionError) as exc:
+                if isinstance(exc, APIConnectionError) and not exc.sent:
+                    raise  # never reached the API: an ordinary connection error
+                raise ToolError(
+                    f"train_step outcome unknown: the request reached the API but no clear answer came back "
+                    f"({_reason(exc)}). The step may or may not have been applied. Check list_checkpoints "
+                    f"for {finetune_id} (a new step appears when one is applied) before calling train_step "
+                    "again; the rollout sets were left unused.") from None
+        await state.store.mark_used(used, result.step)
+        extra = result.model_extra or {}
+        return TrainStepOut(step=result.step, applied=result.applied,
+                            metrics={k: v for k, v in extra.items() if v is not None})
+
+    @server.tool(title="List saved checkpoints", annotations=READ)
+    async def list_checkpoints(
+        finetune_id: FinetuneId, ctx: Context, limit: Limit = None, cursor: Cursor = None
+    ) -> CheckpointList:
+        """Saved checkpoints of a finetune, by ascending step, each with the `model` string to use it."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            page = await state.client.tuning.list_checkpoints(finetune_id, limit=limit, cursor=cursor)
+        return CheckpointList(checkpoints=[_checkpoint(c) for c in page.checkpoints],
+                              next_cursor=page.next_cursor, has_more=page.has_more)
+
+    @server.tool(title="Save the current checkpoint", annotations=CREATE)
+    async def save_checkpoint(finetune_id: FinetuneId, ctx: Context) -> SavedOut:
+        """Save the finetune's current step as a checkpoint, usable as `model` by the skill tools."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            saved = await state.client.tuning.save_checkpoint(finetune_id)
+        if saved.checkpoint is None:
+            return SavedOut(checkpoint=None, model=None)
+        out = _checkpoint(saved.checkpoint)
+        return SavedOut(checkpoint=out, model=out.model)
+
+    @server.tool(title="Delete a checkpoint", annotations=DELETE)
+    async def delete_checkpoint(
+        finetune_id: FinetuneId,
+        step: Annotated[int, Field(ge=0, description="The checkpoint's step.")],
+        ctx: Context,
+    ) -> Ok:
+        """Delete a saved checkpoint. Deleting the latest one blocks further training of the finetune."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            return Ok(ok=await state.client.tuning.delete_checkpoint(finetune_id, step))
+
+    @server.tool(title="Log training metrics", annotations=ADD)
+    async def log_metrics(
+        finetune_id: FinetuneId,
+        step: Annotated[int, Field(ge=0, description="The step the metrics belong to.")],
+        metrics: Annotated[dict[str, float], Field(min_length=1, description="Metric name -> number.")],
+        ctx: Context,
+    ) -> MetricsOut:
+        """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            logged = await state.client.tuning.log_metrics(finetune_id, step, metrics)
+        return MetricsOut(ok=logged.ok, step=logged.step, logged_count=logged.logged_count)
+
+
+def _reason(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__.replace("API", "").replace("Error", " error").strip()
+
+
+async def _rl_wire(state: AppState, finetune_id: str, group: RLGroup, allow_reuse: bool) -> str:
+    stored = await state.store.rollout_set(group.rollout_set_id)
+    if stored is None:
+        raise ToolError(f"unknown or expired rollout set {group.rollout_set_id}: generate new rollouts")
+    if stored.finetune_id != finetune_id:
+        raise ToolError(f"rollout set {stored.id} belongs to finetune {stored.finetune_id}, not {finetune_id}")
+    if stored.used and not allow_reuse:
+        raise ToolError(f"rollout set {stored.id} was already used in step {stored.used_step}; its rollouts come "
+                        "from an older policy. Generate new rollouts, or pass allow_reuse=true.")
+    rewards = group.rewards if group.rewards is not None else stored.rewards
+    if rewards is None:
+        raise ToolError(f"rollout set {stored.id} has no ground-truth rewards: pass rewards (one per rollout)")
+    if len(rewards) != stored.num_rollouts:
+        raise ToolError(f"rollout set {stored.id} has {stored.num_rollouts} rollouts but {len(rewards)} rewards "
+                        "were given")
+    return rl_group(member(stored.response, "request"), array_items(stored.response, "rollouts"), list(rewards))
+

@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     # stdout is the protocol in stdio mode: every log line goes to stderr.
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request is noise at INFO; it stays available at DEBUG.
+    for chatty in ("httpx2", "httpcore2"):
+        logging.getLogger(chatty).setLevel(max(logging.getLogger().level, logging.WARNING))
     command = args.command or "serve"
     if command == "serve":
         _serve(args)

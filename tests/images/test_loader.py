@@ -1,0 +1,227 @@
+"""Dispatch by kind of reference, data URLs, and the cache that lets detect-then-point decode once."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from moondream_mcp.config import Settings
+from moondream_mcp.images import ImageError, ImageLoader, PreparedImage
+from moondream_mcp.images import data_urls, loader as loader_module
+from tests.images.samples import BLUE, RED, colour_at, near
+from tests.pictures import canvas
+
+pytestmark = pytest.mark.anyio
+
+
+def png_bytes(colour: str = "red", size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    canvas(size, squares=((colour, (0.0, 0.0, 1.0, 1.0)),)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(content: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(content).decode()}"
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Labels of every image actually decoded, counted where the loader hands bytes to the decoder."""
+    seen: list[str] = []
+    original = loader_module.prepare
+
+    def counting_prepare(data: bytes, *, max_pixels: int, label: str) -> PreparedImage:
+        seen.append(label)
+        return original(data, max_pixels=max_pixels, label=label)
+
+    monkeypatch.setattr(loader_module, "prepare", counting_prepare)
+    return seen
+
+
+async def test_loading_the_same_file_twice_decodes_it_once(
+    loader: ImageLoader, allowed: Path, decodes: list[str]
+) -> None:
+    path = allowed / "photo.png"
+    path.write_bytes(png_bytes())
+
+    first = await loader.load(str(path))
+    second = await loader.load(str(path))
+
+    assert second is first
+    assert decodes == [str(path)]
+
+
+async def test_rewriting_the_file_invalidates_the_cache(loader: ImageLoader, allowed: Path) -> None:
+    path = allowed / "photo.png"
+    path.write_bytes(png_bytes("red"))
+    first = await loader.load(str(path))
+    mtime = path.stat().st_mtime_ns
+    path.write_bytes(png_bytes("blue"))
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # a coarse clock could otherwise keep the old mtime
+
+    second = await loader.load(str(path))
+
+    assert near(colour_at(first, 0.5, 0.5), RED)
+    assert near(colour_at(second, 0.5, 0.5), BLUE)
+
+
+async def test_replacing_the_file_invalidates_the_cache_even_with_the_same_mtime(
+    loader: ImageLoader, allowed: Path
+) -> None:
+    path = allowed / "photo.png"
+    path.write_bytes(png_bytes("red"))
+    first = await loader.load(str(path))
+    stat = path.stat()
+    (allowed / "new.png").write_bytes(png_bytes("blue", (64, 48)))
+    os.utime(allowed / "new.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(allowed / "new.png", path)
+
+    second = await loader.load(str(path))
+
+    assert second is not first
+    assert near(colour_at(second, 0.5, 0.5), BLUE)
+
+
+async def test_the_cache_forgets_the_least_recently_used_image(allowed: Path, decodes: list[str]) -> None:
+    paths = []
+    for name in ("a", "b", "c"):
+        paths.append(str(allowed / f"{name}.png"))
+        Path(paths[-1]).write_bytes(png_bytes())
+
+    async with ImageLoader(allowed_dirs=[allowed], cache_size=2) as images:
+        for ref in [paths[0], paths[1], paths[0], paths[2], paths[0], paths[1]]:
+            await images.load(ref)
+
+    # a stays warm by use; b is evicted by c and decoded again.
+    assert decodes == [paths[0], paths[1], paths[2], paths[1]]
+
+
+async def test_a_data_url_loads_and_is_cached(loader: ImageLoader, decodes: list[str]) -> None:
+    ref = data_url(png_bytes())
+
+    first = await loader.load(ref)
+    second = await loader.load(ref)
+
+    assert (first.width, first.height) == (64, 48)
+    assert second is first
+    assert decodes == ["data:image/png;base64,…"]
+
+
+async def test_a_line_wrapped_data_url_loads(loader: ImageLoader) -> None:
+    encoded = base64.encodebytes(png_bytes()).decode()  # MIME style: a newline every 76 characters
+
+    prepared = await loader.load(f"data:image/png;base64,{encoded}")
+
+    assert (prepared.width, prepared.height) == (64, 48)
+
+
+async def test_a_100_mb_data_url_is_refused_before_decoding(
+    loader: ImageLoader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[int] = []
+    monkeypatch.setattr(data_urls.base64, "b64decode", lambda s, **kw: decoded.append(len(s)) or b"")
+    ref = "data:image/png;base64," + "A" * (100 * 1024 * 1024)
+
+    with pytest.raises(ImageError) as caught:
+        await loader.load(ref)
+
+    assert str(caught.value) == (
+        f"the data URL is too large: data:image/png;base64,… holds over {64 * 1024 * 1024} bytes; "
+        "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES."
+    )
+    assert decoded == []
+
+
+async def test_a_data_url_just_over_the_limit_is_refused(allowed: Path) -> None:
+    async with ImageLoader(allowed_dirs=[allowed], max_file_bytes=1000) as images:
+        await images.load(data_url(png_bytes(size=(4, 4))))
+        with pytest.raises(ImageError, match="the data URL is too large"):
+            await images.load(data_url(os.urandom(1001)))
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("data:image/png;base64,iVBORw0K!!!!", "the data URL is not valid base64: data:image/png;base64,…"),
+        (
+            "data:text/html;base64,PHNjcmlwdD4=",
+            "not an image data URL: data:text/html;base64,…; the media type must be image/<type>.",
+        ),
+        (
+            "data:image/svg+xml,<svg onload='x'/>",
+            "the data URL is not base64-encoded: data:image/svg+xml,…; use data:image/<type>;base64,<data>",
+        ),
+        (
+            "data:image/png;base64",
+            "malformed data URL: data:image/png;base64…; expected data:image/<type>;base64,<data>",
+        ),
+    ],
+)
+async def test_a_malformed_data_url_is_refused_naming_only_its_prefix(
+    loader: ImageLoader, ref: str, message: str
+) -> None:
+    with pytest.raises(ImageError) as caught:
+        await loader.load(ref)
+
+    assert str(caught.value) == message
+
+
+async def test_a_data_url_that_is_not_an_image_names_only_its_prefix(loader: ImageLoader) -> None:
+    with pytest.raises(ImageError) as caught:
+        await loader.load(data_url(b"password=hunter2 " * 10))
+
+    assert str(caught.value) == (
+        "data:image/png;base64,… is not an image Pillow can read; "
+        "give a JPEG, PNG, GIF, WebP, HEIC, AVIF, BMP or TIFF image."
+    )
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["ftp://example.com/cat.png", "javascript:alert(1)", "mailto:someone@example.com", "gopher://x/"],
+)
+async def test_other_kinds_of_reference_are_refused(loader: ImageLoader, ref: str) -> None:
+    with pytest.raises(ImageError) as caught:
+        await loader.load(ref)
+
+    assert str(caught.value) == (
+        f"unsupported image reference: {ref}; give an absolute file path, a file:// URL, "
+        "an http(s):// URL or a data:image/...;base64 URL."
+    )
+
+
+@pytest.mark.parametrize("ref", ["", "   ", "\n"])
+async def test_an_empty_reference_is_refused(loader: ImageLoader, ref: str) -> None:
+    with pytest.raises(ImageError) as caught:
+        await loader.load(ref)
+
+    assert str(caught.value) == (
+        "the image reference is empty; give an absolute file path, a file:// URL, "
+        "an http(s):// URL or a data:image/...;base64 URL."
+    )
+
+
+async def test_a_very_long_reference_is_truncated_in_the_message(loader: ImageLoader, allowed: Path) -> None:
+    ref = str(allowed / ("x" * 150)) + "/" + "y" * 150 + ".png"
+
+    with pytest.raises(ImageError) as caught:
+        await loader.load(ref)
+
+    assert len(str(caught.value)) < 300
+    assert "…" in str(caught.value)
+
+
+async def test_from_settings_applies_the_pixel_budget_and_allowed_dirs(allowed: Path, tmp_path: Path) -> None:
+    settings = Settings(allowed_dirs=[allowed], max_image_pixels=20_000, data_dir=tmp_path / "data")
+    canvas((800, 600)).save(allowed / "big.png")
+
+    async with ImageLoader.from_settings(settings) as images:
+        prepared = await images.load(str(allowed / "big.png"))
+
+    assert (prepared.width, prepared.height) == (800, 600)
+    assert prepared.sent_width * prepared.sent_height <= 20_000
+    assert images.allowed_dirs == (allowed.resolve(),)

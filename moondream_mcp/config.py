@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         validation_alias=_env("MOONDREAM_MCP_ROLLOUT_TTL_HOURS"),
         description="Stored rollout sets older than this are deleted.",
     )
+    rate_limit: float | None = Field(
+        default=None,
+        ge=0,
+        validation_alias=_env("MOONDREAM_RATE_LIMIT"),
+        description="Requests per second to the API, shared by every tool; 0: no limit. "
+        "Default: 2 for the cloud (its limit for a new account), none for other endpoints.",
+    )
     retry_after_cap: float = Field(
         default=30.0,
         ge=0,
@@ -112,3 +119,10 @@ class Settings(BaseSettings):
     @property
     def is_cloud(self) -> bool:
         return self.endpoint.startswith("https://api.moondream.ai")
+
+    @property
+    def requests_per_second(self) -> float | None:
+        """The client-side rate limit in force, None for none."""
+        if self.rate_limit is None:
+            return 2.0 if self.is_cloud else None
+        return self.rate_limit or None

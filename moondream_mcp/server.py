@@ -13,7 +13,7 @@ from .client import MoondreamClient
 from .config import Settings
 from .images import ImageLoader
 from .store import Store
-from .tools import skills, tuning
+from .tools import batch, skills, tuning
 
 INSTRUCTIONS = """\
 Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s) URLs or data URLs.
@@ -47,6 +47,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                     api_key=settings.api_key.get_secret_value() if settings.api_key else None,
                     timeout=settings.timeout,
                     retry_after_cap=settings.retry_after_cap,
+                    rate_limit=settings.requests_per_second,
                 )
             )
             images = await stack.enter_async_context(ImageLoader.from_settings(settings))
@@ -63,4 +64,5 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     )
     skills.register(server)
     tuning.register(server)
+    batch.register(server)
     return server

@@ -35,6 +35,7 @@ class MoondreamClient:
         api_key: str | None = None,
         timeout: float = 60.0,
         retry_after_cap: float = 30.0,
+        rate_limit: float | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.api = APIClient(
@@ -42,6 +43,7 @@ class MoondreamClient:
             api_key=api_key,
             timeout=timeout,
             retry_after_cap=retry_after_cap,
+            rate_limit=rate_limit,
             transport=transport,
         )
         self.skills = Skills(self.api)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import httpx2
 import stamina
+from aiolimiter import AsyncLimiter
 
 from .. import __version__
 from .errors import (
@@ -96,9 +97,13 @@ class APIClient:
         timeout: float = 60.0,
         retry_after_cap: float = 30.0,
         max_attempts: int = MAX_ATTEMPTS,
+        rate_limit: float | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        # Every attempt of every call, retries included, waits its turn: one request per 1/rate s.
+        # A bucket of one (not of `rate`) leaves the server's own bucket slack for network jitter.
+        self._limiter = AsyncLimiter(1, 1 / rate_limit) if rate_limit else None
         self._api_key = api_key or None
         self._retry_after_cap = retry_after_cap
         self._max_attempts = max_attempts
@@ -179,6 +184,7 @@ class APIClient:
         url = self._url(path)
         async for attempt in self._retrying(retry):
             with attempt:
+                await self._turn()
                 try:
                     response = await self._http.request(
                         method, url, json=json, params=params, content=content, headers=headers
@@ -209,10 +215,15 @@ class APIClient:
                 return await self._stream_once(url, json, on_event)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _turn(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
     async def _stream_once(
         self, url: str, body: Any, on_event: Callable[[dict[str, Any]], None] | None
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
+        await self._turn()
         try:
             async with self._http.sse(url, method="POST", json=body) as source:
                 response = source.response

@@ -98,6 +98,10 @@ class ImageLoader:
         """
         return self._guard.check(ref, for_writing=for_writing)
 
+    def check_dir(self, ref: str) -> Path:
+        """The real path behind `ref` if it is a directory inside the allowed dirs; raises ImageError otherwise."""
+        return self._guard.check_dir(ref)
+
     async def load(self, ref: str) -> PreparedImage:
         ref = ref.strip()
         if not ref:

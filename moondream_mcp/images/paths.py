@@ -51,6 +51,15 @@ class FileGuard:
             return self._check_for_writing(ref)
         return self.inspect(ref).path
 
+    def check_dir(self, ref: str) -> Path:
+        """The real path of a directory inside the allowed dirs, for listing its images."""
+        label = describe(ref)
+        real = self._resolve(self._to_path(ref, label), label, missing=f"directory not found: {label}")
+        self._authorize(real, label)
+        if not stat.S_ISDIR(self._stat(real, label).st_mode):
+            raise ImageError(f"not a directory: {label}")
+        return real
+
     def inspect(self, ref: str) -> CheckedFile:
         label = describe(ref)
         path = self._to_path(ref, label)

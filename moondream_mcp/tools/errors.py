@@ -25,7 +25,7 @@ from ..images import ImageError
 from ..shapes import PathError
 
 
-def _describe(exc: Exception, endpoint: str) -> str:
+def _explain(exc: Exception, endpoint: str) -> str:
     if isinstance(exc, (ImageError, NotConfiguredError, PathError)):
         return str(exc)
     if isinstance(exc, AuthenticationError):
@@ -52,13 +52,19 @@ def _describe(exc: Exception, endpoint: str) -> str:
     return str(exc)
 
 
+EXPECTED = (MoondreamError, ImageError, PathError)
+
+
+def describe(exc: Exception, *, endpoint: str, secret: str | None) -> str:
+    """A short message for the model; the API key is scrubbed from it."""
+    message = _explain(exc, endpoint)
+    return message.replace(secret, "***") if secret else message
+
+
 @contextmanager
 def tool_errors(*, endpoint: str, secret: str | None) -> Iterator[None]:
-    """Re-raise expected failures as ToolError; the API key is scrubbed from every message."""
+    """Re-raise expected failures as ToolError with a message from describe()."""
     try:
         yield
-    except (MoondreamError, ImageError, PathError) as exc:
-        message = _describe(exc, endpoint)
-        if secret:
-            message = message.replace(secret, "***")
-        raise ToolError(message) from None
+    except EXPECTED as exc:
+        raise ToolError(describe(exc, endpoint=endpoint, secret=secret)) from None

@@ -1,4 +1,4 @@
-"""The five Moondream skills as MCP tools: caption, query, detect, point, segment."""
+"""The five Moondream skills as MCP tools — caption, query, detect, point, segment — and the calls behind them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ from ..client import Sampling
 from ..client.skills import Box as APIBox
 from ..images import PreparedImage
 from .errors import tool_errors
+from .skill_results import (
+    Box,
+    CaptionOutput,
+    DetectOutput,
+    Grounding,
+    ImageSize,
+    Point,
+    PointOutput,
+    QueryOutput,
+    ReasoningOutput,
+    SegmentOutput,
+)
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -43,87 +55,22 @@ Model = Annotated[
 Annotate = Annotated[
     bool, Field(description="Also return the image (<= 1024 px) with the results drawn on it, to look at.")
 ]
+Length = Annotated[Literal["short", "normal", "long"], Field(description="Caption length: short, normal or long.")]
+Reasoning = Annotated[bool, Field(description="Let the model reason first; the reasoning comes back with the "
+                                  "image points it looked at (grounding).")]
+MaxObjects = Annotated[int | None, Field(gt=0, description="Most boxes to return (API default 50).")]
+SpatialRefs = Annotated[
+    list[Annotated[list[float], Field(min_length=2, max_length=4)]] | None,
+    Field(description="Optional hints of where the object is: [x, y] points or [x_min, y_min, x_max, y_max] "
+          "boxes, normalized 0-1."),
+]
 Temperature = Annotated[float | None, Field(ge=0, description="Sampling temperature (>= 0). Omit for the API default.")]
 TopP = Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling top_p in (0, 1]. Omit for the API default.")]
 MaxTokens = Annotated[int | None, Field(gt=0, description="Most tokens to generate. Omit for the API default.")]
 
-# ---- results ----------------------------------------------------------------------------------
-
-
-class ImageSize(BaseModel):
-    """Pixel size of the image as displayed (EXIF orientation applied), before any downscaling."""
-
-    width: int = Field(description="Width in pixels; multiply normalized x by it for pixels.")
-    height: int = Field(description="Height in pixels; multiply normalized y by it for pixels.")
-
-
-class Box(BaseModel):
-    x_min: float = Field(description="Left edge, 0-1 from the left.")
-    y_min: float = Field(description="Top edge, 0-1 from the top.")
-    x_max: float = Field(description="Right edge, 0-1 from the left.")
-    y_max: float = Field(description="Bottom edge, 0-1 from the top.")
-
-
-class Point(BaseModel):
-    x: float = Field(description="0-1 from the left.")
-    y: float = Field(description="0-1 from the top.")
-
-
-class CaptionOutput(BaseModel):
-    caption: str
-    finish_reason: str | None = Field(description="Why generation stopped, as the API reported it.")
-    request_id: str | None
-    image: ImageSize
-
-
-class Grounding(BaseModel):
-    start_idx: int = Field(description="Start character offset into reasoning.text.")
-    end_idx: int = Field(description="End character offset into reasoning.text.")
-    points: list[Point] = Field(description="Where in the image that part of the reasoning looked.")
-
-
-class ReasoningOutput(BaseModel):
-    text: str
-    grounding: list[Grounding]
-
-
-class QueryOutput(BaseModel):
-    answer: str
-    reasoning: ReasoningOutput | None = Field(description="The model's reasoning, when reasoning was on.")
-    request_id: str | None
-    image: ImageSize | None = Field(description="Size of the image asked about; null for a text-only question.")
-
-
-class DetectOutput(BaseModel):
-    objects: list[Box] = Field(description="One box per object found, normalized 0-1, origin top-left.")
-    count: int
-    request_id: str | None
-    image: ImageSize
-
-
-class PointOutput(BaseModel):
-    points: list[Point] = Field(description="One point per object found, normalized 0-1, origin top-left.")
-    count: int
-    request_id: str | None
-    image: ImageSize
-
-
-class SegmentOutput(BaseModel):
-    path: str = Field(description="SVG path data exactly as the API returned it: coordinates 0-1 relative to bbox.")
-    bbox: Box | None = Field(description="The object's bounding box in the image, normalized 0-1; null if not found.")
-    image_path: str = Field(description="The same outline as SVG path data in whole-image coordinates (0-1); "
-                            "scale by image.width/height for pixels.")
-    request_id: str | None
-    image: ImageSize
-
-
-# ---- plumbing ---------------------------------------------------------------------------------
-
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
-
-def _state(ctx: Context) -> AppState:
-    return ctx.request_context.lifespan_context
+# ---- the calls, without MCP: shared by these tools and the batch tool --------------------------
 
 
 def _size(prepared: PreparedImage) -> ImageSize:
@@ -134,6 +81,69 @@ def _box(box: APIBox) -> Box:
     return Box(x_min=box.x_min, y_min=box.y_min, x_max=box.x_max, y_max=box.y_max)
 
 
+async def run_caption(state: AppState, image: str, *, length: str = "normal", model: str | None = None,
+                      sampling: Sampling | None = None) -> tuple[CaptionOutput, PreparedImage]:
+    prepared = await state.images.load(image)
+    result = await state.client.skills.caption(prepared.data_url, length=length, model=model,  # type: ignore[arg-type]
+                                               settings=sampling)
+    return CaptionOutput(caption=result.caption, finish_reason=result.finish_reason, request_id=result.request_id,
+                         image=_size(prepared)), prepared
+
+
+async def run_query(state: AppState, question: str, image: str | None = None, *, reasoning: bool = False,
+                    model: str | None = None, sampling: Sampling | None = None
+                    ) -> tuple[QueryOutput, PreparedImage | None]:
+    prepared = await state.images.load(image) if image is not None else None
+    result = await state.client.skills.query(question, image_url=prepared.data_url if prepared else None,
+                                             reasoning=reasoning, model=model, settings=sampling)
+    thought = None
+    if result.reasoning is not None:
+        thought = ReasoningOutput(text=result.reasoning.text, grounding=[
+            Grounding(start_idx=g.start_idx, end_idx=g.end_idx, points=[Point(x=p.x, y=p.y) for p in g.points])
+            for g in result.reasoning.grounding
+        ])
+    return QueryOutput(answer=result.answer, reasoning=thought, request_id=result.request_id,
+                       image=_size(prepared) if prepared else None), prepared
+
+
+async def run_detect(state: AppState, image: str, object: str, *, model: str | None = None,
+                     sampling: Sampling | None = None) -> tuple[DetectOutput, PreparedImage]:
+    prepared = await state.images.load(image)
+    result = await state.client.skills.detect(prepared.data_url, object, model=model, settings=sampling)
+    boxes = [_box(b) for b in result.objects]
+    return DetectOutput(objects=boxes, count=len(boxes), request_id=result.request_id,
+                        image=_size(prepared)), prepared
+
+
+async def run_point(state: AppState, image: str, object: str, *, model: str | None = None,
+                    sampling: Sampling | None = None) -> tuple[PointOutput, PreparedImage]:
+    prepared = await state.images.load(image)
+    result = await state.client.skills.point(prepared.data_url, object, model=model, settings=sampling)
+    points = [Point(x=p.x, y=p.y) for p in result.points]
+    return PointOutput(points=points, count=len(points), request_id=result.request_id,
+                       image=_size(prepared)), prepared
+
+
+async def run_segment(state: AppState, image: str, object: str, *, spatial_refs: list[list[float]] | None = None,
+                      sampling: Sampling | None = None) -> tuple[SegmentOutput, PreparedImage]:
+    prepared = await state.images.load(image)
+    result = await state.client.skills.segment(prepared.data_url, object, spatial_refs=spatial_refs,
+                                               settings=sampling)
+    bbox = _box(result.bbox) if result.bbox is not None else None
+    image_path = ""
+    if bbox is not None and result.path:
+        image_path = shapes.to_image_coordinates(result.path, (bbox.x_min, bbox.y_min, bbox.x_max, bbox.y_max))
+    return SegmentOutput(path=result.path, bbox=bbox, image_path=image_path, request_id=result.request_id,
+                         image=_size(prepared)), prepared
+
+
+# ---- the tools --------------------------------------------------------------------------------
+
+
+def _state(ctx: Context) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
 async def _result(output: BaseModel, drawing: partial[bytes] | None = None) -> CallToolResult:
     content: list[TextContent | ImageContent] = [TextContent(type="text", text=output.model_dump_json())]
     if drawing is not None:
@@ -142,31 +152,22 @@ async def _result(output: BaseModel, drawing: partial[bytes] | None = None) -> C
     return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
 
 
+def _corners(box: Box) -> tuple[float, float, float, float]:
+    return box.x_min, box.y_min, box.x_max, box.y_max
+
+
 def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Caption an image", annotations=READ_ONLY)
     async def caption(
-        image: ImageRef,
-        ctx: Context,
-        length: Annotated[
-            Literal["short", "normal", "long"], Field(description="Caption length: short, normal or long.")
-        ] = "normal",
-        model: Model = None,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
+        image: ImageRef, ctx: Context, length: Length = "normal", model: Model = None,
+        temperature: Temperature = None, top_p: TopP = None, max_tokens: MaxTokens = None,
     ) -> Annotated[CallToolResult, CaptionOutput]:
         """Describe an image in words. Use for "what is in this photo?"; use query for specific questions."""
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            prepared = await state.images.load(image)
-            result = await state.client.skills.caption(
-                prepared.data_url, length=length, model=model,
-                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
-            )
-        return await _result(CaptionOutput(
-            caption=result.caption, finish_reason=result.finish_reason, request_id=result.request_id,
-            image=_size(prepared),
-        ))
+            output, _ = await run_caption(state, image, length=length, model=model,
+                                          sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens))
+        return await _result(output)
 
     @server.tool(title="Ask a question about an image", annotations=READ_ONLY)
     async def query(
@@ -174,130 +175,65 @@ def register(server: MCPServer[AppState]) -> None:
         ctx: Context,
         image: Annotated[str | None, Field(description="The image to ask about (path, file://, http(s) or data "
                                            "URL). Omit for a text-only question.")] = None,
-        reasoning: Annotated[bool, Field(description="Let the model reason first; the reasoning comes back "
-                                         "with the image points it looked at (grounding).")] = False,
-        model: Model = None,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
+        reasoning: Reasoning = False, model: Model = None,
+        temperature: Temperature = None, top_p: TopP = None, max_tokens: MaxTokens = None,
     ) -> Annotated[CallToolResult, QueryOutput]:
         """Answer a question about an image ("how many people?", "what does the sign say?").
         Grounding points in the reasoning are normalized 0-1, origin top-left of the displayed image."""
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            prepared = await state.images.load(image) if image is not None else None
-            result = await state.client.skills.query(
-                question, image_url=prepared.data_url if prepared else None, reasoning=reasoning, model=model,
-                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
-            )
-        thought = None
-        if result.reasoning is not None:
-            thought = ReasoningOutput(
-                text=result.reasoning.text,
-                grounding=[
-                    Grounding(start_idx=g.start_idx, end_idx=g.end_idx,
-                              points=[Point(x=p.x, y=p.y) for p in g.points])
-                    for g in result.reasoning.grounding
-                ],
-            )
-        return await _result(QueryOutput(
-            answer=result.answer, reasoning=thought, request_id=result.request_id,
-            image=_size(prepared) if prepared else None,
-        ))
+            output, _ = await run_query(state, question, image, reasoning=reasoning, model=model,
+                                        sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens))
+        return await _result(output)
 
     @server.tool(title="Find objects (bounding boxes)", annotations=READ_ONLY)
     async def detect(
-        image: ImageRef,
-        object: ObjectName,
-        ctx: Context,
-        max_objects: Annotated[int | None, Field(gt=0, description="Most boxes to return (API default 50).")] = None,
-        model: Model = None,
-        annotate: Annotate = False,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
+        image: ImageRef, object: ObjectName, ctx: Context, max_objects: MaxObjects = None, model: Model = None,
+        annotate: Annotate = False, temperature: Temperature = None, top_p: TopP = None, max_tokens: MaxTokens = None,
     ) -> Annotated[CallToolResult, DetectOutput]:
         """Find every instance of an object and return its bounding box; count = how many.
         Boxes are normalized 0-1 (x_min, y_min, x_max, y_max), origin top-left of the image as displayed
         (EXIF orientation applied); multiply by image.width / image.height for pixels."""
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            prepared = await state.images.load(image)
-            result = await state.client.skills.detect(
-                prepared.data_url, object, model=model,
-                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                  max_objects=max_objects),
-            )
-        boxes = [_box(b) for b in result.objects]
-        output = DetectOutput(objects=boxes, count=len(boxes), request_id=result.request_id, image=_size(prepared))
-        drawing = None
-        if annotate:
-            drawing = partial(draw_results, prepared.jpeg,
-                              boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in boxes])
+            output, prepared = await run_detect(state, image, object, model=model, sampling=Sampling(
+                temperature=temperature, top_p=top_p, max_tokens=max_tokens, max_objects=max_objects))
+        drawing = partial(draw_results, prepared.jpeg, boxes=[_corners(b) for b in output.objects]) if annotate else None
         return await _result(output, drawing)
 
     @server.tool(title="Point at objects", annotations=READ_ONLY)
     async def point(
-        image: ImageRef,
-        object: ObjectName,
-        ctx: Context,
-        model: Model = None,
-        annotate: Annotate = False,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
+        image: ImageRef, object: ObjectName, ctx: Context, model: Model = None, annotate: Annotate = False,
+        temperature: Temperature = None, top_p: TopP = None, max_tokens: MaxTokens = None,
     ) -> Annotated[CallToolResult, PointOutput]:
         """Return one point at the centre of each instance of an object; count = how many.
         Points are normalized 0-1 (x, y), origin top-left of the image as displayed (EXIF orientation
         applied); multiply by image.width / image.height for pixels."""
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            prepared = await state.images.load(image)
-            result = await state.client.skills.point(
-                prepared.data_url, object, model=model,
-                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
-            )
-        points = [Point(x=p.x, y=p.y) for p in result.points]
-        output = PointOutput(points=points, count=len(points), request_id=result.request_id, image=_size(prepared))
-        drawing = partial(draw_results, prepared.jpeg, points=[(p.x, p.y) for p in points]) if annotate else None
+            output, prepared = await run_point(state, image, object, model=model, sampling=Sampling(
+                temperature=temperature, top_p=top_p, max_tokens=max_tokens))
+        drawing = partial(draw_results, prepared.jpeg, points=[(p.x, p.y) for p in output.points]) if annotate else None
         return await _result(output, drawing)
 
     @server.tool(title="Outline an object (segmentation)", annotations=READ_ONLY)
     async def segment(
-        image: ImageRef,
-        object: ObjectName,
-        ctx: Context,
-        spatial_refs: Annotated[
-            list[Annotated[list[float], Field(min_length=2, max_length=4)]] | None,
-            Field(description="Optional hints of where the object is: [x, y] points or [x_min, y_min, x_max, "
-                  "y_max] boxes, normalized 0-1."),
-        ] = None,
-        annotate: Annotate = False,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
+        image: ImageRef, object: ObjectName, ctx: Context, spatial_refs: SpatialRefs = None,
+        annotate: Annotate = False, temperature: Temperature = None, top_p: TopP = None, max_tokens: MaxTokens = None,
     ) -> Annotated[CallToolResult, SegmentOutput]:
         """Outline one object as an SVG path. `path` is exactly what the API returns: coordinates 0-1
         relative to `bbox`; `image_path` is the same outline in whole-image coordinates (0-1, origin
         top-left of the image as displayed). With annotate=true the mask is drawn filled on the image."""
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            prepared = await state.images.load(image)
-            result = await state.client.skills.segment(
-                prepared.data_url, object, spatial_refs=spatial_refs,
-                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
-            )
-            bbox = _box(result.bbox) if result.bbox is not None else None
-            image_path = ""
-            if bbox is not None and result.path:
-                image_path = shapes.to_image_coordinates(
-                    result.path, (bbox.x_min, bbox.y_min, bbox.x_max, bbox.y_max))
-            rings = shapes.polygons(image_path) if annotate else []
-        output = SegmentOutput(path=result.path, bbox=bbox, image_path=image_path, request_id=result.request_id,
-                               image=_size(prepared))
+            output, prepared = await run_segment(state, image, object, spatial_refs=spatial_refs, sampling=Sampling(
+                temperature=temperature, top_p=top_p, max_tokens=max_tokens))
+            rings = shapes.polygons(output.image_path) if annotate else []
         drawing = None
         if annotate:
-            boxes = [(bbox.x_min, bbox.y_min, bbox.x_max, bbox.y_max)] if bbox else []
+            boxes = [_corners(output.bbox)] if output.bbox else []
             drawing = partial(draw_results, prepared.jpeg, polygons=rings, boxes=boxes)
         return await _result(output, drawing)
 
+
+__all__ = ["run_caption", "run_detect", "run_point", "run_query", "run_segment", "register"]

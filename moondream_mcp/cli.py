@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One line per HTTP request is noise at INFO; it stays available at DEBUG.
-    for chatty in ("httpx2", "httpcore2"):
-        logging.getLogger(chatty).setLevel(max(logging.getLogger().level, logging.WARNING))
+    if logging.getLogger().level > logging.DEBUG:
+        for chatty in ("httpx2", "httpcore2"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     command = args.command or "serve"
     if command == "serve":
         _serve(args)

@@ -2,8 +2,12 @@
 
 It is not a model. It "sees" only solid-coloured regions (by pixel colour), answers in fixed sentences
 built from them, and speaks the API's wire format faithfully: the skills under /v1 (query, caption,
-detect, point, segment), its errors, streams and limits, Moondream Station's dialect, and faults on
-demand (injected statuses, dropped connections, truncated streams, latency, rate limits).
+detect, point, segment), the tuning API under /v1/tuning (finetunes, rollouts, train steps,
+checkpoints), its errors, streams and limits, Moondream Station's dialect, and faults on demand
+(injected statuses, dropped connections, truncated streams, delayed answers, latency, rate limits).
+
+Finetuning works for real, in miniature: the base model misplaces a few hard colours (orange,
+purple), and RL steps whose rewards agree with the rollouts' quality shrink that error (policy.py).
 
     from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
 
@@ -12,9 +16,11 @@ demand (injected statuses, dropped connections, truncated streams, latency, rate
 """
 
 from .app import Emulator, EmulatorConfig, LoggedRequest
+from .finetunes import AppliedStep
 from .serve import RunningEmulator, config_from_args, running_emulator, serve_forever
 
 __all__ = [
+    "AppliedStep",
     "Emulator",
     "EmulatorConfig",
     "LoggedRequest",

@@ -1,8 +1,9 @@
-"""The Emulator: an ASGI app serving the skills under /v1, with auth, rate limits, faults and a request log.
+"""The Emulator: an ASGI app serving the skills and the tuning API under /v1, with auth, rate limits,
+faults and a request log.
 
 Every request to the API paths passes one gate before it reaches a handler: it is logged, delayed by
-the configured latency, given a pending injected fault if one matches, then checked for its key and
-its rate. Paths under /_emulator/ control the emulator itself (for tests and benchmarks run out of
+the configured latency, given a pending injected fault if one matches (an injected delay holds back
+only the answer: the request is still processed at once), then checked for its key and its rate. Paths under /_emulator/ control the emulator itself (for tests and benchmarks run out of
 process) and pass no gate.
 """
 
@@ -26,12 +27,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .errors import ApiError, error_response
+from .finetunes import AppliedStep, TuningState
 from .skills import SKILLS, SkillContext, run_skill
+from .tuning import Handler, Received, TuningApi
 
 AUTH_HEADER = "x-moondream-auth"
 ADMIN_PREFIX = "/_emulator/"
 # Far above the 10 MB image limit: larger bodies are refused unread rather than held in memory.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+_LISTED_TEXT_CHARS = 4096  # longer logged bodies are listed over HTTP by their length only
 _STATE = "moondream_emulator.request"
 
 Scope = MutableMapping[str, Any]
@@ -67,16 +71,19 @@ class LoggedRequest:
     json: dict[str, Any] | None  # the parsed body when it was a JSON object
     status: int  # the status answered; 0 while unanswered or when the connection was dropped
     at: float  # time.monotonic() on arrival
+    body_text: str | None = None  # the body as received (undecodable bytes replaced); None if too large
+    response_text: str | None = None  # the body answered, exactly as sent; None for streams and drops
 
 
 @dataclass
 class _Fault:
-    kind: Literal["status", "drop", "truncate"]
+    kind: Literal["status", "drop", "truncate", "delay"]
     remaining: int
     path: str | None = None
     status: int = 0
     retry_after: float | None = None
     body: str | None = None
+    seconds: float = 0.0
 
     def matches(self, path: str) -> bool:
         return self.path is None or path.endswith(self.path)
@@ -87,6 +94,7 @@ class _RequestState:
     """What the gate learnt about a request, handed on to its handler through the ASGI scope."""
 
     body: Any  # parsed JSON, or _NOT_JSON
+    text: str | None  # the body as text, when it was UTF-8
     too_large: bool
     abort: Callable[[], None] = field(repr=False)
 
@@ -145,6 +153,7 @@ class Emulator:
     """A local stand-in for the Moondream API, for tests, benchmarks and offline use.
 
     `app` is the ASGI application; serve it with `running_emulator` (tests) or `serve_forever`.
+    `tuning` holds the tuning API's state: finetunes, their policies and checkpoints.
     """
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
@@ -154,6 +163,7 @@ class Emulator:
         # Tests inject faults and read the log from their own thread while the server runs in another.
         self._lock = threading.Lock()
         self._limiter = _RateLimiter()
+        self.tuning = TuningState()
         self.app = _EmulatorApp(
             self,
             routes=self._routes(),
@@ -188,16 +198,31 @@ class Emulator:
         """End the next `times` streamed responses after their first event, with no completion event."""
         self._add(_Fault("truncate", times, path))
 
+    def inject_delay(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
+        """Hold back the answer to the next `times` requests (whose path ends with `path`) for `seconds`.
+
+        The request is processed at once, as usual (a train step is applied): only its answer waits.
+        So a client that gives up sooner sees a timeout for work that was done.
+        """
+        if not seconds >= 0:
+            raise ValueError("seconds must be >= 0")
+        self._add(_Fault("delay", times, path, seconds=seconds))
+
     def clear(self) -> None:
-        """Forget pending faults, the request log and rate-limit history."""
+        """Forget pending faults, the request log, the log of applied train steps and rate-limit history.
+
+        Finetunes and their checkpoints stay.
+        """
         with self._lock:
             self._faults.clear()
             self.requests.clear()
             self._limiter.clear()
+        self.tuning.clear_log()
 
-    def checkpoint_exists(self, finetune_id: str, step: int) -> bool:
-        """Whether `moondream3-preview/{finetune_id}@{step}` names a saved checkpoint (none exist yet)."""
-        return False
+    @property
+    def train_steps(self) -> list[AppliedStep]:
+        """Every train step applied since the last clear(), in order."""
+        return self.tuning.applied
 
     def _add(self, fault: _Fault) -> None:
         if fault.remaining < 1:
@@ -222,6 +247,7 @@ class Emulator:
     ) -> None:
         raw, too_large = await _read_body(receive)
         body = _parse_json(raw)
+        text = _text(raw)
         entry = LoggedRequest(
             method=scope["method"],
             path=scope["path"],
@@ -229,13 +255,25 @@ class Emulator:
             json=body if isinstance(body, dict) else None,
             status=0,
             at=time.monotonic(),
+            body_text=None if too_large else raw.decode("utf-8", "replace"),
         )
         with self._lock:
             self.requests.append(entry)
+        delay = self._take(("delay",), scope["path"])
+        answered: list[bytes] | None = None  # the response body so far, unless it is a stream
 
         async def logged_send(message: Message) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
+                if delay is not None:
+                    await anyio.sleep(delay.seconds)
                 entry.status = message["status"]
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                answered = None if content_type.startswith(b"text/event-stream") else []
+            elif message["type"] == "http.response.body" and answered is not None:
+                answered.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    entry.response_text = b"".join(answered).decode("utf-8", "replace")
             await send(message)
 
         replayed = False
@@ -249,7 +287,9 @@ class Emulator:
             return await receive()
 
         transport = _transport_of(send)
-        scope[_STATE] = _RequestState(body, too_large, abort=transport.abort if transport else lambda: None)
+        scope[_STATE] = _RequestState(
+            body, text, too_large, abort=transport.abort if transport else lambda: None
+        )
 
         if self.config.latency > 0:
             await anyio.sleep(self.config.latency)
@@ -299,6 +339,7 @@ class Emulator:
 
     def _routes(self) -> list[Route]:
         routes = [Route(f"/v1/{skill}", self._skill_endpoint(skill), methods=["POST"]) for skill in SKILLS]
+        routes += TuningApi(self.tuning).routes(self._tuning_endpoint)
         routes += [
             Route(ADMIN_PREFIX + "faults", self._admin_faults, methods=["POST"]),
             Route(ADMIN_PREFIX + "requests", self._admin_requests, methods=["GET"]),
@@ -315,7 +356,7 @@ class Emulator:
                 station=self.config.no_auth,
                 take_truncate=lambda: self._take(("truncate",), path) is not None,
                 abort_connection=state.abort,
-                checkpoint_exists=self.checkpoint_exists,
+                checkpoint_policy=self.tuning.checkpoint_policy,
             )
             try:
                 if state.too_large:
@@ -327,6 +368,21 @@ class Emulator:
                 return await run_skill(skill, state.body, ctx)
             except ApiError as error:
                 return error_response(error, station=self.config.no_auth)
+
+        return endpoint
+
+    def _tuning_endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            state: _RequestState = request.scope[_STATE]
+            try:
+                if self.config.no_auth:
+                    raise ApiError(404, "Moondream Station has no tuning API", code="not_found")
+                if state.too_large:
+                    raise ApiError(413, "request too large", code="request_too_large")
+                body = None if state.body is _NOT_JSON else state.body
+                return await handler(request, Received(body, state.text))
+            except ApiError as error:
+                return error_response(error, station=self.config.no_auth, keep_status=True)
 
         return endpoint
 
@@ -348,6 +404,8 @@ class Emulator:
                 self.inject_drop(int(spec["drop"]), path=path)
             elif "truncate" in spec:
                 self.inject_truncate(int(spec["truncate"]), path=path)
+            elif "delay" in spec:
+                self.inject_delay(float(spec["delay"]), times=int(spec.get("times", 1)), path=path)
             elif "status" in spec:
                 retry_after = spec.get("retry_after")
                 self.inject(
@@ -358,7 +416,7 @@ class Emulator:
                     path=path,
                 )
             else:
-                raise ValueError("give status, drop or truncate")
+                raise ValueError("give status, drop, truncate or delay")
         except (TypeError, ValueError) as exc:
             return error_response(ApiError(400, f"bad fault: {exc}"), station=False)
         return JSONResponse({"ok": True})
@@ -368,6 +426,9 @@ class Emulator:
             entries = [asdict(entry) for entry in self.requests]
         for entry in entries:
             entry["json"] = _without_images(entry["json"])
+            for key in ("body_text", "response_text"):
+                if entry[key] is not None and len(entry[key]) > _LISTED_TEXT_CHARS:
+                    entry[key] = f"<{len(entry[key])} characters>"
         return JSONResponse({"requests": entries})
 
     async def _admin_clear(self, request: Request) -> Response:
@@ -412,6 +473,13 @@ def _parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return _NOT_JSON
+
+
+def _text(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

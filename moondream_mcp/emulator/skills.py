@@ -1,23 +1,24 @@
-"""The five skill handlers: a request body in, the API's answer (plain JSON or an event stream) out."""
+"""The five skill handlers: a request body in, the API's answer (plain JSON or an event stream) out.
+
+Detect, point and query answer with a policy: the base model's unless `model` names a saved finetune
+checkpoint (see policy.py: only a few hard colours are seen imperfectly). Caption and segment answer
+the same whatever the model.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
-from PIL import Image, UnidentifiedImageError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import answers, validation
 from .errors import ApiError
-from .vision import ANALYSIS_SIDE, Box, Region, Scene, analyse, colour_in
+from .policy import confused
+from .sight import look, matching
+from .vision import Box, Region
 
 SKILLS = ("query", "caption", "detect", "point", "segment")
 _WORDS_PER_CHUNK = 3
@@ -32,53 +33,13 @@ class SkillContext:
     station: bool  # answer in Moondream Station's dialect
     take_truncate: Callable[[], bool]  # consumes one pending "truncate the next stream" fault
     abort_connection: Callable[[], None]  # ends the connection at once, mid-response
-    checkpoint_exists: validation.CheckpointLookup
+    checkpoint_policy: validation.CheckpointLookup
 
 
 async def run_skill(skill: str, body: Any, ctx: SkillContext) -> Response:
     """The response to one skill request; raises ApiError when the request is refused."""
     handler = _HANDLERS[skill]
     return await handler(validation.request_object(body), ctx)
-
-
-# --- seeing -------------------------------------------------------------------------------------
-
-_SCENES: OrderedDict[bytes, Scene] = OrderedDict()
-_SCENES_LOCK = threading.Lock()
-_SCENES_KEPT = 32  # benchmarks send one image over and over; analysing it once is enough
-
-
-def _scene_of(data: bytes) -> Scene:
-    key = hashlib.sha256(data).digest()
-    with _SCENES_LOCK:
-        if key in _SCENES:
-            _SCENES.move_to_end(key)
-            return _SCENES[key]
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            size = image.size
-            image.draft("RGB", (ANALYSIS_SIDE, ANALYSIS_SIDE))  # JPEG only: decode at a reduced scale
-            image.load()
-            scene = replace(analyse(image), width=size[0], height=size[1])
-    except Image.DecompressionBombError:
-        raise ApiError(400, "image has too many pixels", param="image_url", code="invalid_image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise ApiError(400, "undecodable image", param="image_url", code="invalid_image") from None
-    with _SCENES_LOCK:
-        _SCENES[key] = scene
-        while len(_SCENES) > _SCENES_KEPT:
-            _SCENES.popitem(last=False)
-    return scene
-
-
-async def _see(data: bytes) -> Scene:
-    # Decoding a large image takes tens of milliseconds: off the event loop, so other requests go on.
-    return await anyio.to_thread.run_sync(_scene_of, data)
-
-
-def _matching(scene: Scene, object_text: str) -> list[Region]:
-    colour = colour_in(object_text)
-    return scene.of_colour(colour) if colour else []
 
 
 def _box(box: Box) -> dict[str, float]:
@@ -95,10 +56,13 @@ async def _query(body: dict[str, Any], ctx: SkillContext) -> Response:
     stream = validation.flag(body, "stream")
     settings = validation.settings(body)
     validation.spatial_refs(body)
-    validation.model(body, ctx.checkpoint_exists)
+    policy = validation.model(body, ctx.checkpoint_policy)
     if stream and reasoning:
         raise ApiError(400, "streaming is not supported with reasoning", param="stream", code="invalid_field")
-    scene = await _see(data) if data is not None else None
+    scene = None
+    if data is not None:
+        sight = await look(data)
+        scene = confused(sight.scene) if policy.confuses(sight.scene, sight.digest, question) else sight.scene
     answer, finish_reason = answers.limit(answers.answer(question, scene), settings.max_tokens)
     metrics = answers.metrics(question, answer, with_image=scene is not None)
     if stream:
@@ -119,9 +83,9 @@ async def _caption(body: dict[str, Any], ctx: SkillContext) -> Response:
     length = validation.caption_length(body)
     stream = validation.flag(body, "stream")
     settings = validation.settings(body)
-    validation.model(body, ctx.checkpoint_exists)
+    validation.model(body, ctx.checkpoint_policy)
     assert data is not None
-    scene = await _see(data)
+    scene = (await look(data)).scene
     caption, finish_reason = answers.limit(answers.caption(scene, length), settings.max_tokens)
     metrics = answers.metrics(f"Describe this image ({length}).", caption, with_image=True)
     if stream:
@@ -135,20 +99,24 @@ async def _detect(body: dict[str, Any], ctx: SkillContext) -> Response:
     data = validation.image_bytes(body, required=True)
     object_text = validation.text(body, "object")
     settings = validation.settings(body)
-    validation.model(body, ctx.checkpoint_exists)
+    policy = validation.model(body, ctx.checkpoint_policy)
     assert data is not None
-    regions = _matching(await _see(data), object_text)[: settings.max_objects]
-    return JSONResponse({"objects": [_box(r.box) for r in regions], "request_id": ctx.request_id})
+    sight = await look(data)
+    regions = matching(sight.scene, object_text)[: settings.max_objects]
+    boxes = [_box(policy.box(r, sight.digest)) for r in regions]
+    return JSONResponse({"objects": boxes, "request_id": ctx.request_id})
 
 
 async def _point(body: dict[str, Any], ctx: SkillContext) -> Response:
     data = validation.image_bytes(body, required=True)
     object_text = validation.text(body, "object")
     settings = validation.settings(body)
-    validation.model(body, ctx.checkpoint_exists)
+    policy = validation.model(body, ctx.checkpoint_policy)
     assert data is not None
-    regions = _matching(await _see(data), object_text)[: settings.max_objects]
-    points = [{"x": round(r.centre[0], 6), "y": round(r.centre[1], 6)} for r in regions]
+    sight = await look(data)
+    regions = matching(sight.scene, object_text)[: settings.max_objects]
+    placed = [policy.point(r, sight.digest) for r in regions]
+    points = [{"x": round(x, 6), "y": round(y, 6)} for x, y in placed]
     return JSONResponse({"points": points, "request_id": ctx.request_id})
 
 
@@ -184,9 +152,9 @@ async def _segment(body: dict[str, Any], ctx: SkillContext) -> Response:
     refs = validation.spatial_refs(body)
     stream = validation.flag(body, "stream")
     validation.settings(body)
-    validation.model(body, ctx.checkpoint_exists)
+    validation.model(body, ctx.checkpoint_policy)
     assert data is not None
-    region = _chosen(_matching(await _see(data), object_text), refs)
+    region = _chosen(matching((await look(data)).scene, object_text), refs)
     if region is None:
         final: dict[str, Any] = {"path": "", "bbox": None}
         coarse = None

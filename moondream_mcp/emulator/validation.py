@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ApiError
+from .policy import BASE, Policy
 
 MAX_IMAGE_URL_CHARS = 10 * 1024 * 1024
 BASE_MODEL = "moondream3-preview"
@@ -20,8 +21,8 @@ DEFAULT_MAX_OBJECTS = 50
 _DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
 _CHECKPOINT = re.compile(re.escape(BASE_MODEL) + r"/(?P<finetune>[^/@\s]+)@(?P<step>\d+)")
 
-# Whether a finetune checkpoint exists; the tuning part of the emulator will supply a real one.
-CheckpointLookup = Callable[[str, int], bool]
+# The policy of a saved finetune checkpoint (finetune_id, step), or None when there is no such checkpoint.
+CheckpointLookup = Callable[[str, int], Policy | None]
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,12 @@ def settings(body: dict[str, Any]) -> Settings:
     )
 
 
-def model(body: dict[str, Any], checkpoint_exists: CheckpointLookup) -> None:
-    """Accept the base model or an existing finetune checkpoint `moondream3-preview/{id}@{step}`."""
+def model(body: dict[str, Any], checkpoint_policy: CheckpointLookup) -> Policy:
+    """The policy that answers: the base model's, or a saved finetune checkpoint's
+    (`moondream3-preview/{id}@{step}`)."""
     value = body.get("model")
     if value is None or value == BASE_MODEL:
-        return
+        return BASE
     match = _CHECKPOINT.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ApiError(
@@ -147,8 +149,10 @@ def model(body: dict[str, Any], checkpoint_exists: CheckpointLookup) -> None:
             param="model",
             code="invalid_model",
         )
-    if not checkpoint_exists(match["finetune"], int(match["step"])):
+    policy = checkpoint_policy(match["finetune"], int(match["step"]))
+    if policy is None:
         raise ApiError(404, f"checkpoint not found: {value}", param="model", code="checkpoint_not_found")
+    return policy
 
 
 def spatial_refs(body: dict[str, Any]) -> list[list[float]]:

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="Requests per second to the API, shared by every tool; 0: no limit. "
         "Default: 2 for the cloud (its limit for a new account), none for other endpoints.",
     )
+    batch_part_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=5 * 1024,
+        le=99 * 1024 * 1024,
+        validation_alias=_env("MOONDREAM_MCP_BATCH_PART_BYTES"),
+        description="Size of each part when uploading a Batch API file (the API takes < 100 MB a part).",
+    )
     retry_after_cap: float = Field(
         default=30.0,
         ge=0,

@@ -13,7 +13,7 @@ from .client import MoondreamClient
 from .config import Settings
 from .images import ImageLoader
 from .store import Store
-from .tools import batch, skills, tuning
+from .tools import batch, batch_api, skills, tuning
 
 INSTRUCTIONS = """\
 Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s) URLs or data URLs.
@@ -65,4 +65,5 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     skills.register(server)
     tuning.register(server)
     batch.register(server)
+    batch_api.register(server)
     return server

@@ -1,4 +1,5 @@
-"""Local SQLite state that must outlive a tool call or a restart: rollout sets kept for train_step."""
+"""Local SQLite state that must outlive a tool call or a restart: rollout sets kept for train_step, and
+the image behind each line of a submitted batch."""
 
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ SCHEMA = [
         used_at      REAL
     );
     CREATE INDEX rollout_sets_created ON rollout_sets(created_at);
+    """,
+    # version 2
+    """
+    CREATE TABLE batches (
+        id          TEXT PRIMARY KEY,   -- the Batch API's id
+        skill       TEXT NOT NULL,
+        images      TEXT NOT NULL,      -- JSON list: the reference behind each line id ("0", "1", ...)
+        created_at  REAL NOT NULL
+    );
     """,
 ]
 
@@ -142,3 +152,21 @@ class Store:
             return cursor.rowcount
 
         return await self._run(delete)
+
+    # ---- batches --------------------------------------------------------------------------
+
+    async def add_batch(self, batch_id: str, skill: str, images: list[str]) -> None:
+        def insert() -> None:
+            self.db.execute("INSERT OR REPLACE INTO batches (id, skill, images, created_at) VALUES (?, ?, ?, ?)",
+                            (batch_id, skill, json.dumps(images), time.time()))
+
+        await self._run(insert)
+
+    async def batch_images(self, batch_id: str) -> list[str] | None:
+        """The image reference of each line, by line id; None for a batch submitted elsewhere."""
+
+        def select() -> list[str] | None:
+            row = self.db.execute("SELECT images FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return await self._run(select)

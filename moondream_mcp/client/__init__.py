@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx2
 
 from .base import APIClient
+from .batch import Batches
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -48,6 +49,7 @@ class MoondreamClient:
         )
         self.skills = Skills(self.api)
         self.tuning = Tuning(self.api)
+        self.batches = Batches(self.api)
 
     async def __aenter__(self) -> MoondreamClient:
         return self

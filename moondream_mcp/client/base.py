@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import httpx2
@@ -214,6 +215,24 @@ class APIClient:
             with attempt:
                 return await self._stream_once(url, json, on_event)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @asynccontextmanager
+    async def stream_url(self, url: str) -> AsyncIterator[httpx2.Response]:
+        """GET an absolute URL the API handed out (e.g. a result file), streaming the body."""
+        request = self._http.build_request("GET", url)
+        if httpx2.URL(url).host != httpx2.URL(self.endpoint).host:
+            request.headers.pop("X-Moondream-Auth", None)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx2.TransportError as exc:
+            raise _connection_error(exc, url.split("?")[0]) from None
+        try:
+            if response.is_error:
+                await response.aread()
+                raise status_error(response)
+            yield response
+        finally:
+            await response.aclose()
 
     async def _turn(self) -> None:
         if self._limiter is not None:

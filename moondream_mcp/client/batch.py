@@ -1,0 +1,103 @@
+"""The Batch API — multipart upload of a JSONL file, then polling and result files: typed results and calls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+from pydantic import BaseModel, ConfigDict, Field
+
+from .base import APIClient
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Upload(_Result):
+    file_id: str = Field(alias="fileId")
+    upload_id: str = Field(alias="uploadId")
+    key: str | None = None
+
+
+class Part(_Result):
+    part_number: int = Field(alias="partNumber")
+    etag: str
+
+
+class Progress(_Result):
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+
+
+class OutputFile(_Result):
+    index: int
+    url: str
+
+
+class BatchJob(_Result):
+    id: str
+    status: str
+    model: str | None = None
+    size: int | None = None
+    progress: Progress | None = None
+    usage: dict[str, Any] | None = None
+    outputs: list[OutputFile] = Field(default_factory=list)
+    created_at: Any = None
+    completed_at: Any = None
+    expires_at: Any = None
+    error: Any = None
+
+
+class BatchPage(_Result):
+    batches: list[BatchJob] = Field(default_factory=list)
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class Batches:
+    """Everything under /batch."""
+
+    def __init__(self, api: APIClient) -> None:
+        self._api = api
+
+    async def create_upload(self) -> Upload:
+        return Upload.model_validate(await self._api.request("POST", "batch", params={"action": "mpu-create"},
+                                                             retry="unsent"))
+
+    async def upload_part(self, upload: Upload, number: int, data: bytes) -> Part:
+        # Re-sending a part replaces it, so parts are retried like any idempotent call.
+        body = await self._api.request(
+            "PUT", f"batch/{upload.file_id}", content=data,
+            params={"action": "mpu-uploadpart", "uploadId": upload.upload_id, "partNumber": number},
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return Part.model_validate({"partNumber": number, **body})
+
+    async def complete(self, upload: Upload, parts: list[Part], model: str | None = None) -> BatchJob:
+        body: dict[str, Any] = {"parts": [{"partNumber": p.part_number, "etag": p.etag} for p in parts]}
+        if model is not None:
+            body["model"] = model
+        return BatchJob.model_validate(await self._api.request(
+            "POST", f"batch/{upload.file_id}", params={"action": "mpu-complete", "uploadId": upload.upload_id},
+            json=body, retry="unsent"))
+
+    async def abort(self, upload: Upload) -> None:
+        await self._api.request("DELETE", f"batch/{upload.file_id}",
+                                params={"action": "mpu-abort", "uploadId": upload.upload_id})
+
+    async def get(self, batch_id: str) -> BatchJob:
+        return BatchJob.model_validate(await self._api.request("GET", f"batch/{batch_id}"))
+
+    async def list(self, *, limit: int | None = None, cursor: str | None = None) -> BatchPage:
+        params = {k: v for k, v in (("limit", limit), ("cursor", cursor)) if v is not None}
+        return BatchPage.model_validate(await self._api.request("GET", "batch", params=params))
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[httpx2.Response]:
+        """Stream one result file. The key goes only to the API's own host, never to a storage host."""
+        async with self._api.stream_url(url) as response:
+            yield response

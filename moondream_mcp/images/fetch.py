@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from collections.abc import Awaitable, Callable, Iterable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
 from typing import Self
 
@@ -86,7 +86,7 @@ class VettingBackend(httpcore2.AnyIOBackend):
         self,
         host: str,
         port: int,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface names it
         local_address: str | None = None,
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.AsyncNetworkStream:

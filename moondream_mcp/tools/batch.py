@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from .. import batching
 from ..client import Sampling
 from .errors import EXPECTED, describe, tool_errors
+from .results import compact
 from .skills import (
     Length,
     MaxObjects,
@@ -71,6 +72,7 @@ def _job(skill: str, params: dict[str, Any]) -> str:
 def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Run a skill over many images", annotations=ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True))
+    @compact
     async def batch(
         skill: Annotated[Literal["caption", "query", "detect", "point", "segment"],
                          Field(description="The skill to run on every image.")],

@@ -21,6 +21,7 @@ from ..client.batch import BatchJob, Part
 from ..store import new_id
 from .batch import Failure
 from .errors import EXPECTED, describe, tool_errors
+from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Temperature, TopP
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def _line(index: int, skill: str, jpeg: bytes, fields: dict[str, Any]) -> bytes:
 def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Submit a batch job (Batch API)", annotations=ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True))
+    @compact
     async def submit_batch(
         skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill to run.")],
         images: Annotated[list[str] | str, Field(description=(
@@ -146,6 +148,7 @@ def register(server: MCPServer[AppState]) -> None:
         )
 
     @server.tool(title="Status of a batch job", annotations=READ)
+    @compact
     async def batch_status(batch_id: BatchId, ctx: Context) -> BatchStatus:
         """Where a Batch API job stands: status and how many lines are done."""
         state: AppState = ctx.request_context.lifespan_context
@@ -153,6 +156,7 @@ def register(server: MCPServer[AppState]) -> None:
             return _status(await state.client.batches.get(batch_id))
 
     @server.tool(title="List batch jobs", annotations=READ)
+    @compact
     async def list_batches(
         ctx: Context,
         limit: Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")] = None,
@@ -167,6 +171,7 @@ def register(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Fetch a batch job's results", annotations=ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True))
+    @compact
     async def batch_results(
         batch_id: BatchId,
         output: Annotated[str, Field(description="Where to write the JSONL results (inside the allowed "
@@ -220,7 +225,7 @@ async def _write_lines(state: AppState, ctx: Context, refs: list[str], staging: 
 async def _upload(state: AppState, ctx: Context, staging: Path, model: str | None) -> tuple[BatchJob, int]:
     """Upload `staging` part by part, reading one part at a time; abort the upload on failure."""
     batches = state.client.batches
-    size = staging.stat().st_size
+    size = (await anyio.Path(staging).stat()).st_size
     part_size = state.settings.batch_part_bytes
     total_parts = max(1, -(-size // part_size))
     upload = await batches.create_upload()

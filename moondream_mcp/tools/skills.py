@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import shapes
@@ -17,6 +17,7 @@ from ..client import Sampling
 from ..client.skills import Box as APIBox
 from ..images import PreparedImage
 from .errors import tool_errors
+from .results import structured
 from .skill_results import (
     Box,
     CaptionOutput,
@@ -65,7 +66,8 @@ SpatialRefs = Annotated[
           "boxes, normalized 0-1."),
 ]
 Temperature = Annotated[float | None, Field(ge=0, description="Sampling temperature (>= 0). Omit for the API default.")]
-TopP = Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling top_p in (0, 1]. Omit for the API default.")]
+TopP = Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling top_p in (0, 1]. "
+                                     "Omit for the API default.")]
 MaxTokens = Annotated[int | None, Field(gt=0, description="Most tokens to generate. Omit for the API default.")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -145,11 +147,10 @@ def _state(ctx: Context) -> AppState:
 
 
 async def _result(output: BaseModel, drawing: partial[bytes] | None = None) -> CallToolResult:
-    content: list[TextContent | ImageContent] = [TextContent(type="text", text=output.model_dump_json())]
-    if drawing is not None:
-        jpeg = await anyio.to_thread.run_sync(drawing)
-        content.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
-    return CallToolResult(content=content, structured_content=output.model_dump(mode="json"))
+    if drawing is None:
+        return structured(output)
+    jpeg = await anyio.to_thread.run_sync(drawing)
+    return structured(output, ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
 
 
 def _corners(box: Box) -> tuple[float, float, float, float]:
@@ -166,7 +167,8 @@ def register(server: MCPServer[AppState]) -> None:
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
             output, _ = await run_caption(state, image, length=length, model=model,
-                                          sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens))
+                                          sampling=Sampling(temperature=temperature, top_p=top_p,
+                                                            max_tokens=max_tokens))
         return await _result(output)
 
     @server.tool(title="Ask a question about an image", annotations=READ_ONLY)
@@ -198,7 +200,8 @@ def register(server: MCPServer[AppState]) -> None:
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
             output, prepared = await run_detect(state, image, object, model=model, sampling=Sampling(
                 temperature=temperature, top_p=top_p, max_tokens=max_tokens, max_objects=max_objects))
-        drawing = partial(draw_results, prepared.jpeg, boxes=[_corners(b) for b in output.objects]) if annotate else None
+        boxes = [_corners(b) for b in output.objects]
+        drawing = partial(draw_results, prepared.jpeg, boxes=boxes) if annotate else None
         return await _result(output, drawing)
 
     @server.tool(title="Point at objects", annotations=READ_ONLY)
@@ -236,4 +239,4 @@ def register(server: MCPServer[AppState]) -> None:
         return await _result(output, drawing)
 
 
-__all__ = ["run_caption", "run_detect", "run_point", "run_query", "run_segment", "register"]
+__all__ = ["register", "run_caption", "run_detect", "run_point", "run_query", "run_segment"]

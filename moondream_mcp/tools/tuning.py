@@ -13,6 +13,7 @@ from ..client import APIConnectionError, ServerError, StreamError
 from ..client.rawjson import array_items, member
 from ..client.tuning import Checkpoint, Finetune, checkpoint_model, rl_group, sft_group
 from .errors import tool_errors
+from .results import compact
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 # ---- parameters -------------------------------------------------------------------------------
 
-FinetuneId = Annotated[str, Field(min_length=1, description="The finetune's id (from create_finetune or list_finetunes).")]
+FinetuneId = Annotated[
+    str, Field(min_length=1, description="The finetune's id (from create_finetune or list_finetunes).")]
 Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")]
 Cursor = Annotated[str | None, Field(description="next_cursor from the previous page; omit for the first page.")]
 Skill = Literal["query", "point", "detect"]
@@ -220,6 +222,7 @@ ADD = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_h
 
 def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Create a finetune", annotations=CREATE)
+    @compact
     async def create_finetune(
         name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128,
                                    description="Name: letters, digits, '-', '_', '.'.")],
@@ -233,6 +236,7 @@ def register(server: MCPServer[AppState]) -> None:
             return _finetune(await state.client.tuning.create_finetune(name, rank))
 
     @server.tool(title="List finetunes", annotations=READ)
+    @compact
     async def list_finetunes(ctx: Context, limit: Limit = None, cursor: Cursor = None) -> FinetuneList:
         """List finetunes, oldest first, a page at a time."""
         state = _state(ctx)
@@ -242,6 +246,7 @@ def register(server: MCPServer[AppState]) -> None:
                             next_cursor=page.next_cursor, has_more=page.has_more)
 
     @server.tool(title="Get a finetune", annotations=READ)
+    @compact
     async def get_finetune(finetune_id: FinetuneId, ctx: Context) -> FinetuneOut:
         """One finetune by id."""
         state = _state(ctx)
@@ -249,6 +254,7 @@ def register(server: MCPServer[AppState]) -> None:
             return _finetune(await state.client.tuning.get_finetune(finetune_id))
 
     @server.tool(title="Delete a finetune", annotations=DELETE)
+    @compact
     async def delete_finetune(finetune_id: FinetuneId, ctx: Context) -> Ok:
         """Delete a finetune and with it every checkpoint. Cannot be undone."""
         state = _state(ctx)
@@ -256,6 +262,7 @@ def register(server: MCPServer[AppState]) -> None:
             return Ok(ok=await state.client.tuning.delete_finetune(finetune_id))
 
     @server.tool(title="Generate rollouts", annotations=ADD)
+    @compact
     async def generate_rollouts(
         finetune_id: FinetuneId,
         skill: Annotated[Skill, Field(description="query, point or detect.")],
@@ -301,6 +308,7 @@ def register(server: MCPServer[AppState]) -> None:
                            rewards=rewards)
 
     @server.tool(title="Apply one training step", annotations=ADD)
+    @compact
     async def train_step(
         finetune_id: FinetuneId,
         groups: Annotated[list[RLGroup | SFTGroup], Field(min_length=1, description=(
@@ -345,6 +353,7 @@ def register(server: MCPServer[AppState]) -> None:
                             metrics={k: v for k, v in extra.items() if v is not None})
 
     @server.tool(title="List saved checkpoints", annotations=READ)
+    @compact
     async def list_checkpoints(
         finetune_id: FinetuneId, ctx: Context, limit: Limit = None, cursor: Cursor = None
     ) -> CheckpointList:
@@ -356,6 +365,7 @@ def register(server: MCPServer[AppState]) -> None:
                               next_cursor=page.next_cursor, has_more=page.has_more)
 
     @server.tool(title="Save the current checkpoint", annotations=CREATE)
+    @compact
     async def save_checkpoint(finetune_id: FinetuneId, ctx: Context) -> SavedOut:
         """Save the finetune's current step as a checkpoint, usable as `model` by the skill tools."""
         state = _state(ctx)
@@ -367,6 +377,7 @@ def register(server: MCPServer[AppState]) -> None:
         return SavedOut(checkpoint=out, model=out.model)
 
     @server.tool(title="Delete a checkpoint", annotations=DELETE)
+    @compact
     async def delete_checkpoint(
         finetune_id: FinetuneId,
         step: Annotated[int, Field(ge=0, description="The checkpoint's step.")],
@@ -378,6 +389,7 @@ def register(server: MCPServer[AppState]) -> None:
             return Ok(ok=await state.client.tuning.delete_checkpoint(finetune_id, step))
 
     @server.tool(title="Log training metrics", annotations=ADD)
+    @compact
     async def log_metrics(
         finetune_id: FinetuneId,
         step: Annotated[int, Field(ge=0, description="The step the metrics belong to.")],

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from moondream_mcp.images import ImageError, ImageLoader
-from moondream_mcp.images import encode
+from moondream_mcp.images import ImageError, ImageLoader, encode
 from moondream_mcp.images.encode import MAX_DATA_URL_CHARS, encode_jpeg, fit_within
 from tests.images.samples import BLUE, RED, WHITE, colour_at, jpeg_bomb, jpeg_bytes, near, png_bomb, sent
 from tests.pictures import canvas

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from moondream_mcp.config import Settings
-from moondream_mcp.images import ImageError, ImageLoader, PreparedImage
-from moondream_mcp.images import data_urls, loader as loader_module
+from moondream_mcp.images import ImageError, ImageLoader, PreparedImage, data_urls
+from moondream_mcp.images import loader as loader_module
 from tests.images.samples import BLUE, RED, colour_at, near
 from tests.pictures import canvas
 

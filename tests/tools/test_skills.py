@@ -160,7 +160,7 @@ async def test_detect_with_annotate_draws_the_box(client: Client, workdir: Path)
     drawn = picture(result)
     assert max(drawn.size) <= 1024
     w, h = drawn.size
-    r, g, b = drawn.getpixel((round(RED[0] * w), round((RED[1] + RED[3]) / 2 * h)))
+    r, g, _ = drawn.getpixel((round(RED[0] * w), round((RED[1] + RED[3]) / 2 * h)))
     assert g > 150 and r < 120, "the box outline is drawn on the square's left edge"
     assert drawn.getpixel((5, 5)) == pytest.approx((255, 255, 255), abs=10)
 

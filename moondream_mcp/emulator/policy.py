@@ -110,10 +110,8 @@ class Policy:
         """Whether this answer mistakes the scene's hard colours for others (see `confused`)."""
         if not any(r.colour in CONFUSED_WITH for r in scene.regions):
             return False
-        if sampling is None or sampling.greedy:
-            draw = _unit(digest, "answer", question)
-        else:
-            draw = sampling.rng.random()
+        greedy = sampling is None or sampling.greedy
+        draw = _unit(digest, "answer", question) if greedy else sampling.rng.random()
         return draw < _clamp(WRONG_ANSWER_RATE * self.scale)
 
 

@@ -153,20 +153,9 @@ class APIClient:
             wait_jitter=WAIT_JITTER,
         )
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        content: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        retry: RetryPolicy = "idempotent",
-    ) -> Any:
-        """Send one request (retrying as the policy allows) and return its JSON body."""
-        body, _ = await self.request_raw(
-            method, path, json=json, params=params, content=content, headers=headers, retry=retry)
+    async def request(self, method: str, path: str, **options: Any) -> Any:
+        """Send one request (retrying as the policy allows) and return its JSON body; options as request_raw."""
+        body, _ = await self.request_raw(method, path, **options)
         return body
 
     async def request_raw(

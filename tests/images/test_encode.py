@@ -73,20 +73,26 @@ async def test_a_downscaled_rotated_photo_reports_its_displayed_size(allowed: Pa
     assert near(colour_at(prepared, *BLUE_POINT), BLUE)
 
 
-async def test_a_24_megapixel_jpeg_is_decoded_at_reduced_scale_and_sent_under_the_limits(
-    allowed: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = allowed / "big.jpg"
-    canvas((6000, 4000), squares=(("red", RED_BOX), ("blue", BLUE_BOX))).save(path, quality=85)
-    decoded_sizes: list[tuple[int, int]] = []
+@pytest.fixture
+def decoded_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size each JPEG draft decode produces, in order."""
+    sizes: list[tuple[int, int]] = []
     original_draft = JpegImagePlugin.JpegImageFile.draft
 
     def recording_draft(self, mode, size):  # type: ignore[no-untyped-def]
         result = original_draft(self, mode, size)
-        decoded_sizes.append(self.size)
+        sizes.append(self.size)
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    return sizes
+
+
+async def test_a_24_megapixel_jpeg_is_decoded_at_reduced_scale_and_sent_under_the_limits(
+    allowed: Path, decoded_sizes: list[tuple[int, int]]
+) -> None:
+    path = allowed / "big.jpg"
+    canvas((6000, 4000), squares=(("red", RED_BOX), ("blue", BLUE_BOX))).save(path, quality=85)
 
     async with ImageLoader(allowed_dirs=[allowed]) as images:
         prepared = await images.load(str(path))
@@ -101,19 +107,10 @@ async def test_a_24_megapixel_jpeg_is_decoded_at_reduced_scale_and_sent_under_th
 
 
 async def test_a_12_megapixel_jpeg_is_decoded_at_half_scale_and_resampled_to_the_budget(
-    allowed: Path, monkeypatch: pytest.MonkeyPatch
+    allowed: Path, decoded_sizes: list[tuple[int, int]]
 ) -> None:
     path = allowed / "twelve.jpg"
     canvas((4000, 3000), squares=(("red", RED_BOX), ("blue", BLUE_BOX))).save(path, quality=85)
-    decoded_sizes: list[tuple[int, int]] = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
-
-    def recording_draft(self, mode, size):  # type: ignore[no-untyped-def]
-        result = original_draft(self, mode, size)
-        decoded_sizes.append(self.size)
-        return result
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
     async with ImageLoader(allowed_dirs=[allowed]) as images:
         prepared = await images.load(str(path))
 

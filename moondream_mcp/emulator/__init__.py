@@ -3,8 +3,9 @@
 It is not a model. It "sees" only solid-coloured regions (by pixel colour), answers in fixed sentences
 built from them, and speaks the API's wire format faithfully: the skills under /v1 (query, caption,
 detect, point, segment), the tuning API under /v1/tuning (finetunes, rollouts, train steps,
-checkpoints), its errors, streams and limits, Moondream Station's dialect, and faults on demand
-(injected statuses, dropped connections, truncated streams, delayed answers, latency, rate limits).
+checkpoints), the Batch API under /v1/batch (multipart uploads, jobs, result files), its errors,
+streams and limits, Moondream Station's dialect, and faults on demand (injected statuses, dropped
+connections, truncated streams, delayed answers, latency, rate limits).
 
 Finetuning works for real, in miniature: the base model misplaces a few hard colours (orange,
 purple), and RL steps whose rewards agree with the rollouts' quality shrink that error (policy.py).

@@ -1,14 +1,17 @@
-"""The Emulator: an ASGI app serving the skills and the tuning API under /v1, with auth, rate limits,
-faults and a request log.
+"""The Emulator: an ASGI app serving the skills, the tuning API and the Batch API under /v1, with auth,
+rate limits, faults and a request log.
 
 Every request to the API paths passes one gate before it reaches a handler: it is logged, delayed by
 the configured latency, given a pending injected fault if one matches (an injected delay holds back
-only the answer: the request is still processed at once), then checked for its key and its rate. Paths under /_emulator/ control the emulator itself (for tests and benchmarks run out of
-process) and pass no gate.
+only the answer: the request is still processed at once), then checked for its key and its rate.
+Batch result files (under /files/, standing in for a storage host) pass the same gate but need no key
+and count against no rate. Paths under /_emulator/ control the emulator itself (for tests and
+benchmarks run out of process) and pass no gate.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import secrets
@@ -20,12 +23,16 @@ from http import HTTPStatus
 from typing import Any, Literal
 
 import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import batch
+from .batch_jobs import FINISHED, BatchJobs
+from .batch_uploads import Scratch, Spooled, Uploads, spool_body
 from .errors import ApiError, error_response
 from .finetunes import AppliedStep, TuningState
 from .skills import SKILLS, SkillContext, run_skill
@@ -33,6 +40,7 @@ from .tuning import Handler, Received, TuningApi
 
 AUTH_HEADER = "x-moondream-auth"
 ADMIN_PREFIX = "/_emulator/"
+STORAGE_PREFIX = "/files/"  # batch result files: the emulator's stand-in for a storage host
 # Far above the 10 MB image limit: larger bodies are refused unread rather than held in memory.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _LISTED_TEXT_CHARS = 4096  # longer logged bodies are listed over HTTP by their length only
@@ -52,6 +60,10 @@ class EmulatorConfig:
     no_auth: bool = False  # Moondream Station: no key needed, request errors as HTTP 200 {"error": "..."}
     latency: float = 0.0  # seconds added before every answer
     rate_limit: float | None = None  # requests per second per key; None: unlimited
+    batch_lines_per_file: int = 1000  # output lines per batch result file
+    # Base of batch result file URLs ("http://files.local:2021"); None: the base URL the client called,
+    # with 127.0.0.1 and localhost swapped, so that storage is another host than the API (see batch.py).
+    batch_files_url: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.keys, str):
@@ -61,6 +73,8 @@ class EmulatorConfig:
             raise ValueError("latency must be >= 0")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("rate_limit must be > 0 (or None for no limit)")
+        if self.batch_lines_per_file < 1:
+            raise ValueError("batch_lines_per_file must be >= 1")
 
 
 @dataclass
@@ -71,7 +85,8 @@ class LoggedRequest:
     json: dict[str, Any] | None  # the parsed body when it was a JSON object
     status: int  # the status answered; 0 while unanswered or when the connection was dropped
     at: float  # time.monotonic() on arrival
-    body_text: str | None = None  # the body as received (undecodable bytes replaced); None if too large
+    # The body as received (undecodable bytes replaced); None if too large, or an uploaded batch part.
+    body_text: str | None = None
     response_text: str | None = None  # the body answered, exactly as sent; None for streams and drops
 
 
@@ -79,14 +94,19 @@ class LoggedRequest:
 class _Fault:
     kind: Literal["status", "drop", "truncate", "delay"]
     remaining: int
-    path: str | None = None
+    path: str | None = None  # the request path ends with it; "~/part": the path contains "/part"
+    method: str | None = None
     status: int = 0
     retry_after: float | None = None
     body: str | None = None
     seconds: float = 0.0
 
-    def matches(self, path: str) -> bool:
-        return self.path is None or path.endswith(self.path)
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and method != self.method:
+            return False
+        if self.path is None:
+            return True
+        return self.path[1:] in path if self.path.startswith("~") else path.endswith(self.path)
 
 
 @dataclass
@@ -97,6 +117,7 @@ class _RequestState:
     text: str | None  # the body as text, when it was UTF-8
     too_large: bool
     abort: Callable[[], None] = field(repr=False)
+    spooled: Spooled | None = None  # an uploaded batch part, on disk
 
 
 _NOT_JSON = object()
@@ -153,8 +174,13 @@ class Emulator:
     """A local stand-in for the Moondream API, for tests, benchmarks and offline use.
 
     `app` is the ASGI application; serve it with `running_emulator` (tests) or `serve_forever`.
-    `tuning` holds the tuning API's state: finetunes, their policies and checkpoints.
+    `tuning` holds the tuning API's state: finetunes, their policies and checkpoints; `batches` the
+    Batch API's jobs, and `batch_uploads` its open multipart uploads, both on disk in a temporary
+    directory of the emulator's own (removed by clear() and close()).
     """
+
+    # Parts of this size or more are refused with 413 (tests lower it rather than upload 100 MB).
+    batch_part_limit = 100 * 1024 * 1024
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config if config is not None else EmulatorConfig()
@@ -164,6 +190,9 @@ class Emulator:
         self._lock = threading.Lock()
         self._limiter = _RateLimiter()
         self.tuning = TuningState()
+        self._scratch = Scratch()
+        self.batch_uploads = Uploads(self._scratch)
+        self.batches = BatchJobs(self._scratch, self.tuning.checkpoint_policy)
         self.app = _EmulatorApp(
             self,
             routes=self._routes(),
@@ -180,36 +209,76 @@ class Emulator:
         body: str | None = None,
         times: int = 1,
         path: str | None = None,
+        method: str | None = None,
     ) -> None:
-        """Answer the next `times` requests (whose path ends with `path`, if given) with `status`.
+        """Answer the next `times` requests (whose path ends with `path`, if given, and whose method is
+        `method`, if given) with `status`. A `path` starting with "~" matches any path containing the
+        rest ("~/batch/": every call on an upload or a batch, and its result files).
 
         The body is the API's nested JSON error, or `body` verbatim as text/plain (say
         "error code: 524"); `retry_after` seconds go in a Retry-After header.
         """
         if not 100 <= status <= 599:
             raise ValueError(f"not an HTTP status: {status}")
-        self._add(_Fault("status", times, path, status=status, retry_after=retry_after, body=body))
+        self._add(_Fault("status", times, path, method, status=status, retry_after=retry_after, body=body))
 
-    def inject_drop(self, times: int = 1, *, path: str | None = None) -> None:
-        """Close the connection of the next `times` requests without any response."""
-        self._add(_Fault("drop", times, path))
+    def inject_drop(self, times: int = 1, *, path: str | None = None, method: str | None = None) -> None:
+        """Close the connection of the next `times` requests (matched as by inject) without any response."""
+        self._add(_Fault("drop", times, path, method))
 
-    def inject_truncate(self, times: int = 1, *, path: str | None = None) -> None:
+    def inject_truncate(self, times: int = 1, *, path: str | None = None, method: str | None = None) -> None:
         """End the next `times` streamed responses after their first event, with no completion event."""
-        self._add(_Fault("truncate", times, path))
+        self._add(_Fault("truncate", times, path, method))
 
-    def inject_delay(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
-        """Hold back the answer to the next `times` requests (whose path ends with `path`) for `seconds`.
+    def inject_delay(
+        self, seconds: float, *, times: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
+        """Hold back the answer to the next `times` requests (matched as by inject) for `seconds`.
 
         The request is processed at once, as usual (a train step is applied): only its answer waits.
         So a client that gives up sooner sees a timeout for work that was done.
         """
         if not seconds >= 0:
             raise ValueError("seconds must be >= 0")
-        self._add(_Fault("delay", times, path, seconds=seconds))
+        self._add(_Fault("delay", times, path, method, seconds=seconds))
+
+    @property
+    def hold_batches(self) -> bool:
+        """While True, batch jobs wait in "processing" (with no line answered) until release_batches()."""
+        return self.batches.hold
+
+    @hold_batches.setter
+    def hold_batches(self, value: bool) -> None:
+        self.batches.hold = value
+
+    def release_batches(self) -> None:
+        """Let every batch job held so far go on."""
+        self.batches.release()
+
+    def fail_batch_lines(self, count: int) -> None:
+        """Make the first `count` lines of the next batch job fail, with code "internal_error"."""
+        self.batches.fail_lines(count)
+
+    async def wait_for_batch(self, batch_id: str, *statuses: str) -> str:
+        """Wait until batch `batch_id` has one of `statuses` (default: completed or failed); that status.
+
+        Raises LookupError for an unknown (or cleared) batch. Bound it with anyio.fail_after.
+        """
+        gave_up = threading.Event()
+        wait = functools.partial(self.batches.wait, batch_id, statuses or FINISHED, gave_up)
+        try:
+            status = await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
+        finally:
+            # A cancelled wait leaves its thread behind: let it go too.
+            gave_up.set()
+            self.batches.wake()
+        assert status is not None
+        return status
 
     def clear(self) -> None:
-        """Forget pending faults, the request log, the log of applied train steps and rate-limit history.
+        """Forget pending faults, the request log, the log of applied train steps, rate-limit history,
+        and everything of the Batch API: uploads, jobs (running ones stop), their files and the batch
+        knobs (hold_batches, fail_batch_lines).
 
         Finetunes and their checkpoints stay.
         """
@@ -218,6 +287,13 @@ class Emulator:
             self.requests.clear()
             self._limiter.clear()
         self.tuning.clear_log()
+        self.close()
+
+    def close(self) -> None:
+        """Forget the Batch API's uploads and jobs and remove their files; the emulator stays usable."""
+        self.batch_uploads.clear()
+        self.batches.clear()
+        self._scratch.reset()
 
     @property
     def train_steps(self) -> list[AppliedStep]:
@@ -230,10 +306,10 @@ class Emulator:
         with self._lock:
             self._faults.append(fault)
 
-    def _take(self, kinds: tuple[str, ...], path: str) -> _Fault | None:
+    def _take(self, kinds: tuple[str, ...], method: str, path: str) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.kind in kinds and fault.matches(path):
+                if fault.kind in kinds and fault.matches(method, path):
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._faults.remove(fault)
@@ -245,21 +321,45 @@ class Emulator:
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, app: Callable[..., Awaitable[None]]
     ) -> None:
-        raw, too_large = await _read_body(receive)
+        spooled = None
+        if scope["method"] == "PUT" and scope["path"].startswith(batch.PREFIX + "/"):
+            # A batch part may be near 100 MB: it goes to disk as it arrives, never whole into memory.
+            raw = b""
+            spool = self.batch_uploads.spool_path()
+            spooled, too_large = await spool_body(receive, spool, self.batch_part_limit)
+        else:
+            raw, too_large = await _read_body(receive)
+        try:
+            await self._gate(scope, receive, send, app, raw, too_large, spooled)
+        finally:
+            if spooled is not None:
+                await anyio.Path(spooled.path).unlink(missing_ok=True)  # unless the handler kept it
+
+    async def _gate(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: Callable[..., Awaitable[None]],
+        raw: bytes,
+        too_large: bool,
+        spooled: Spooled | None,
+    ) -> None:
+        method, path = scope["method"], scope["path"]
         body = _parse_json(raw)
         text = _text(raw)
         entry = LoggedRequest(
-            method=scope["method"],
-            path=scope["path"],
+            method=method,
+            path=path,
             headers=_headers(scope),
             json=body if isinstance(body, dict) else None,
             status=0,
             at=time.monotonic(),
-            body_text=None if too_large else raw.decode("utf-8", "replace"),
+            body_text=None if too_large or spooled is not None else raw.decode("utf-8", "replace"),
         )
         with self._lock:
             self.requests.append(entry)
-        delay = self._take(("delay",), scope["path"])
+        delay = self._take(("delay",), method, path)
         answered: list[bytes] | None = None  # the response body so far, unless it is a stream
 
         async def logged_send(message: Message) -> None:
@@ -288,16 +388,21 @@ class Emulator:
 
         transport = _transport_of(send)
         scope[_STATE] = _RequestState(
-            body, text, too_large, abort=transport.abort if transport else lambda: None
+            body, text, too_large, abort=transport.abort if transport else lambda: None, spooled=spooled
         )
 
         if self.config.latency > 0:
             await anyio.sleep(self.config.latency)
-        fault = self._take(("status", "drop"), scope["path"])
+        fault = self._take(("status", "drop"), method, path)
         if fault is not None and fault.kind == "drop":
             await _drop(transport, receive)
             return
-        response = self._fault_response(fault) if fault is not None else self._refusal(entry.headers)
+        if fault is not None:
+            response: Response | None = self._fault_response(fault)
+        elif path.startswith(STORAGE_PREFIX):
+            response = None  # storage is reached by signed URL: no key, no rate limit
+        else:
+            response = self._refusal(entry.headers)
         if response is not None:
             await response(scope, replay, logged_send)
             return
@@ -340,6 +445,13 @@ class Emulator:
     def _routes(self) -> list[Route]:
         routes = [Route(f"/v1/{skill}", self._skill_endpoint(skill), methods=["POST"]) for skill in SKILLS]
         routes += TuningApi(self.tuning).routes(self._tuning_endpoint)
+        routes += batch.BatchApi(
+            self.batch_uploads,
+            self.batches,
+            self.tuning.checkpoint_policy,
+            lines_per_file=lambda: self.config.batch_lines_per_file,
+            files_url=lambda: self.config.batch_files_url,
+        ).routes(self._batch_endpoint)
         routes += [
             Route(ADMIN_PREFIX + "faults", self._admin_faults, methods=["POST"]),
             Route(ADMIN_PREFIX + "requests", self._admin_requests, methods=["GET"]),
@@ -350,11 +462,11 @@ class Emulator:
     def _skill_endpoint(self, skill: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             state: _RequestState = request.scope[_STATE]
-            path = request.url.path
+            method, path = request.method, request.url.path
             ctx = SkillContext(
                 request_id=new_request_id(),
                 station=self.config.no_auth,
-                take_truncate=lambda: self._take(("truncate",), path) is not None,
+                take_truncate=lambda: self._take(("truncate",), method, path) is not None,
                 abort_connection=state.abort,
                 checkpoint_policy=self.tuning.checkpoint_policy,
             )
@@ -386,6 +498,19 @@ class Emulator:
 
         return endpoint
 
+    def _batch_endpoint(self, handler: batch.Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            state: _RequestState = request.scope[_STATE]
+            try:
+                if self.config.no_auth:
+                    raise ApiError(404, "Moondream Station has no Batch API", code="not_found")
+                body = None if state.body is _NOT_JSON else state.body
+                return await handler(request, batch.Received(body, state.spooled, state.too_large))
+            except ApiError as error:
+                return error_response(error, station=self.config.no_auth, keep_status=True)
+
+        return endpoint
+
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         error = ApiError(exc.status_code, exc.detail, headers=dict(exc.headers or {}))
@@ -399,13 +524,15 @@ class Emulator:
         try:
             if not isinstance(spec, dict):
                 raise TypeError("a JSON object is required")
-            path = spec.get("path")
+            path, method = spec.get("path"), spec.get("method")
             if "drop" in spec:
-                self.inject_drop(int(spec["drop"]), path=path)
+                self.inject_drop(int(spec["drop"]), path=path, method=method)
             elif "truncate" in spec:
-                self.inject_truncate(int(spec["truncate"]), path=path)
+                self.inject_truncate(int(spec["truncate"]), path=path, method=method)
             elif "delay" in spec:
-                self.inject_delay(float(spec["delay"]), times=int(spec.get("times", 1)), path=path)
+                self.inject_delay(
+                    float(spec["delay"]), times=int(spec.get("times", 1)), path=path, method=method
+                )
             elif "status" in spec:
                 retry_after = spec.get("retry_after")
                 self.inject(
@@ -414,6 +541,7 @@ class Emulator:
                     body=spec.get("body"),
                     times=int(spec.get("times", 1)),
                     path=path,
+                    method=method,
                 )
             else:
                 raise ValueError("give status, drop, truncate or delay")

@@ -2,7 +2,8 @@
 
 Detect, point and query answer with a policy: the base model's unless `model` names a saved finetune
 checkpoint (see policy.py: only a few hard colours are seen imperfectly). Caption and segment answer
-the same whatever the model.
+the same whatever the model. The answers of query, caption, detect and point are computed by blocking
+functions (PLAIN_ANSWERS) that batch jobs share.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import answers, validation
 from .errors import ApiError
 from .policy import confused
-from .sight import look, matching
+from .sight import look, matching, sight_of
 from .vision import Box, Region
 
 SKILLS = ("query", "caption", "detect", "point", "segment")
@@ -47,77 +49,124 @@ def _box(box: Box) -> dict[str, float]:
 
 
 # --- plain answers ------------------------------------------------------------------------------
+#
+# Blocking (they decode and analyse the image): the endpoints run them in a worker thread.
+
+# Reads the decoded image of a request: (body, required) -> bytes, or None when absent and not required.
+ImageReader = Callable[[dict[str, Any], bool], bytes | None]
 
 
-async def _query(body: dict[str, Any], ctx: SkillContext) -> Response:
+def _image_url(body: dict[str, Any], required: bool) -> bytes | None:
+    return validation.image_bytes(body, required=required)
+
+
+def query_answer(
+    body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
+) -> dict[str, Any]:
+    """{answer, finish_reason, metrics, reasoning?}."""
     question = validation.text(body, "question")
-    data = validation.image_bytes(body, required=False)
+    data = read_image(body, False)
     reasoning = validation.flag(body, "reasoning")
     stream = validation.flag(body, "stream")
     settings = validation.settings(body)
     validation.spatial_refs(body)
-    policy = validation.model(body, ctx.checkpoint_policy)
+    policy = validation.model(body, checkpoint_policy)
     if stream and reasoning:
         raise ApiError(400, "streaming is not supported with reasoning", param="stream", code="invalid_field")
     scene = None
     if data is not None:
-        sight = await look(data)
+        sight = sight_of(data)
         scene = confused(sight.scene) if policy.confuses(sight.scene, sight.digest, question) else sight.scene
     answer, finish_reason = answers.limit(answers.answer(question, scene), settings.max_tokens)
-    metrics = answers.metrics(question, answer, with_image=scene is not None)
-    if stream:
-        return _text_stream(answer, finish_reason, metrics, ctx)
     out: dict[str, Any] = {
         "answer": answer,
-        "request_id": ctx.request_id,
         "finish_reason": finish_reason,
-        "metrics": metrics,
+        "metrics": answers.metrics(question, answer, with_image=scene is not None),
     }
     if reasoning:
         out["reasoning"] = answers.reasoning(question, scene, answer).as_dict()
-    return JSONResponse(out)
+    return out
+
+
+def caption_answer(
+    body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
+) -> dict[str, Any]:
+    """{caption, finish_reason, metrics}."""
+    data = read_image(body, True)
+    length = validation.caption_length(body)
+    validation.flag(body, "stream")
+    settings = validation.settings(body)
+    validation.model(body, checkpoint_policy)
+    assert data is not None
+    scene = sight_of(data).scene
+    caption, finish_reason = answers.limit(answers.caption(scene, length), settings.max_tokens)
+    metrics = answers.metrics(f"Describe this image ({length}).", caption, with_image=True)
+    return {"caption": caption, "finish_reason": finish_reason, "metrics": metrics}
+
+
+def detect_answer(
+    body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
+) -> dict[str, Any]:
+    """{objects}."""
+    data = read_image(body, True)
+    object_text = validation.text(body, "object")
+    settings = validation.settings(body)
+    policy = validation.model(body, checkpoint_policy)
+    assert data is not None
+    sight = sight_of(data)
+    regions = matching(sight.scene, object_text)[: settings.max_objects]
+    return {"objects": [_box(policy.box(r, sight.digest)) for r in regions]}
+
+
+def point_answer(
+    body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
+) -> dict[str, Any]:
+    """{points}."""
+    data = read_image(body, True)
+    object_text = validation.text(body, "object")
+    settings = validation.settings(body)
+    policy = validation.model(body, checkpoint_policy)
+    assert data is not None
+    sight = sight_of(data)
+    regions = matching(sight.scene, object_text)[: settings.max_objects]
+    placed = [policy.point(r, sight.digest) for r in regions]
+    return {"points": [{"x": round(x, 6), "y": round(y, 6)} for x, y in placed]}
+
+
+PlainAnswer = Callable[[dict[str, Any], ImageReader, validation.CheckpointLookup], dict[str, Any]]
+PLAIN_ANSWERS: dict[str, PlainAnswer] = {
+    "query": query_answer,
+    "caption": caption_answer,
+    "detect": detect_answer,
+    "point": point_answer,
+}
+
+
+async def _plain(skill: str, body: dict[str, Any], ctx: SkillContext) -> dict[str, Any]:
+    # Decoding a large image takes tens of milliseconds: off the event loop, so other requests go on.
+    return await anyio.to_thread.run_sync(PLAIN_ANSWERS[skill], body, _image_url, ctx.checkpoint_policy)
+
+
+async def _query(body: dict[str, Any], ctx: SkillContext) -> Response:
+    out = await _plain("query", body, ctx)
+    if validation.flag(body, "stream"):
+        return _text_stream(out["answer"], out["finish_reason"], out["metrics"], ctx)
+    return JSONResponse({**out, "request_id": ctx.request_id})
 
 
 async def _caption(body: dict[str, Any], ctx: SkillContext) -> Response:
-    data = validation.image_bytes(body, required=True)
-    length = validation.caption_length(body)
-    stream = validation.flag(body, "stream")
-    settings = validation.settings(body)
-    validation.model(body, ctx.checkpoint_policy)
-    assert data is not None
-    scene = (await look(data)).scene
-    caption, finish_reason = answers.limit(answers.caption(scene, length), settings.max_tokens)
-    metrics = answers.metrics(f"Describe this image ({length}).", caption, with_image=True)
-    if stream:
-        return _text_stream(caption, finish_reason, metrics, ctx)
-    return JSONResponse(
-        {"caption": caption, "request_id": ctx.request_id, "finish_reason": finish_reason, "metrics": metrics}
-    )
+    out = await _plain("caption", body, ctx)
+    if validation.flag(body, "stream"):
+        return _text_stream(out["caption"], out["finish_reason"], out["metrics"], ctx)
+    return JSONResponse({**out, "request_id": ctx.request_id})
 
 
 async def _detect(body: dict[str, Any], ctx: SkillContext) -> Response:
-    data = validation.image_bytes(body, required=True)
-    object_text = validation.text(body, "object")
-    settings = validation.settings(body)
-    policy = validation.model(body, ctx.checkpoint_policy)
-    assert data is not None
-    sight = await look(data)
-    regions = matching(sight.scene, object_text)[: settings.max_objects]
-    boxes = [_box(policy.box(r, sight.digest)) for r in regions]
-    return JSONResponse({"objects": boxes, "request_id": ctx.request_id})
+    return JSONResponse({**await _plain("detect", body, ctx), "request_id": ctx.request_id})
 
 
 async def _point(body: dict[str, Any], ctx: SkillContext) -> Response:
-    data = validation.image_bytes(body, required=True)
-    object_text = validation.text(body, "object")
-    settings = validation.settings(body)
-    policy = validation.model(body, ctx.checkpoint_policy)
-    assert data is not None
-    sight = await look(data)
-    regions = matching(sight.scene, object_text)[: settings.max_objects]
-    placed = [policy.point(r, sight.digest) for r in regions]
-    points = [{"x": round(x, 6), "y": round(y, 6)} for x, y in placed]
-    return JSONResponse({"points": points, "request_id": ctx.request_id})
+    return JSONResponse({**await _plain("point", body, ctx), "request_id": ctx.request_id})
 
 
 def _chosen(regions: list[Region], refs: list[list[float]]) -> Region | None:

@@ -1,0 +1,141 @@
+"""The lines of a batch file, and the output record of each: the skill endpoints' own checks and answers.
+
+An input line is `{id?, skill, image, question? | object? | length?, settings?}` with the image as raw
+base64. Its record is `{line_index, id, status: "ok", result, usage}`, or `{line_index, id, status:
+"error", error: {code, message}}` when the line is refused: anything the endpoint would refuse, and
+more (segment, a data: URL, a line over 10 MB).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import answers, validation
+from .errors import ApiError
+from .skills import PLAIN_ANSWERS
+
+MAX_LINE_BYTES = 10 * 1024 * 1024
+BATCH_SKILLS = ("caption", "query", "detect", "point")
+_READ_BLOCK = 1024 * 1024
+_IMAGE_TOKENS = 729  # as answers.metrics counts an image
+_TOKENS_PER_BOX, _TOKENS_PER_POINT = 3, 2  # as rollouts.py writes them; plus one to end the answer
+
+
+def lines(paths: Sequence[Path]) -> Iterator[tuple[int, bytes | None]]:
+    """(line_index, the line) for each non-blank line of the files read as one; the line is None when it
+    is over MAX_LINE_BYTES (never held in memory whole). line_index counts every line, blank ones too."""
+    limit = MAX_LINE_BYTES
+    index = 0
+    pending = bytearray()
+    too_long = False
+    for path in paths:
+        with path.open("rb") as file:
+            while block := file.read(_READ_BLOCK):
+                start = 0
+                while True:
+                    end = block.find(b"\n", start)
+                    piece = block[start:] if end < 0 else block[start:end]
+                    if not too_long:
+                        if len(pending) + len(piece) > limit:
+                            too_long = True
+                            pending.clear()
+                        else:
+                            pending += piece
+                    if end < 0:
+                        break
+                    if too_long or pending.strip():
+                        yield index, None if too_long else bytes(pending)
+                    index += 1
+                    pending.clear()
+                    too_long = False
+                    start = end + 1
+    if too_long or pending.strip():
+        yield index, None if too_long else bytes(pending)
+
+
+def parses(line: bytes | None) -> bool:
+    """Whether the line is JSON at all (what tells a JSONL file from any other)."""
+    if line is None:
+        return False
+    try:
+        json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def _raw_image(body: dict[str, Any], required: bool) -> bytes:
+    """The decoded `image`: raw base64, no data: URL. Every batch line needs one, whatever its skill."""
+    value = body.get("image")
+    if value is None:
+        raise ApiError(400, "image is required", param="image", code="missing_field")
+    if not isinstance(value, str):
+        raise ApiError(400, "image must be a base64 string", param="image", code="invalid_image")
+    if value.startswith("data:"):
+        raise ApiError(400, "image must be raw base64, without a data: URL prefix", param="image",
+                       code="invalid_image")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "image is not valid base64", param="image", code="invalid_base64") from None
+    if not data:
+        raise ApiError(400, "undecodable image: no data", param="image", code="invalid_image")
+    return data
+
+
+def _usage(skill: str, body: dict[str, Any], result: dict[str, Any]) -> dict[str, int]:
+    if "metrics" in result:  # query, caption
+        metrics = result["metrics"]
+        return {"input_tokens": metrics["input_tokens"], "output_tokens": metrics["output_tokens"]}
+    prompt = _IMAGE_TOKENS + len(answers.tokens(body["object"]))
+    if skill == "detect":
+        return {"input_tokens": prompt, "output_tokens": 1 + _TOKENS_PER_BOX * len(result["objects"])}
+    return {"input_tokens": prompt, "output_tokens": 1 + _TOKENS_PER_POINT * len(result["points"])}
+
+
+def _error(line_index: int, line_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"line_index": line_index, "id": line_id, "status": "error",
+            "error": {"code": code, "message": message}}
+
+
+def answer_line(
+    line_index: int,
+    line: bytes | None,
+    *,
+    model: str | None,
+    checkpoint_policy: validation.CheckpointLookup,
+    fail: bool = False,
+) -> dict[str, Any]:
+    """The output record of one line (None: over the size limit), answered by `model` (None: the base
+    model); `fail` makes it an internal error, as a worker crash would."""
+    if line is None:
+        return _error(line_index, None, "line_too_large", "line too large: the limit is 10 MB a line")
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return _error(line_index, None, "invalid_json", "line is not valid JSON")
+    if not isinstance(record, dict):
+        return _error(line_index, None, "invalid_json", "line must be a JSON object")
+    line_id = record.get("id")
+    if fail:
+        return _error(line_index, line_id, "internal_error", "internal error while processing the line "
+                      "(injected by the emulator)")
+    skill = record.get("skill")
+    if skill not in BATCH_SKILLS:
+        return _error(line_index, line_id, "missing_field" if skill is None else "invalid_skill",
+                      f"skill must be one of {', '.join(BATCH_SKILLS)} (segment is not available in batch)")
+    # The job's model answers every line; a line's own model, or image_url, means nothing here.
+    body = {key: value for key, value in record.items() if key not in ("id", "skill", "model", "image_url")}
+    if model is not None:
+        body["model"] = model
+    try:
+        result = PLAIN_ANSWERS[skill](body, _raw_image, checkpoint_policy)
+    except ApiError as error:
+        return _error(line_index, line_id, error.code, error.message)
+    return {"line_index": line_index, "id": line_id, "status": "ok", "result": result,
+            "usage": _usage(skill, body, result)}

@@ -1,0 +1,100 @@
+"""The Batch API tools through the protocol: a multipart upload, polling, results mapped back to images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+
+from moondream_mcp.config import Settings
+from moondream_mcp.server import build_server
+from tests.pictures import assert_box, canvas, save
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def small_parts(settings: Settings):
+    """A client whose uploads are cut into 20 kB parts, so a few photos take several parts."""
+    async with Client(build_server(settings.model_copy(update={"batch_part_bytes": 20_000}))) as client:
+        yield client
+
+
+def photos(folder: Path, count: int) -> dict[str, tuple[float, float, float, float]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for i in range(count):
+        box = (0.1 + 0.05 * i, 0.2, 0.4 + 0.05 * i, 0.6)
+        made[save(canvas((400, 300), [("red", box)]), folder / f"p{i}.jpg", quality=95)] = box
+    return made
+
+
+async def call(client: Client, tool: str, **arguments: object) -> dict:
+    with anyio.fail_after(60):
+        result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+async def test_a_batch_job_round_trips_with_every_result_mapped_to_its_image(
+    small_parts: Client, workdir: Path, emulator
+) -> None:
+    made = photos(workdir / "shoot", 5)
+    (workdir / "shoot" / "broken.jpg").write_bytes(b"no image here")
+    submitted = await call(small_parts, "submit_batch", skill="detect", images=str(workdir / "shoot"), object="red")
+    assert submitted["lines"] == 5 and submitted["parts"] >= 2
+    assert [f["count"] for f in submitted["skipped"]] == [1]
+    uploads = [r for r in emulator.emulator.requests if r.method == "PUT"]
+    assert len(uploads) == submitted["parts"]
+    assert list((settings_dir := workdir.parent / "data" / "batch-uploads").iterdir()) == [], settings_dir
+
+    results = await call(small_parts, "batch_results", batch_id=submitted["batch_id"],
+                         output=str(workdir / "results.jsonl"), wait_seconds=30)
+    assert (results["lines"], results["succeeded"], results["failed"]) == (5, 5, 0)
+    lines = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
+    assert sorted(line["image"] for line in lines) == sorted(made)
+    for line in lines:
+        assert_box(line["result"]["objects"][0], made[line["image"]])
+    files = [r for r in emulator.emulator.requests if r.method == "GET" and "/v1/" not in r.path]
+    assert files and all("x-moondream-auth" not in r.headers for r in files), "the key stays with the API"
+
+
+async def test_results_of_a_job_still_processing_say_so(client: Client, workdir: Path, emulator) -> None:
+    photos(workdir / "h", 2)
+    emulator.emulator.hold_batches = True
+    try:
+        submitted = await call(client, "submit_batch", skill="caption", images=str(workdir / "h"), length="short")
+        status = await call(client, "batch_status", batch_id=submitted["batch_id"])
+        assert status["status"] in ("chunking", "processing")
+        result = await client.call_tool("batch_results", {"batch_id": submitted["batch_id"],
+                                                          "output": str(workdir / "early.jsonl")})
+        assert result.is_error and "still" in result.content[0].text
+        assert not (workdir / "early.jsonl").exists()
+    finally:
+        emulator.emulator.hold_batches = False
+        emulator.emulator.release_batches()
+    listed = await call(client, "list_batches", limit=100)
+    assert submitted["batch_id"] in [b["batch_id"] for b in listed["batches"]]
+
+
+async def test_failed_lines_come_back_as_failed_images(client: Client, workdir: Path, emulator) -> None:
+    made = photos(workdir / "f", 3)
+    emulator.emulator.fail_batch_lines(2)
+    submitted = await call(client, "submit_batch", skill="point", images=list(made), object="red")
+    results = await call(client, "batch_results", batch_id=submitted["batch_id"],
+                         output=str(workdir / "f.jsonl"), wait_seconds=30)
+    assert (results["succeeded"], results["failed"]) == (1, 2)
+    assert results["failures"][0]["count"] == 2
+    assert all(image in made for image in results["failures"][0]["images"])
+
+
+async def test_a_failed_upload_is_aborted(small_parts: Client, workdir: Path, emulator) -> None:
+    photos(workdir / "a", 3)
+    emulator.emulator.inject(413, method="PUT", times=10)
+    result = await small_parts.call_tool("submit_batch", {"skill": "detect", "images": str(workdir / "a"),
+                                                           "object": "red"})
+    assert result.is_error and "413" in result.content[0].text
+    assert [r.method for r in emulator.emulator.requests if r.method == "DELETE"] == ["DELETE"]

@@ -1,5 +1,6 @@
-"""Local SQLite state that must outlive a tool call or a restart: rollout sets kept for train_step, and
-the image behind each line of a submitted batch."""
+"""Local SQLite state that must outlive a tool call or a restart: rollout sets kept for train_step,
+the image behind each line of a submitted batch, and training runs with their steps, evaluations and
+checkpoints."""
 
 from __future__ import annotations
 
@@ -39,6 +40,65 @@ SCHEMA = [
         skill       TEXT NOT NULL,
         images      TEXT NOT NULL,      -- JSON list: the reference behind each line id ("0", "1", ...)
         created_at  REAL NOT NULL
+    );
+    """,
+    # version 3: training runs (training.py)
+    """
+    CREATE TABLE runs (
+        id             TEXT PRIMARY KEY,
+        finetune_id    TEXT NOT NULL,
+        dataset        TEXT NOT NULL,     -- the dataset file, resolved
+        config         TEXT NOT NULL,     -- JSON: the run's parameters as started
+        examples       TEXT NOT NULL,     -- JSON {"train": [...], "eval": [...]}: the dataset as it was at start
+        state          TEXT NOT NULL,     -- running | completed | failed | stopped
+        total_steps    INTEGER NOT NULL,
+        steps_done     INTEGER NOT NULL DEFAULT 0,
+        base_step      INTEGER,           -- the finetune's API step before the run's first step
+        last_api_step  INTEGER,           -- the API step of the last recorded step
+        in_flight      TEXT,              -- JSON: the step whose train_step may be on the wire, until recorded
+        stop_requested INTEGER NOT NULL DEFAULT 0,
+        best_api_step  INTEGER,
+        best_score     REAL,
+        error          TEXT,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL,
+        finished_at    REAL
+    );
+    CREATE INDEX runs_state ON runs(state);
+    CREATE TABLE run_steps (
+        run_id       TEXT NOT NULL,
+        step         INTEGER NOT NULL,    -- 1..total_steps within the run
+        api_step     INTEGER NOT NULL,    -- the finetune's step as the API reported it
+        reward_mean  REAL,
+        reward_std   REAL,
+        rollouts     INTEGER NOT NULL,
+        seconds      REAL,
+        metrics      TEXT,                -- JSON: what train_step reported
+        at           REAL NOT NULL,
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE TABLE run_evals (
+        run_id    TEXT NOT NULL,
+        step      INTEGER NOT NULL,
+        api_step  INTEGER NOT NULL,
+        score     REAL,
+        metrics   TEXT,                   -- JSON: per-skill metrics
+        errors    INTEGER NOT NULL,
+        output    TEXT,                   -- the per-example JSONL file
+        seconds   REAL,
+        at        REAL NOT NULL,
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE TABLE run_checkpoints (
+        run_id     TEXT NOT NULL,
+        api_step   INTEGER NOT NULL,
+        step       INTEGER NOT NULL,
+        best       INTEGER NOT NULL DEFAULT 0,
+        last       INTEGER NOT NULL DEFAULT 0,
+        evaluated  INTEGER NOT NULL DEFAULT 0,
+        deleted    INTEGER NOT NULL DEFAULT 0,
+        at         REAL NOT NULL,
+        PRIMARY KEY (run_id, api_step)
     );
     """,
 ]
@@ -171,3 +231,239 @@ class Store:
             return json.loads(row[0]) if row else None
 
         return await self._run(select)
+
+    # ---- training runs --------------------------------------------------------------------
+
+    def _atomic(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one transaction (called on the store's worker thread)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(self.db)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return result
+
+    async def create_run(self, *, finetune_id: str, dataset: str, config: dict[str, Any],
+                         examples: dict[str, list[dict[str, Any]]], total_steps: int) -> str:
+        run_id = new_id("run")
+
+        def insert() -> None:
+            now = time.time()
+            self.db.execute(
+                "INSERT INTO runs (id, finetune_id, dataset, config, examples, state, total_steps, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, finetune_id, dataset, json.dumps(config), json.dumps(examples), total_steps, now, now),
+            )
+
+        await self._run(insert)
+        return run_id
+
+    _RUN_COLUMNS = ("id, finetune_id, dataset, config, state, total_steps, steps_done, base_step, last_api_step,"
+                    " in_flight, stop_requested, best_api_step, best_score, error, created_at, updated_at,"
+                    " finished_at")
+
+    @staticmethod
+    def _run_row(row: tuple[Any, ...]) -> Run:
+        values = list(row)
+        values[3] = json.loads(values[3])
+        values[9] = json.loads(values[9]) if values[9] else None
+        values[10] = bool(values[10])
+        return Run(*values)
+
+    async def run(self, run_id: str) -> Run | None:
+        def select() -> Run | None:
+            row = self.db.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return self._run_row(row) if row else None
+
+        return await self._run(select)
+
+    async def runs(self, *, state: str | None = None, finetune_id: str | None = None,
+                   limit: int | None = None) -> list[Run]:
+        """Runs, newest first."""
+
+        def select() -> list[Run]:
+            where, args = [], []
+            if state is not None:
+                where.append("state = ?")
+                args.append(state)
+            if finetune_id is not None:
+                where.append("finetune_id = ?")
+                args.append(finetune_id)
+            sql = f"SELECT {self._RUN_COLUMNS} FROM runs"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY created_at DESC, id DESC"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            return [self._run_row(row) for row in self.db.execute(sql, args).fetchall()]
+
+        return await self._run(select)
+
+    async def run_examples(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        def select() -> dict[str, list[dict[str, Any]]]:
+            row = self.db.execute("SELECT examples FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return json.loads(row[0]) if row else {}
+
+        return await self._run(select)
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set columns of a run: base_step, in_flight (a dict, or None), stop_requested, state, error,
+        finished_at."""
+        allowed = {"base_step", "in_flight", "stop_requested", "state", "error", "finished_at"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+        if "in_flight" in fields and fields["in_flight"] is not None:
+            fields["in_flight"] = json.dumps(fields["in_flight"])
+
+        def update() -> None:
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            self.db.execute(f"UPDATE runs SET {assignments}, updated_at = ? WHERE id = ?",
+                            (*fields.values(), time.time(), run_id))
+
+        await self._run(update)
+
+    async def record_step(self, run_id: str, *, step: int, api_step: int, reward_mean: float | None,
+                          reward_std: float | None, rollouts: int, seconds: float | None,
+                          metrics: dict[str, Any]) -> None:
+        """The step, the run's progress and the end of its in-flight mark, in one transaction: after a
+        crash, either all of it is there or none."""
+
+        def work(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute(
+                "INSERT INTO run_steps (run_id, step, api_step, reward_mean, reward_std, rollouts, seconds, metrics,"
+                " at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, step, api_step, reward_mean, reward_std, rollouts, seconds, json.dumps(metrics), now),
+            )
+            db.execute("UPDATE runs SET steps_done = ?, last_api_step = ?, in_flight = NULL, updated_at = ?"
+                       " WHERE id = ?", (step, api_step, now, run_id))
+
+        await self._run(self._atomic, work)
+
+    async def run_steps(self, run_id: str) -> list[RunStep]:
+        def select() -> list[RunStep]:
+            rows = self.db.execute(
+                "SELECT step, api_step, reward_mean, reward_std, rollouts, seconds, metrics, at FROM run_steps"
+                " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+            return [RunStep(*row[:6], json.loads(row[6]) if row[6] else {}, row[7]) for row in rows]
+
+        return await self._run(select)
+
+    async def add_run_checkpoint(self, run_id: str, *, api_step: int, step: int, evaluated: bool = False,
+                                 last: bool = False) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO run_checkpoints (run_id, api_step, step, at) VALUES (?, ?, ?, ?)",
+                       (run_id, api_step, step, time.time()))
+            if evaluated:
+                db.execute("UPDATE run_checkpoints SET evaluated = 1 WHERE run_id = ? AND api_step = ?",
+                           (run_id, api_step))
+            if last:
+                db.execute("UPDATE run_checkpoints SET last = 1 WHERE run_id = ? AND api_step = ?",
+                           (run_id, api_step))
+
+        await self._run(self._atomic, work)
+
+    async def mark_checkpoint_deleted(self, run_id: str, api_step: int) -> None:
+        def update() -> None:
+            self.db.execute("UPDATE run_checkpoints SET deleted = 1 WHERE run_id = ? AND api_step = ?",
+                            (run_id, api_step))
+
+        await self._run(update)
+
+    async def run_checkpoints(self, run_id: str) -> list[RunCheckpoint]:
+        def select() -> list[RunCheckpoint]:
+            rows = self.db.execute(
+                "SELECT api_step, step, best, last, evaluated, deleted, at FROM run_checkpoints WHERE run_id = ?"
+                " ORDER BY api_step", (run_id,)).fetchall()
+            return [RunCheckpoint(row[0], row[1], *(bool(v) for v in row[2:6]), row[6]) for row in rows]
+
+        return await self._run(select)
+
+    async def record_eval(self, run_id: str, *, step: int, api_step: int, score: float | None,
+                          metrics: dict[str, Any], errors: int, output: str, seconds: float) -> bool:
+        """The evaluation, and its checkpoint made the run's best if it beats every earlier one, in one
+        transaction. Returns whether it is the new best."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            db.execute(
+                "INSERT INTO run_evals (run_id, step, api_step, score, metrics, errors, output, seconds, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, step, api_step, score, json.dumps(metrics), errors, output, seconds, now),
+            )
+            best = db.execute("SELECT best_score FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            if score is None or (best is not None and score <= best):
+                return False
+            db.execute("UPDATE runs SET best_api_step = ?, best_score = ?, updated_at = ? WHERE id = ?",
+                       (api_step, score, now, run_id))
+            db.execute("UPDATE run_checkpoints SET best = (api_step = ?) WHERE run_id = ?", (api_step, run_id))
+            return True
+
+        return await self._run(self._atomic, work)
+
+    async def run_evals(self, run_id: str) -> list[RunEval]:
+        def select() -> list[RunEval]:
+            rows = self.db.execute(
+                "SELECT step, api_step, score, metrics, errors, output, seconds, at FROM run_evals"
+                " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
+            return [RunEval(row[0], row[1], row[2], json.loads(row[3]) if row[3] else {}, *row[4:]) for row in rows]
+
+        return await self._run(select)
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    finetune_id: str
+    dataset: str
+    config: dict[str, Any]
+    state: str
+    total_steps: int
+    steps_done: int
+    base_step: int | None
+    last_api_step: int | None
+    in_flight: dict[str, Any] | None
+    stop_requested: bool
+    best_api_step: int | None
+    best_score: float | None
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class RunStep:
+    step: int
+    api_step: int
+    reward_mean: float | None
+    reward_std: float | None
+    rollouts: int
+    seconds: float | None
+    metrics: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True)
+class RunEval:
+    step: int
+    api_step: int
+    score: float | None
+    metrics: dict[str, Any]
+    errors: int
+    output: str | None
+    seconds: float | None
+    at: float
+
+
+@dataclass(frozen=True)
+class RunCheckpoint:
+    api_step: int
+    step: int
+    best: bool
+    last: bool
+    evaluated: bool
+    deleted: bool
+    at: float

@@ -1,0 +1,414 @@
+"""Training runs: a Runner, owned by the server's lifespan, drives each run as a background task — sample
+groups, roll out, reward, train_step, record, evaluate, save — and resumes unfinished runs when the
+server starts again. Knows nothing of MCP.
+
+A step. Run step i samples `groups_per_step` train examples (seeded by the run's seed and i, so a
+redone step asks the same questions), asks /rollouts for each concurrently, rewards them (point and
+detect: the API's ground-truth rewards; query: the label's match rule, scoring.py), and sends one
+train_step with the echoed requests and rollouts byte for byte (client.tuning.rl_group).
+
+Exactly once, across crashes. train_step is not idempotent, so the run's row in SQLite is a journal:
+1. Before train_step is sent, the run is marked in flight: {step i, the API step it should produce
+   (the last recorded API step + 1), its reward statistics}.
+2. When the API answers, the step is recorded under the step number the API returned, and the mark
+   cleared, in one transaction (Store.record_step). Nothing moves on before that commit.
+3. If the answer never comes — kill -9, a timeout or a 5xx after sending, the server shutting down —
+   the mark survives, and before anything else the run reconciles: POST /checkpoints/save saves and
+   returns the finetune's current step (idempotent; every step has an implicit checkpoint). If that
+   reached the marked step, the step was applied and is recorded (its rewards came from the mark; the
+   API's own metrics for it are lost). If not, the mark is cleared and the step redone. So no step is
+   lost and none is applied twice, and a restart resumes from the last completed step.
+The finetune's step before the run (base_step) is learnt the same way before the first step
+(404 from save: never trained, 0).
+
+Evaluation and checkpoints. A `model` string can only name a saved checkpoint, so each evaluated step
+is saved, then scored on the eval split at temperature 0 (evaluation.py). The best score so far marks
+its checkpoint best; at the end the last step is saved too. Checkpoints the save policy does not keep
+are deleted once they are no longer the finetune's latest (deleting the latest would block training),
+and only those this run made (above base_step).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import BaseModel, ConfigDict
+
+from . import evaluation
+from .client import (
+    APIConnectionError,
+    APIStatusError,
+    GoneError,
+    MoondreamClient,
+    NotFoundError,
+    ServerError,
+    StreamError,
+)
+from .client.rawjson import array_items, member
+from .client.tuning import checkpoint_model, rl_group
+from .datasets import Example
+from .evaluation import EXPECTED
+from .images import ImageLoader
+from .store import Run, RunStep, Store
+
+log = logging.getLogger(__name__)
+
+CONCURRENCY = 8  # rollout requests in flight; the client's rate limiter paces them
+SavePolicy = Literal["best_and_last", "last", "all"]
+Explain = Callable[[Exception], str]
+
+
+class RunConfig(BaseModel):
+    """A run's parameters, stored with it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    steps: int
+    groups_per_step: int
+    rollouts_per_group: int
+    lr: float | None = None
+    temperature: float = 1.0
+    eval_every: int = 0
+    save: SavePolicy = "best_and_last"
+    seed: int = 0
+
+
+class RunFailed(Exception):
+    """A run cannot go on; the message is meant for the agent."""
+
+
+def choose_examples(train: Sequence[Example], count: int, seed: int, step: int) -> list[Example]:
+    """The step's examples: seeded shuffles of the train split, concatenated until there are `count`."""
+    if not train:
+        raise RunFailed("the train split is empty")
+    rng = random.Random(f"{seed}:{step}")  # a str seed is hashed with SHA-512: stable across processes
+    picked: list[int] = []
+    while len(picked) < count:
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        picked += order
+    return [train[i] for i in picked[:count]]
+
+
+def rollout_body(example: Example, config: RunConfig, finetune_id: str, image_url: str) -> dict[str, Any]:
+    settings = {"temperature": config.temperature}
+    body: dict[str, Any] = {"finetune_id": finetune_id, "num_rollouts": config.rollouts_per_group}
+    if example.skill == "query":
+        body["request"] = {"skill": "query", "question": example.question, "image_url": image_url,
+                           "reasoning": False, "settings": settings}
+        return body
+    body["request"] = {"skill": example.skill, "object": example.object, "image_url": image_url,
+                       "settings": settings}
+    boxes = [dict(zip(("x_min", "y_min", "x_max", "y_max"), b)) for b in example.boxes or ()]
+    if example.points is not None:
+        body["ground_truth"] = {"points": [{"x": x, "y": y} for x, y in example.points]}
+    else:
+        body["ground_truth"] = {"boxes": boxes}
+    return body
+
+
+def query_rewards(example: Example, rollouts: list[Any]) -> list[float]:
+    rewards = []
+    for rollout in rollouts:
+        output = rollout.get("output") if isinstance(rollout, dict) else None
+        answer = output.get("answer") if isinstance(output, dict) else None
+        correct = isinstance(answer, str) and evaluation.query_correct(example, answer)
+        rewards.append(1.0 if correct else 0.0)
+    return rewards
+
+
+def timing(run: Run, steps: Sequence[RunStep], eval_seconds: Sequence[float], now: float | None = None
+           ) -> tuple[float, float | None]:
+    """Elapsed seconds since the run started and an estimate of the seconds left (None until a step is done)."""
+    now = time.time() if now is None else now
+    elapsed = (run.finished_at or now) - run.created_at
+    if run.state != "running":
+        return elapsed, 0.0
+    timed = [s.seconds for s in steps if s.seconds is not None]
+    if not timed:
+        return elapsed, None
+    remaining = run.total_steps - run.steps_done
+    left = remaining * statistics.fmean(timed)
+    every = int(run.config.get("eval_every") or 0)
+    if every and eval_seconds:
+        evals_left = len([i for i in range(run.steps_done + 1, run.total_steps + 1)
+                          if i % every == 0 or i == run.total_steps])
+        left += evals_left * statistics.fmean(eval_seconds)
+    return elapsed, left
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Runner:
+    """Starts, resumes and stops runs; each runs as a task in a task group that lives as long as `serving()`."""
+
+    def __init__(self, *, store: Store, client: MoondreamClient, images: ImageLoader, runs_dir: Path,
+                 explain: Explain = str, concurrency: int = CONCURRENCY) -> None:
+        self.store = store
+        self.client = client
+        self.images = images
+        self.runs_dir = runs_dir
+        self._explain = explain
+        self._concurrency = concurrency
+        self._tasks: TaskGroup | None = None
+        self._active: set[str] = set()
+        self._changed = anyio.Event()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Runner]:
+        """Run in the background until the context exits; runs left "running" by the last server resume now.
+        On exit the tasks are cancelled and their runs stay "running", to resume next time."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            try:
+                for run in await self.store.runs(state="running"):
+                    self._launch(run.id)
+                yield self
+            finally:
+                self._tasks = None
+                tasks.cancel_scope.cancel()
+
+    @property
+    def active(self) -> frozenset[str]:
+        return frozenset(self._active)
+
+    async def start(self, *, finetune_id: str, dataset: str, config: RunConfig, train: Sequence[Example],
+                    evals: Sequence[Example]) -> str:
+        run_id = await self.store.create_run(
+            finetune_id=finetune_id, dataset=dataset, config=config.model_dump(),
+            examples={"train": [e.to_json() for e in train], "eval": [e.to_json() for e in evals]},
+            total_steps=config.steps)
+        self._launch(run_id)
+        self._notify()
+        return run_id
+
+    async def stop(self, run_id: str) -> None:
+        """Ask a run to stop after its current step."""
+        await self.store.update_run(run_id, stop_requested=1)
+        self._notify()
+
+    def next_change(self) -> anyio.Event:
+        """An event set when any run next records something or changes state. Take it before reading the
+        store, then wait on it: a change in between is not missed."""
+        return self._changed
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _launch(self, run_id: str) -> None:
+        if self._tasks is None:
+            raise RuntimeError("the runner is not serving")
+        if run_id in self._active:
+            return
+        self._active.add(run_id)
+        self._tasks.start_soon(self._drive, run_id, name=f"training run {run_id}")
+
+    async def _drive(self, run_id: str) -> None:
+        try:
+            await self._run(run_id)
+        except Exception as exc:  # a run fails alone; the server and other runs go on
+            cause = _unwrap(exc)
+            if isinstance(cause, RunFailed):
+                message = str(cause)
+            elif isinstance(cause, EXPECTED):
+                message = self._explain(cause)
+            else:
+                log.exception("training run %s failed", run_id)
+                message = f"internal error: {type(cause).__name__}; see the server log"
+            await self.store.update_run(run_id, state="failed", error=message, finished_at=time.time())
+        finally:
+            self._active.discard(run_id)
+            self._notify()
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    async def _run(self, run_id: str) -> None:
+        run = await self.store.run(run_id)
+        if run is None:
+            return
+        config = RunConfig.model_validate(run.config)
+        snapshot = await self.store.run_examples(run_id)
+        train = [Example.from_json(e) for e in snapshot.get("train", [])]
+        evals = [Example.from_json(e) for e in snapshot.get("eval", [])]
+        if run.base_step is None:
+            await self.store.update_run(run_id, base_step=await self._current_step(run))
+        while True:
+            run = await self._load(run_id)
+            if run.in_flight is not None:
+                await self._reconcile(run)
+                continue
+            current = run.last_api_step if run.last_api_step is not None else run.base_step or 0
+            if evals and await self._eval_due(run, config):
+                await self._evaluate(run, evals, current)
+                run = await self._load(run_id)
+            await self._prune(run, config, current)
+            if run.stop_requested or run.steps_done >= run.total_steps:
+                break
+            await self._step(run, config, train, current)
+        await self._finish(run_id, config)
+
+    async def _load(self, run_id: str) -> Run:
+        run = await self.store.run(run_id)
+        if run is None:
+            raise RunFailed(f"run {run_id} vanished from the store")
+        return run
+
+    async def _step(self, run: Run, config: RunConfig, train: Sequence[Example], current: int) -> None:
+        step = run.steps_done + 1
+        expected = current + 1
+        started = time.monotonic()
+        chosen = choose_examples(train, config.groups_per_step, config.seed, step)
+        groups: list[str] = [""] * len(chosen)
+        rewards: list[list[float]] = [[] for _ in chosen]
+        failures: list[Exception] = []
+        limiter = anyio.CapacityLimiter(self._concurrency)
+
+        async def one(index: int, example: Example) -> None:
+            async with limiter:
+                try:
+                    groups[index], rewards[index] = await self._group(run.finetune_id, example, config)
+                except (*EXPECTED, RunFailed) as exc:
+                    failures.append(exc)
+
+        async with anyio.create_task_group() as tasks:
+            for index, example in enumerate(chosen):
+                tasks.start_soon(one, index, example)
+        if failures:
+            raise failures[0]
+        flat = [r for group in rewards for r in group]
+        mark = {"step": step, "api_step": expected, "rollouts": len(flat),
+                "reward_mean": statistics.fmean(flat) if flat else None,
+                "reward_std": statistics.pstdev(flat) if flat else None}
+        await self.store.update_run(run.id, in_flight=mark)
+        try:
+            result = await self.client.tuning.train_step(run.finetune_id, groups, config.lr)
+        except APIConnectionError as exc:
+            if not exc.sent:  # certainly never reached the API: nothing was applied
+                await self.store.update_run(run.id, in_flight=None)
+                raise
+            log.warning("run %s: train_step for step %d got no answer (%s); reconciling", run.id, step, exc)
+            return
+        except (ServerError, StreamError) as exc:
+            log.warning("run %s: train_step for step %d failed after sending (%s); reconciling", run.id, step, exc)
+            return
+        except APIStatusError:
+            # Any other status is a refusal: the step was not applied.
+            await self.store.update_run(run.id, in_flight=None)
+            raise
+        api_step = result.step if result.step is not None else expected
+        if api_step != expected:
+            log.warning("run %s: expected API step %d, the API reported %d (was the finetune trained elsewhere?)",
+                        run.id, expected, api_step)
+        metrics = {k: v for k, v in (result.model_extra or {}).items() if v is not None}
+        await self.store.record_step(run.id, step=step, api_step=api_step, reward_mean=mark["reward_mean"],
+                                     reward_std=mark["reward_std"], rollouts=len(flat),
+                                     seconds=round(time.monotonic() - started, 3), metrics=metrics)
+        self._notify()
+
+    async def _group(self, finetune_id: str, example: Example, config: RunConfig) -> tuple[str, list[float]]:
+        prepared = await self.images.load(example.ref)
+        answer, raw = await self.client.tuning.rollouts(
+            rollout_body(example, config, finetune_id, prepared.data_url))
+        rollouts = answer.get("rollouts") if isinstance(answer, dict) else None
+        if not isinstance(rollouts, list) or not rollouts:
+            raise RunFailed(f"the API returned no rollouts for line {example.line}")
+        if example.skill == "query":
+            rewards = query_rewards(example, rollouts)
+        else:
+            given = answer.get("rewards")
+            if not isinstance(given, list) or len(given) != len(rollouts):
+                raise RunFailed(f"the API returned no ground-truth rewards for line {example.line}")
+            rewards = [float(r) for r in given]
+        # The echoed request and the rollouts go back exactly as they came: sliced from the raw text.
+        return rl_group(member(raw, "request"), array_items(raw, "rollouts"), rewards), rewards
+
+    async def _current_step(self, run: Run) -> int:
+        """The finetune's current step, learnt by saving it (idempotent); 0 when it was never trained."""
+        try:
+            saved = await self.client.tuning.save_checkpoint(run.finetune_id)
+        except NotFoundError:
+            return 0
+        if saved.checkpoint is None:
+            raise RunFailed("the API's checkpoint save did not say which step it saved; cannot resume safely")
+        step = saved.checkpoint.step
+        if run.base_step is not None and step > run.base_step:
+            # This save made a checkpoint of the run's own: recorded, so the save policy can prune it.
+            await self.store.add_run_checkpoint(run.id, api_step=step, step=run.steps_done)
+        return step
+
+    async def _reconcile(self, run: Run) -> None:
+        mark = run.in_flight or {}
+        current = await self._current_step(run)
+        if current >= mark["api_step"]:
+            log.info("run %s: step %d was applied before the answer was lost; recording it", run.id, mark["step"])
+            await self.store.record_step(run.id, step=mark["step"], api_step=mark["api_step"],
+                                         reward_mean=mark.get("reward_mean"), reward_std=mark.get("reward_std"),
+                                         rollouts=mark.get("rollouts") or 0, seconds=None,
+                                         metrics={"recovered": True})
+        else:
+            log.info("run %s: step %d was not applied; doing it again", run.id, mark["step"])
+            await self.store.update_run(run.id, in_flight=None)
+        self._notify()
+
+    async def _eval_due(self, run: Run, config: RunConfig) -> bool:
+        done = run.steps_done
+        if done == 0 or config.eval_every <= 0:
+            return False
+        if done % config.eval_every and done != run.total_steps:
+            return False
+        return all(e.step != done for e in await self.store.run_evals(run.id))
+
+    async def _evaluate(self, run: Run, evals: Sequence[Example], current: int) -> None:
+        saved = await self.client.tuning.save_checkpoint(run.finetune_id)
+        api_step = saved.checkpoint.step if saved.checkpoint is not None else current
+        await self.store.add_run_checkpoint(run.id, api_step=api_step, step=run.steps_done, evaluated=True)
+        output = self.runs_dir / run.id / f"eval-step-{run.steps_done:05d}.jsonl"
+        await anyio.to_thread.run_sync(lambda: output.parent.mkdir(parents=True, exist_ok=True))
+        started = time.monotonic()
+        [tally] = await evaluation.evaluate(
+            self.client, self.images, evals, [checkpoint_model(run.finetune_id, api_step)], output,
+            concurrency=self._concurrency, explain=self._explain)
+        await self.store.record_eval(run.id, step=run.steps_done, api_step=api_step, score=tally.score,
+                                     metrics=tally.metrics(), errors=tally.errors, output=str(output),
+                                     seconds=round(time.monotonic() - started, 3))
+        if tally.first_error is not None:
+            await self.store.update_run(run.id, error=f"evaluation at step {run.steps_done}: {tally.errors} "
+                                        f"example(s) failed, e.g. {tally.first_error}")
+        self._notify()
+
+    async def _prune(self, run: Run, config: RunConfig, current: int) -> None:
+        for checkpoint in await self.store.run_checkpoints(run.id):
+            if checkpoint.deleted or checkpoint.api_step >= current or checkpoint.api_step <= (run.base_step or 0):
+                continue
+            if checkpoint.last or (checkpoint.best and config.save != "last") or (
+                    checkpoint.evaluated and config.save == "all"):
+                continue
+            try:
+                await self.client.tuning.delete_checkpoint(run.finetune_id, checkpoint.api_step)
+            except (NotFoundError, GoneError):
+                pass  # already gone: the goal is met
+            await self.store.mark_checkpoint_deleted(run.id, checkpoint.api_step)
+
+    async def _finish(self, run_id: str, config: RunConfig) -> None:
+        run = await self._load(run_id)
+        if run.steps_done > 0:
+            saved = await self.client.tuning.save_checkpoint(run.finetune_id)
+            last = saved.checkpoint.step if saved.checkpoint is not None else run.last_api_step or 0
+            await self.store.add_run_checkpoint(run.id, api_step=last, step=run.steps_done, last=True)
+            await self._prune(run, config, last)
+        state = "completed" if run.steps_done >= run.total_steps else "stopped"
+        await self.store.update_run(run_id, state=state, finished_at=time.time())
+        self._notify()

@@ -1,0 +1,363 @@
+"""Datasets, training runs and evaluation through the protocol, against the emulator's learning dynamic."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from statistics import mean
+
+import anyio
+import pytest
+from mcp import Client
+from PIL import Image
+
+from moondream_mcp.config import Settings
+from moondream_mcp.server import build_server
+from tests.labelled import as_box, detect_dataset, query_dataset, write_jsonl
+from tests.pictures import canvas, save
+
+pytestmark = pytest.mark.anyio
+
+
+async def call(client: Client, tool: str, **arguments: object) -> dict:
+    with anyio.fail_after(60):
+        result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+async def refusal(client: Client, tool: str, **arguments: object) -> str:
+    with anyio.fail_after(20):
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error, result.structured_content
+    return result.content[0].text
+
+
+def unique(prefix: str = "run") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def wait_for(client: Client, run_id: str, done: Callable[[dict], bool]) -> dict:
+    """The run's status once `done` holds; training_status itself waits for the next change (no sleeping)."""
+    with anyio.fail_after(40):
+        while True:
+            status = await call(client, "training_status", run_id=run_id, wait_seconds=10, history=1000)
+            if done(status):
+                return status
+
+
+def finished(status: dict) -> bool:
+    return status["state"] != "running"
+
+
+def applied(emulator, finetune_id: str) -> list[int]:
+    return [s.step for s in emulator.emulator.train_steps if s.finetune_id == finetune_id]
+
+
+# ---- datasets ---------------------------------------------------------------------------------
+
+
+async def test_a_coco_file_imports_as_detect_lines_that_inspect_as_ready(client: Client, workdir: Path) -> None:
+    (workdir / "coco").mkdir()
+    save(canvas((200, 100), [("red", (0.1, 0.1, 0.6, 0.6))]), workdir / "coco" / "one.png")
+    save(canvas((100, 100), [("blue", (0.2, 0.2, 0.4, 0.4))]), workdir / "coco" / "two.png")
+    coco = {
+        "images": [{"id": 1, "file_name": "one.png", "width": 200, "height": 100},
+                   {"id": 2, "file_name": "two.png", "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "blue box"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 10, 100, 50]},
+                        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [20, 20, 20, 20]}],
+    }
+    (workdir / "coco" / "instances.json").write_text(json.dumps(coco))
+    out = await call(client, "import_dataset", source=str(workdir / "coco" / "instances.json"), format="coco",
+                     output=str(workdir / "boxes.jsonl"))
+    assert (out["examples"], out["images"], out["objects"]) == (2, 2, {"red box": 1, "blue box": 1})
+    lines = [json.loads(line) for line in (workdir / "boxes.jsonl").read_text().splitlines()]
+    assert lines[0] == {"image": "coco/one.png", "skill": "detect", "object": "red box",
+                        "boxes": [{"x_min": 0.1, "y_min": 0.1, "x_max": 0.6, "y_max": 0.6}]}
+
+    report = await call(client, "inspect_dataset", path=str(workdir / "boxes.jsonl"))
+    assert report["ready"] is True and report["problems"] == []
+    assert report["counts"]["skill"] == {"detect": 2}
+    assert sorted(report["counts"]["split"].values()) == [1, 1]  # two images: one held out for eval
+
+
+async def test_import_refuses_to_write_outside_the_allowed_directories(
+    client: Client, workdir: Path, tmp_path: Path
+) -> None:
+    (workdir / "yolo").mkdir()
+    text = await refusal(client, "import_dataset", source=str(workdir / "yolo"), format="yolo",
+                         output=str(tmp_path / "elsewhere.jsonl"), classes=["a"])
+    assert "outside the allowed directories" in text
+    assert not (tmp_path / "elsewhere.jsonl").exists()
+
+
+async def test_inspect_lists_each_problem_and_a_run_with_problems_is_refused(
+    client: Client, workdir: Path, emulator
+) -> None:
+    save(canvas(), workdir / "good.png")
+    (workdir / "broken.png").write_text("not an image")
+    path = write_jsonl(workdir / "bad.jsonl", [
+        {"image": "good.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.2, 0.5, 0.6))]},
+        {"image": "missing.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.2, 0.5, 0.6))]},
+        {"image": "broken.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.2, 0.5, 0.6))]},
+        {"image": "good.png", "skill": "detect", "object": "red", "boxes": [[0.5, 0.2, 0.25, 0.6]]},
+        {"image": "good.png", "skill": "point", "object": "red", "points": [[0.5, 1.2]]},
+        {"image": "good.png", "skill": "query", "question": "What colour?", "answer": ""},
+    ])
+    report = await call(client, "inspect_dataset", path=str(path))
+    assert report["ready"] is False and report["problem_count"] == 5
+    assert [(p["line"], p["problem"].split(":")[0]) for p in report["problems"]] == [
+        (4, "box [0.5, 0.2, 0.25, 0.6] is inverted or empty"),
+        (5, "point [0.5, 1.2] is out of range"),
+        (6, "empty label"),
+        (2, "file not found"),
+        (3, "unreadable image"),
+    ]
+    assert report["examples"] == 3 and len(report["samples"]) == 3
+
+    text = await refusal(client, "start_training", dataset=str(path), name=unique("refused"), steps=2)
+    assert "5 problem(s)" in text and "line 4" in text and "inspect_dataset" in text
+    assert not [r for r in emulator.emulator.requests if "/tuning/" in r.path]
+
+
+# ---- runs -------------------------------------------------------------------------------------
+
+
+async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_base_model(
+    client: Client, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir)
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), rank=8, steps=8,
+                         groups_per_step=8, rollouts_per_group=4, lr=0.002, eval_every=4)
+    assert (started["state"], started["train_examples"], started["eval_examples"]) == ("running", 8, 2)
+    status = await wait_for(client, started["run_id"], finished)
+
+    assert (status["state"], status["step"], status["last_error"]) == ("completed", 8, None)
+    assert [s["api_step"] for s in status["steps"]] == list(range(1, 9))
+    assert applied(emulator, started["finetune_id"]) == list(range(1, 9))
+    rewards = [s["reward_mean"] for s in status["steps"]]
+    assert mean(rewards[-3:]) > mean(rewards[:3]) + 0.1, rewards
+    assert [e["step"] for e in status["evals"]] == [4, 8]
+    best = next(c for c in status["checkpoints"] if c["best"])
+    assert status["best_model"] == best["model"] == f"moondream3-preview/{started['finetune_id']}@{best['api_step']}"
+    assert status["last_model"].endswith("@8")
+    # Only the checkpoints the policy keeps are left saved on the API.
+    listed = await call(client, "list_checkpoints", finetune_id=started["finetune_id"])
+    assert [c["model"] for c in listed["checkpoints"]] == [c["model"] for c in status["checkpoints"]]
+
+    report = await call(client, "evaluate", dataset=str(dataset), models=[status["best_model"]], split="all")
+    base, tuned = report["models"]
+    assert (base["model"], tuned["model"]) == ("moondream3-preview", status["best_model"])
+    assert tuned["detect"]["mean_iou"] > base["detect"]["mean_iou"] + 0.1, report["models"]
+    assert report["best_model"] == status["best_model"]
+    lines = [json.loads(line) for line in Path(report["output"]).read_text().splitlines()]
+    assert len(lines) == 20 and {line["model"] for line in lines} == {base["model"], tuned["model"]}
+
+
+async def test_training_status_draws_reward_and_eval_curves_as_a_png(
+    client: Client, workdir: Path
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
+                         groups_per_step=2, rollouts_per_group=2, eval_every=1)
+    await wait_for(client, started["run_id"], finished)
+    result = await client.call_tool("training_status", {"run_id": started["run_id"], "chart": True})
+    assert not result.is_error
+    assert [c.type for c in result.content] == ["text", "image"]
+    assert result.content[1].mime_type == "image/png"
+    with Image.open(io.BytesIO(base64.b64decode(result.content[1].data))) as chart:
+        assert chart.format == "PNG" and chart.size == (700, 360)
+    assert json.loads(result.content[0].text) == result.structured_content
+
+
+async def test_stop_training_ends_the_run_after_the_current_step_and_keeps_its_last_checkpoint(
+    client: Client, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")  # slow enough to stop mid-run
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=50,
+                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    await wait_for(client, started["run_id"], lambda s: s["step"] >= 1)
+    summary = await call(client, "stop_training", run_id=started["run_id"])
+    assert summary["state"] in ("running", "stopped")
+    status = await wait_for(client, started["run_id"], finished)
+    assert status["state"] == "stopped" and 1 <= status["step"] < 50
+    assert applied(emulator, started["finetune_id"]) == list(range(1, status["step"] + 1))
+    assert status["last_model"].endswith(f"@{status['step']}")
+    runs = await call(client, "list_runs", state="stopped")
+    assert started["run_id"] in [r["run_id"] for r in runs["runs"]]
+
+
+async def test_a_step_whose_answer_timed_out_is_recorded_once_and_never_applied_again(
+    settings: Settings, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(2.5, path="/train_step")  # step 1 is applied; its answer comes too late
+    async with Client(build_server(settings.model_copy(update={"timeout": 1.0}))) as client:
+        started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=3,
+                             groups_per_step=2, rollouts_per_group=2, eval_every=0)
+        status = await wait_for(client, started["run_id"], finished)
+    assert status["state"] == "completed"
+    assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
+    assert [(s["api_step"], s["seconds"] is None) for s in status["steps"]] == [(1, True), (2, False), (3, False)]
+
+
+async def test_a_step_refused_with_503_is_redone_exactly_once(client: Client, workdir: Path, emulator) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject(503, path="/train_step")
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=3,
+                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    status = await wait_for(client, started["run_id"], finished)
+    assert status["state"] == "completed"
+    assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
+    assert len([r for r in emulator.emulator.requests if r.path.endswith("/train_step")]) == 4
+
+
+async def test_a_run_the_api_refuses_fails_with_the_reason(client: Client, workdir: Path, emulator) -> None:
+    dataset = detect_dataset(workdir, count=3)
+    emulator.emulator.inject(400, path="/rollouts", times=100)
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=3,
+                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    status = await wait_for(client, started["run_id"], finished)
+    assert (status["state"], status["step"]) == ("failed", 0)
+    assert status["last_error"].startswith("the Moondream API refused the request (HTTP 400)")
+    assert not applied(emulator, started["finetune_id"])
+
+
+async def test_a_run_interrupted_by_a_server_shutdown_resumes_on_the_next_start(
+    settings: Settings, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(0.2, times=10_000, path="/rollouts")  # ~0.2 s a step
+    async with Client(build_server(settings)) as first:
+        started = await call(first, "start_training", dataset=str(dataset), name=unique(), steps=6,
+                             groups_per_step=2, rollouts_per_group=2, eval_every=3)
+        midway = await wait_for(first, started["run_id"], lambda s: s["step"] >= 2)
+    assert midway["state"] == "running" and midway["step"] < 6
+    async with Client(build_server(settings)) as second:
+        status = await wait_for(second, started["run_id"], finished)
+    assert (status["state"], status["step"]) == ("completed", 6)
+    assert applied(emulator, started["finetune_id"]) == list(range(1, 7))
+    assert [e["step"] for e in status["evals"]] == [3, 6]
+
+
+async def test_a_query_run_rewards_each_rollout_by_the_label_match_rule(
+    client: Client, workdir: Path, emulator
+) -> None:
+    dataset = query_dataset(workdir)
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
+                         groups_per_step=4, rollouts_per_group=4, eval_every=2)
+    status = await wait_for(client, started["run_id"], finished)
+    assert status["state"] == "completed"
+    groups = [g for s in emulator.emulator.train_steps for g in s.groups]
+    assert len(groups) == 8
+    for group in groups:
+        # Every picture has orange squares; a rollout that mistakes orange for yellow counts "0". The labels
+        # are number words ("two"), so only the normalized rule makes the digit answers right.
+        answers = [r["output"]["answer"] for r in group["rollouts"]]
+        assert group["rewards"] == [0.0 if a == "0" else 1.0 for a in answers], answers
+    assert any(0.0 in g["rewards"] for g in groups) and any(1.0 in g["rewards"] for g in groups)
+    assert status["evals"][0]["metrics"]["query"]["examples"] >= 1
+
+
+async def test_one_step_mixes_detect_point_and_query_groups(client: Client, workdir: Path, emulator) -> None:
+    purple = (0.25, 0.25, 0.6, 0.75)
+    save(canvas((160, 120), [("purple", purple)]), workdir / "purple.png")
+    path = write_jsonl(workdir / "mixed.jsonl", [
+        {"image": "purple.png", "skill": "detect", "object": "purple", "boxes": [as_box(purple)], "split": "train"},
+        {"image": "purple.png", "skill": "point", "object": "purple", "points": [[0.425, 0.5]], "split": "train"},
+        {"image": "purple.png", "skill": "query", "question": "How many purple shapes?", "answer": "1",
+         "split": "train"},
+    ])
+    started = await call(client, "start_training", dataset=str(path), name=unique(), steps=1, groups_per_step=3,
+                         rollouts_per_group=2, eval_every=0)
+    status = await wait_for(client, started["run_id"], finished)
+    assert (status["state"], status["step"], started["eval_examples"]) == ("completed", 1, 0)
+    [step] = emulator.emulator.train_steps
+    assert sorted(g["request"]["skill"] for g in step.groups) == ["detect", "point", "query"]
+    truths = [r.json["ground_truth"] for r in emulator.emulator.requests
+              if r.path.endswith("/rollouts") and "ground_truth" in r.json]
+    assert sorted(truths, key=json.dumps) == [{"boxes": [as_box(purple)]}, {"points": [{"x": 0.425, "y": 0.5}]}]
+
+
+async def test_a_second_run_on_a_busy_finetune_is_refused(client: Client, workdir: Path, emulator) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")
+    name = unique()
+    started = await call(client, "start_training", dataset=str(dataset), name=name, steps=20,
+                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    text = await refusal(client, "start_training", dataset=str(dataset), finetune_id=started["finetune_id"])
+    assert "already training" in text and started["run_id"] in text
+    await call(client, "stop_training", run_id=started["run_id"])
+    await wait_for(client, started["run_id"], finished)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+
+async def test_evaluate_reports_progress_and_scores_every_skill(client: Client, workdir: Path) -> None:
+    save(canvas((160, 120), [("red", (0.25, 0.25, 0.5, 0.75))]), workdir / "red.png")
+    path = write_jsonl(workdir / "mixed.jsonl", [
+        {"image": "red.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.25, 0.5, 0.75))]},
+        {"image": "red.png", "skill": "point", "object": "red", "boxes": [as_box((0.25, 0.25, 0.5, 0.75))]},
+        {"image": "red.png", "skill": "query", "question": "How many red shapes?", "answer": "one"},
+        {"image": "red.png", "skill": "query", "question": "How many red shapes?", "answer": "two"},
+    ])
+    seen: list[tuple[float, float | None]] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total))
+
+    with anyio.fail_after(30):
+        result = await client.call_tool("evaluate", {"dataset": str(path), "split": "all",
+                                                     "output": str(workdir / "scores.jsonl")},
+                                        progress_callback=progress)
+    assert not result.is_error, result.content[0].text
+    [base] = result.structured_content["models"]
+    assert base["detect"] == {"examples": 1, "mean_iou": 1.0, "f1": 1.0, "precision": 1.0, "recall": 1.0}
+    assert base["point"] == {"examples": 1, "hit_rate": 1.0}
+    assert base["query"] == {"examples": 2, "accuracy": 0.5}
+    assert base["score"] == pytest.approx(0.75)  # the mean of the four examples: 1, 1, 1, 0
+    assert seen[-1] == (4, 4) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    lines = [json.loads(line) for line in (workdir / "scores.jsonl").read_text().splitlines()]
+    assert sorted(line["line"] for line in lines) == [1, 2, 3, 4]
+
+
+async def test_evaluating_an_unknown_checkpoint_reports_its_errors_beside_the_base_model(
+    client: Client, workdir: Path
+) -> None:
+    dataset = detect_dataset(workdir, count=3)
+    report = await call(client, "evaluate", dataset=str(dataset), split="all",
+                        models=["moondream3-preview/01NOSUCHFINETUNE0000000000@3"])
+    base, unknown = report["models"]
+    assert base["examples"] == 3 and base["errors"] == 0
+    assert unknown["examples"] == 0 and unknown["errors"] == 3 and unknown["score"] is None
+    assert unknown["first_error"]
+
+
+# ---- guides -----------------------------------------------------------------------------------
+
+
+async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource(
+    client: Client, workdir: Path
+) -> None:
+    prompts = {p.name for p in (await client.list_prompts()).prompts}
+    assert {"finetune-detector", "finetune-query"} <= prompts
+    guide = await client.get_prompt("finetune-detector", {"dataset": "/data/boxes.jsonl"})
+    text = guide.messages[0].content.text
+    for tool in ("inspect_dataset", "evaluate", "start_training", "training_status", "model="):
+        assert tool in text
+    assert text.index("inspect_dataset") < text.index("start_training") < text.index("training_status")
+
+    dataset = detect_dataset(workdir, count=3)
+    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
+                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    await wait_for(client, started["run_id"], finished)
+    read = await client.read_resource(started["log"])
+    log = json.loads(read.contents[0].text)
+    assert (log["run_id"], log["state"], [s["step"] for s in log["steps"]]) == (started["run_id"], "completed", [1, 2])

@@ -1,4 +1,4 @@
-"""The console entry: `moondream-mcp [serve]`, `moondream-mcp emulator`, `moondream-mcp tools`."""
+"""The console entry: `moondream-mcp [serve]`, `... doctor`, `... emulator`, `... tools`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ SERVE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
                                                     "(env MOONDREAM_MCP_ALLOW_PRIVATE_URLS)"}),
     ("--data-dir", "data_dir", {"help": "where the server keeps state (env MOONDREAM_MCP_DATA_DIR)"}),
 ]
+# How `serve` is reached. No --token flag: a secret on the command line shows in every process list,
+# so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
+TRANSPORT_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--transport", "transport", {"choices": ["stdio", "http"], "help": "stdio (default; what desktop clients "
+                                  "launch) or http (streamable HTTP at http://HOST:PORT/mcp)"}),
+    ("--host", "host", {"help": "http: address to listen on (default 127.0.0.1; any other needs "
+                        "MOONDREAM_MCP_TOKEN)"}),
+    ("--port", "port", {"type": int, "help": "http: port to listen on (default 8000)"}),
+]
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -36,10 +45,32 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .server import build_server
+    from .http_transport import HTTPConfigError
+    from .server import serve
 
-    server = build_server(_settings(args))
-    server.run()  # stdio: stdout carries protocol messages only
+    transport = args.transport or "stdio"
+    if transport == "stdio" and (args.host is not None or args.port is not None):
+        sys.stderr.write("moondream-mcp: --host and --port are for --transport http\n")
+        raise SystemExit(2)
+    try:
+        serve(_settings(args), transport=transport, host=args.host or "127.0.0.1",
+              port=args.port if args.port is not None else 8000)
+    except HTTPConfigError as exc:
+        sys.stderr.write(f"moondream-mcp: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def _doctor(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from .doctor import config_failure, report, run_doctor
+
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        sys.stdout.write(report(config_failure(exc)))
+        raise SystemExit(1) from None
+    raise SystemExit(anyio.run(run_doctor, settings))
 
 
 def _emulator(args: argparse.Namespace) -> None:
@@ -67,11 +98,14 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--log-level", default="INFO", help="log level for stderr (default INFO)")
     commands = top.add_subparsers(dest="command")
 
-    serve = commands.add_parser("serve", help="run the MCP server on stdio (the default)")
-    for flag, field, options in SERVE_FLAGS:
+    serve = commands.add_parser("serve", help="run the MCP server on stdio (the default) or streamable HTTP")
+    doctor = commands.add_parser("doctor", help="check the configuration and the API endpoint, and say what to fix")
+    for flag, field, options in SERVE_FLAGS + TRANSPORT_FLAGS:
         top.add_argument(flag, dest=field, default=None, **options)
         # SUPPRESS: an unset flag after `serve` must not erase one given before it.
         serve.add_argument(flag, dest=field, default=argparse.SUPPRESS, **options)
+    for flag, field, options in SERVE_FLAGS:
+        doctor.add_argument(flag, dest=field, default=argparse.SUPPRESS, **options)
 
     emulator = commands.add_parser("emulator", help="run the local Moondream API emulator (for tests, offline use)")
     emulator.add_argument("--host", default="127.0.0.1")
@@ -99,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     command = args.command or "serve"
     if command == "serve":
         _serve(args)
+    elif command == "doctor":
+        _doctor(args)
     elif command == "emulator":
         _emulator(args)
     else:

@@ -99,6 +99,24 @@ class Settings(BaseSettings):
         validation_alias=_env("MOONDREAM_MCP_RETRY_AFTER_CAP"),
         description="Longest Retry-After the client will wait for before retrying.",
     )
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("MOONDREAM_MCP_TOKEN"),
+        description="Bearer token HTTP clients must send (Authorization: Bearer <token>). Required when "
+        "the HTTP transport listens on anything but loopback; optional on loopback.",
+    )
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("MOONDREAM_MCP_ALLOWED_HOSTS"),
+        description="Extra Host header values the HTTP transport accepts (comma-separated, e.g. "
+        "mybox.lan:8000 or mybox.lan:*), besides the address it listens on and loopback.",
+    )
+    http_max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=64 * 1024,
+        validation_alias=_env("MOONDREAM_MCP_HTTP_MAX_BODY_BYTES"),
+        description="Largest HTTP request body the HTTP transport accepts (413 above it).",
+    )
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod
@@ -106,6 +124,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part for part in value.split(os.pathsep) if part.strip()]
         return value
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _no_blank_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty MOONDREAM_MCP_TOKEN= must mean "no token", never "the empty string is the token".
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("allowed_dirs")
     @classmethod

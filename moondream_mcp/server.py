@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -13,7 +13,9 @@ from .client import MoondreamClient
 from .config import Settings
 from .images import ImageLoader
 from .store import Store
-from .tools import batch, batch_api, skills, tuning
+from .tools import batch, batch_api, guides, skills, tuning, workflows
+from .tools.errors import describe
+from .training import Runner
 
 INSTRUCTIONS = """\
 Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s) URLs or data URLs.
@@ -31,13 +33,22 @@ class AppState:
     client: MoondreamClient
     images: ImageLoader
     store: Store
+    runner: Runner  # training runs in the background, for as long as the server lives
 
     @property
     def secret(self) -> str | None:
         return self.settings.api_key.get_secret_value() if self.settings.api_key else None
 
 
-def build_server(settings: Settings) -> MCPServer[AppState]:
+def build_server(
+    settings: Settings, *, images: Callable[[Settings], ImageLoader] = ImageLoader.from_settings
+) -> MCPServer[AppState]:
+    """The server, configured by `settings`.
+
+    `images` builds the image loader. A test seam, and the only one: tests of URL guards pass a loader
+    whose address policy treats one loopback server as a public host, since nothing public is reachable.
+    """
+
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with AsyncExitStack() as stack:
@@ -50,10 +61,17 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
                     rate_limit=settings.requests_per_second,
                 )
             )
-            images = await stack.enter_async_context(ImageLoader.from_settings(settings))
+            loader = await stack.enter_async_context(images(settings))
             store = await stack.enter_async_context(Store(settings.data_dir / "state.sqlite3"))
             await store.purge_rollout_sets(settings.rollout_ttl_hours * 3600)
-            yield AppState(settings=settings, client=client, images=images, store=store)
+            secret = settings.api_key.get_secret_value() if settings.api_key else None
+            # Entered last, so it exits first: runs are cancelled (and resume on the next start) before the
+            # client and the store they use are closed. Entering it resumes the runs left running.
+            runner = await stack.enter_async_context(Runner(
+                store=store, client=client, images=loader, runs_dir=settings.data_dir / "runs",
+                explain=lambda exc: describe(exc, endpoint=settings.endpoint, secret=secret),
+            ).serving())
+            yield AppState(settings=settings, client=client, images=loader, store=store, runner=runner)
 
     server: MCPServer[AppState] = MCPServer(
         "moondream",
@@ -66,4 +84,17 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
     tuning.register(server)
     batch.register(server)
     batch_api.register(server)
+    workflows.register(server)
+    guides.register(server)
     return server
+
+
+def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
+    server = build_server(settings)
+    if transport == "stdio":
+        server.run()
+        return
+    from .http_transport import serve_http
+
+    serve_http(server, settings, host=host, port=port)

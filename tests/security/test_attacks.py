@@ -1,0 +1,448 @@
+"""The attack table, row by row, through the MCP protocol: each hostile argument an agent might be talked
+into passing is refused with a clear tool error, within a bounded time, and the API key shows up in no
+tool output and no log line.
+
+The guards themselves are tested in depth at the ImageLoader level (tests/images/); these tests prove
+that the same guards stand between a tool call and the user's files and network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+
+from moondream_mcp.config import Settings
+from moondream_mcp.images import ImageLoader
+from moondream_mcp.server import build_server
+from tests.conftest import API_KEY
+from tests.images.samples import jpeg_bomb, png_bomb
+from tests.images.servers import body, declares, drip, endless, redirect, serving
+from tests.pictures import canvas, save
+
+pytestmark = pytest.mark.anyio
+
+NON_PUBLIC = ("is a loopback, private, link-local or otherwise non-public address. "
+              "Set MOONDREAM_MCP_ALLOW_PRIVATE_URLS=true to allow it.")
+# Every refusal here is decided locally, before any upload: well under a second. The bound is what a
+# hang would hit.
+BOUND = 20
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every log record of the test, at DEBUG: the HTTP libraries' too."""
+    caplog.set_level(logging.DEBUG)
+    # The CLI quietens these two below INFO; an earlier test in the session may have run it.
+    for chatty in ("httpx2", "httpcore2"):
+        caplog.set_level(logging.DEBUG, logger=chatty)
+    return caplog
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory next to the allowed one, holding what must never be read or written."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+async def refused(client: Client, logs: pytest.LogCaptureFixture, tool: str, **arguments: object) -> str:
+    """The tool error's text, once it is proved an error, in time, without the key anywhere."""
+    with anyio.fail_after(BOUND):
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error, result.structured_content
+    [content] = result.content
+    # "Error executing tool X: <message>" is a deliberate refusal; the bare "Error executing tool X" a crash.
+    prefix = f"Error executing tool {tool}: "
+    assert content.text.startswith(prefix), content.text
+    text = content.text.removeprefix(prefix)
+    assert API_KEY not in result.model_dump_json()
+    assert logs.records, "no log record was captured: the leak check below would prove nothing"
+    leaked = [r for r in logs.records if API_KEY in r.getMessage() or API_KEY in (r.exc_text or "")]
+    assert leaked == []
+    return text
+
+
+def outside_message(ref: str, workdir: Path) -> str:
+    return (f"the file is outside the allowed directories: {ref}; allowed: {workdir}. "
+            "Set MOONDREAM_MCP_ALLOWED_DIRS to allow more.")
+
+
+def emulator_port(emulator) -> int:
+    return httpx2.URL(emulator.url).port
+
+
+@pytest.fixture
+async def everything_readable(settings: Settings) -> AsyncIterator[Client]:
+    """A server told it may read the whole disk: only the deeper guards stand."""
+    async with Client(build_server(settings.model_copy(update={"allowed_dirs": [Path("/")]}))) as client:
+        yield client
+
+
+@pytest.fixture
+async def private_urls_allowed(settings: Settings) -> AsyncIterator[Client]:
+    """A server that may fetch loopback URLs (where the test servers are), with tight fetch limits."""
+    tight = settings.model_copy(update={"allow_private_urls": True, "fetch_timeout": 1.0,
+                                        "max_file_bytes": 1024 * 1024})
+    async with Client(build_server(tight)) as client:
+        yield client
+
+
+# ---- local files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+async def test_path_traversal_with_dot_dot_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, emulator, target_exists: bool
+) -> None:
+    if target_exists:
+        save(canvas(), outside / "secret.png")
+    ref = f"{workdir}/../outside/secret.png"
+    # The same answer whether the file exists or not: no oracle for what lies outside.
+    assert await refused(client, logs, "detect", image=ref, object="red") == outside_message(ref, workdir)
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize("link", ["file", "directory"])
+async def test_a_symlink_escaping_the_allowed_directories_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, emulator, link: str
+) -> None:
+    save(canvas(), outside / "secret.png")
+    if link == "file":
+        (workdir / "innocent.png").symlink_to(outside / "secret.png")
+        ref = str(workdir / "innocent.png")
+    else:
+        (workdir / "album").symlink_to(outside, target_is_directory=True)
+        ref = str(workdir / "album" / "secret.png")
+
+    assert await refused(client, logs, "detect", image=ref, object="red") == outside_message(ref, workdir)
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize("hidden", [".ssh/id_ed25519.png", ".config/app/avatar.png", "album/.thumbs/cat.png"])
+async def test_files_in_hidden_directories_are_refused(
+    client: Client, logs, workdir: Path, emulator, hidden: str
+) -> None:
+    path = workdir / hidden
+    path.parent.mkdir(parents=True)
+    save(canvas(), path)
+    name = next(part for part in Path(hidden).parts if part.startswith("."))
+
+    text = await refused(client, logs, "detect", image=str(path), object="red")
+    assert text == (
+        f"refused: {path} is inside a hidden file or directory ({name}), where secrets and settings are kept. "
+        "To allow it, add that directory itself to MOONDREAM_MCP_ALLOWED_DIRS."
+    )
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize(("path", "filesystem"), [
+    ("/proc/self/environ", "proc"), ("/proc/self/cmdline", "proc"), ("/dev/zero", "dev"), ("/dev/urandom", "dev"),
+])
+async def test_proc_and_device_files_are_refused_even_when_everything_is_allowed(
+    everything_readable: Client, logs, emulator, path: str, filesystem: str
+) -> None:
+    text = await refused(everything_readable, logs, "detect", image=path, object="red")
+    assert text == f"refused: {path} is on a system filesystem ({filesystem}), not an image file."
+    assert emulator.emulator.requests == []
+
+
+async def test_a_symlink_to_a_device_is_refused(client: Client, logs, workdir: Path, emulator) -> None:
+    (workdir / "photo.jpg").symlink_to("/dev/zero")
+    ref = str(workdir / "photo.jpg")
+    assert await refused(client, logs, "detect", image=ref, object="red") == outside_message(ref, workdir)
+
+
+async def test_a_fifo_is_refused_without_hanging(client: Client, logs, workdir: Path, emulator) -> None:
+    # Opening a FIFO for reading blocks until a writer comes; none ever will. refused() bounds the wait.
+    fifo = workdir / "pipe.jpg"
+    os.mkfifo(fifo)
+    text = await refused(client, logs, "detect", image=str(fifo), object="red")
+    assert text == f"refused: {fifo} is a named pipe (FIFO); give the path of an image file."
+    assert emulator.emulator.requests == []
+
+
+async def test_a_2_gb_sparse_file_is_refused_by_its_size(client: Client, logs, workdir: Path, emulator) -> None:
+    huge = workdir / "huge.jpg"
+    huge.touch()
+    os.truncate(huge, 2 * 1024**3)  # sparse: takes no disk, would take 2 GB of memory to read
+    text = await refused(client, logs, "detect", image=str(huge), object="red")
+    assert text == (f"the file is too large: {huge} is over the limit of {64 * 1024 * 1024} bytes; "
+                    "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(("kind", "side", "detail"), [
+    ("png", 9000, "9000x9000 pixels, over the 64 megapixel limit"),
+    ("png", 30000, "its header claims more pixels than Pillow will decode"),
+    ("jpeg", 13000, "13000x13000 pixels, over the 160 megapixel limit"),
+    ("jpeg", 65000, "its header claims more pixels than Pillow will decode"),
+])
+async def test_decompression_bombs_are_refused_before_decoding(
+    client: Client, logs, workdir: Path, emulator, kind: str, side: int, detail: str
+) -> None:
+    make = png_bomb if kind == "png" else jpeg_bomb
+    bomb = make(workdir / f"bomb.{kind}", side, side)
+    assert bomb.stat().st_size < 2_000_000  # small on disk: the danger is the decoded size
+
+    text = await refused(client, logs, "detect", image=str(bomb), object="red")
+    assert text == f"refused: {bomb} is too large to decode safely ({detail}); give a smaller image."
+    assert emulator.emulator.requests == []
+
+
+async def test_a_data_url_of_100_mb_is_refused_unread(client: Client, logs, emulator) -> None:
+    ref = "data:image/png;base64," + "A" * (100 * 1024 * 1024)
+    text = await refused(client, logs, "detect", image=ref, object="red")
+    assert text == (f"the data URL is too large: data:image/png;base64,… holds over {64 * 1024 * 1024} bytes; "
+                    "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+    assert emulator.emulator.requests == []
+
+
+async def test_non_image_bytes_with_an_image_extension_are_refused_without_echoing_them(
+    client: Client, logs, workdir: Path, emulator
+) -> None:
+    notes = workdir / "holiday.jpg"
+    notes.write_text(f"MOONDREAM_API_KEY={API_KEY}\npassword = hunter2\n" * 50)
+    text = await refused(client, logs, "caption", image=str(notes))
+    assert text == (f"{notes} is not an image Pillow can read; "
+                    "give a JPEG, PNG, GIF, WebP, HEIC, AVIF, BMP or TIFF image.")
+    assert emulator.emulator.requests == []
+
+
+# ---- URLs: each aimed at the emulator itself where it can be, so its request log is the witness ----------
+
+
+async def test_a_url_to_127_0_0_1_is_refused_before_connecting(client: Client, logs, emulator) -> None:
+    url = f"http://127.0.0.1:{emulator_port(emulator)}/v1/detect"
+    assert await refused(client, logs, "detect", image=url, object="red") == (
+        f"refused to fetch {url}: 127.0.0.1 {NON_PUBLIC}")
+    assert emulator.emulator.requests == []
+
+
+async def test_a_url_to_ipv6_loopback_is_refused_before_connecting(client: Client, logs, emulator) -> None:
+    async with serving("::1") as witness:
+        url = f"{witness.url}/cat.png"
+        witness.routes["/cat.png"] = body(b"never served")
+        assert await refused(client, logs, "detect", image=url, object="red") == (
+            f"refused to fetch {url}: ::1 {NON_PUBLIC}")
+    assert witness.requests == []
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("http://10.0.0.1/cat.png", "10.0.0.1"),
+    ("http://10.255.255.254:8080/cat.png", "10.255.255.254"),
+    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "169.254.169.254"),
+    ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254"),
+])
+async def test_urls_to_private_and_metadata_addresses_are_refused_before_connecting(
+    client: Client, logs, emulator, url: str, address: str
+) -> None:
+    # Refused on the address alone: no packet is ever sent to these ranges.
+    assert await refused(client, logs, "detect", image=url, object="red") == (
+        f"refused to fetch {url}: {address} {NON_PUBLIC}")
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize("spelling", ["2130706433", "0x7f000001", "017700000001", "127.1", "0x7f.1"])
+async def test_decimal_hex_and_octal_spellings_of_loopback_are_refused(
+    client: Client, logs, emulator, spelling: str
+) -> None:
+    url = f"http://{spelling}:{emulator_port(emulator)}/v1/detect"
+    assert await refused(client, logs, "detect", image=url, object="red") == (
+        f"refused to fetch {url}: {spelling} resolves to 127.0.0.1, which {NON_PUBLIC}")
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize("spelling", ["0177.0.0.1", "127.000.000.001"])
+async def test_zero_padded_octal_spellings_are_refused_as_invalid(
+    client: Client, logs, emulator, spelling: str
+) -> None:
+    url = f"http://{spelling}:{emulator_port(emulator)}/v1/detect"
+    assert await refused(client, logs, "detect", image=url, object="red") == f"not a valid URL: {url}"
+    assert emulator.emulator.requests == []
+
+
+async def test_a_hostname_resolving_to_loopback_is_refused(client: Client, logs, emulator) -> None:
+    url = f"http://localhost:{emulator_port(emulator)}/v1/detect"
+    text = await refused(client, logs, "detect", image=url, object="red")
+    assert text.startswith(f"refused to fetch {url}: localhost resolves to ")
+    assert text.endswith(f", which {NON_PUBLIC}")
+    assert emulator.emulator.requests == []
+
+
+def only(*addresses: str):
+    allowed = {ipaddress.ip_address(a) for a in addresses}
+    return lambda address: address in allowed
+
+
+@pytest.mark.parametrize("private", ["127.0.0.2", "169.254.169.254"])
+async def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused(
+    settings: Settings, logs, emulator, private: str
+) -> None:
+    # Nothing public is reachable from a test, so the first hop is a loopback server that the image
+    # loader is told to treat as public (build_server's `images` seam); every other address keeps the
+    # default policy: forbidden.
+    def loader(s: Settings) -> ImageLoader:
+        return ImageLoader(allowed_dirs=s.allowed_dirs, max_file_bytes=s.max_file_bytes,
+                           fetch_timeout=s.fetch_timeout, address_policy=only("127.0.0.1"))
+
+    async with serving("127.0.0.1") as public, serving("127.0.0.2") as witness, Client(
+        build_server(settings, images=loader)
+    ) as client:
+        target = f"{witness.url}/secret.png" if private == "127.0.0.2" else f"http://{private}/latest/meta-data/"
+        public.routes["/cat.png"] = redirect(target)
+        url = f"{public.url}/cat.png"
+        assert await refused(client, logs, "detect", image=url, object="red") == (
+            f"refused to fetch {url}: {private} {NON_PUBLIC}")
+
+    assert [r.path for r in public.requests] == ["/cat.png"]
+    assert witness.requests == []
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize("handler", ["drip", "silent"])
+async def test_an_endless_slow_response_is_cut_off_at_the_time_cap(
+    private_urls_allowed: Client, logs, emulator, handler: str
+) -> None:
+    async with serving() as slow:
+        # drip: one byte every 50 ms, forever; silent: announces a body and sends nothing.
+        slow.routes["/cat.png"] = drip(0.05) if handler == "drip" else declares(1000)
+        url = f"{slow.url}/cat.png"
+        with anyio.fail_after(10):  # the fetch timeout is 1 s
+            text = await refused(private_urls_allowed, logs, "detect", image=url, object="red")
+    assert text == (f"downloading {url} took longer than 1 s; try a smaller or faster source, "
+                    "or raise MOONDREAM_MCP_FETCH_TIMEOUT.")
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize("handler", ["endless", "declared"])
+async def test_a_response_larger_than_the_byte_cap_is_refused(
+    private_urls_allowed: Client, logs, emulator, handler: str
+) -> None:
+    async with serving() as big:
+        # endless: no Content-Length, bytes as fast as they are read; declared: a header claiming 5 GB.
+        big.routes["/cat.png"] = endless() if handler == "endless" else declares(5 * 1024**3)
+        url = f"{big.url}/cat.png"
+        text = await refused(private_urls_allowed, logs, "detect", image=url, object="red")
+    assert text == (f"the download is too large: {url} is over the limit of {1024 * 1024} bytes; "
+                    "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+    assert emulator.emulator.requests == []
+
+
+# ---- output paths -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_image(workdir: Path) -> str:
+    return save(canvas(), workdir / "square.png")
+
+
+@pytest.mark.parametrize("where", ["outside", "traversal", "symlink", "hidden"])
+async def test_batch_output_outside_the_allowed_directories_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, emulator, one_image: str, where: str
+) -> None:
+    if where == "outside":
+        output = str(outside / "results.jsonl")
+    elif where == "traversal":
+        output = f"{workdir}/../outside/results.jsonl"
+    elif where == "symlink":
+        (workdir / "results.jsonl").symlink_to(outside / "results.jsonl")  # dangling: the write would create it
+        output = str(workdir / "results.jsonl")
+    else:
+        (workdir / ".cache").mkdir()
+        output = str(workdir / ".cache" / "results.jsonl")
+
+    text = await refused(client, logs, "batch", skill="detect", images=[one_image], object="red", output=output)
+    if where == "hidden":
+        assert text.startswith(f"refused: {output} is inside a hidden file or directory (.cache)")
+    else:
+        assert text == outside_message(output, workdir)
+    assert not (outside / "results.jsonl").exists() and not (workdir / ".cache" / "results.jsonl").exists()
+    assert emulator.emulator.requests == []
+
+
+async def test_batch_results_output_outside_the_allowed_directories_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, emulator
+) -> None:
+    output = str(outside / "results.jsonl")
+    text = await refused(client, logs, "batch_results", batch_id="batch_123", output=output)
+    assert text == outside_message(output, workdir)
+    assert not (outside / "results.jsonl").exists()
+    assert emulator.emulator.requests == []
+
+
+@pytest.fixture
+def coco(workdir: Path) -> Path:
+    """A one-image COCO file inside the allowed directory: a valid source, so only the output is wrong."""
+    save(canvas(), workdir / "square.png")
+    source = workdir / "instances.json"
+    source.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "square.png", "width": 400, "height": 300}],
+        "categories": [{"id": 1, "name": "red square"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 60, 100, 120]}],
+    }))
+    return source
+
+
+async def require_tool(client: Client, name: str) -> None:
+    if name not in {t.name for t in (await client.list_tools()).tools}:
+        pytest.skip(f"the {name} tool does not exist in this tree")
+
+
+@pytest.mark.parametrize("where", ["outside", "traversal", "hidden"])
+async def test_import_dataset_output_outside_the_allowed_directories_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, emulator, coco: Path, where: str
+) -> None:
+    await require_tool(client, "import_dataset")
+    output = {"outside": str(outside / "dataset.jsonl"), "traversal": f"{workdir}/../outside/dataset.jsonl",
+              "hidden": str(workdir / ".git" / "dataset.jsonl")}[where]
+    if where == "hidden":
+        (workdir / ".git").mkdir()
+
+    text = await refused(client, logs, "import_dataset", source=str(coco), format="coco", output=output)
+    if where == "hidden":
+        assert text.startswith(f"refused: {output} is inside a hidden file or directory (.git)")
+    else:
+        assert text == outside_message(output, workdir)
+    assert list(outside.iterdir()) == [] and not (workdir / ".git" / "dataset.jsonl").exists()
+
+
+async def test_import_dataset_source_outside_the_allowed_directories_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, coco: Path
+) -> None:
+    await require_tool(client, "import_dataset")
+    stolen = outside / "instances.json"
+    stolen.write_text(coco.read_text())
+    text = await refused(client, logs, "import_dataset", source=str(stolen), format="coco",
+                         output=str(workdir / "dataset.jsonl"))
+    assert text == outside_message(str(stolen), workdir)
+    assert not (workdir / "dataset.jsonl").exists()
+
+
+async def test_evaluate_output_outside_the_allowed_directories_is_refused(
+    client: Client, logs, workdir: Path, outside: Path, emulator, coco: Path
+) -> None:
+    await require_tool(client, "import_dataset")
+    await require_tool(client, "evaluate")
+    with anyio.fail_after(BOUND):
+        made = await client.call_tool("import_dataset", {"source": str(coco), "format": "coco",
+                                                         "output": str(workdir / "dataset.jsonl")})
+    assert not made.is_error, made.content[0].text
+    emulator.emulator.clear()
+    output = str(outside / "per-example.jsonl")
+
+    text = await refused(client, logs, "evaluate", dataset=str(workdir / "dataset.jsonl"), split="all", output=output)
+    assert text == outside_message(output, workdir)
+    assert list(outside.iterdir()) == []
+    assert emulator.emulator.requests == []  # refused before a single example was sent

@@ -14,6 +14,7 @@ from .errors import (
     BadRequestError,
     ConflictError,
     GoneError,
+    InvalidRequestError,
     MoondreamError,
     NotConfiguredError,
     NotFoundError,
@@ -21,6 +22,7 @@ from .errors import (
     RateLimitError,
     ServerError,
     StreamError,
+    UnexpectedResponseError,
 )
 from .skills import Sampling, Skills
 from .tuning import Tuning
@@ -66,6 +68,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "GoneError",
+    "InvalidRequestError",
     "MoondreamClient",
     "MoondreamError",
     "NotConfiguredError",
@@ -75,4 +78,5 @@ __all__ = [
     "Sampling",
     "ServerError",
     "StreamError",
+    "UnexpectedResponseError",
 ]

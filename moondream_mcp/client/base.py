@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx2
 import stamina
 from aiolimiter import AsyncLimiter
+from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from .errors import (
@@ -17,9 +19,11 @@ from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    InvalidRequestError,
     MoondreamError,
     NotConfiguredError,
     StreamError,
+    UnexpectedResponseError,
     status_error,
 )
 
@@ -58,6 +62,26 @@ def _should_retry(policy: RetryPolicy, retry_after_cap: float) -> Callable[[Exce
         return False
 
     return hook
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def segment(value: object) -> str:
+    """An id as one URL path segment: escaped, so no id can reach another endpoint ("..", "/", "?")."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise InvalidRequestError(f"not a valid id: {text!r}")
+    return quote(text, safe="")
+
+
+def parse(model: type[M], body: Any) -> M:
+    """The typed result of an answer, or UnexpectedResponseError if it lacks the documented shape."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise UnexpectedResponseError(
+            f"the API's answer is not a valid {model.__name__} ({exc.error_count()} problems)") from None
 
 
 def _connection_error(exc: httpx2.TransportError, url: str) -> APIConnectionError:
@@ -179,6 +203,8 @@ class APIClient:
                     response = await self._http.request(
                         method, url, json=json, params=params, content=content, headers=headers
                     )
+                except httpx2.InvalidURL:
+                    raise InvalidRequestError(f"cannot build a valid URL for {path!r}") from None
                 except httpx2.TransportError as exc:
                     raise _connection_error(exc, url) from None
                 if attempt.num > 1:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import APIClient
+from .base import APIClient, parse, segment
 
 
 class _Result(BaseModel):
@@ -65,36 +65,36 @@ class Batches:
         self._api = api
 
     async def create_upload(self) -> Upload:
-        return Upload.model_validate(await self._api.request("POST", "batch", params={"action": "mpu-create"},
+        return parse(Upload, await self._api.request("POST", "batch", params={"action": "mpu-create"},
                                                              retry="unsent"))
 
     async def upload_part(self, upload: Upload, number: int, data: bytes) -> Part:
         # Re-sending a part replaces it, so parts are retried like any idempotent call.
         body = await self._api.request(
-            "PUT", f"batch/{upload.file_id}", content=data,
+            "PUT", f"batch/{segment(upload.file_id)}", content=data,
             params={"action": "mpu-uploadpart", "uploadId": upload.upload_id, "partNumber": number},
             headers={"Content-Type": "application/octet-stream"},
         )
-        return Part.model_validate({"partNumber": number, **body})
+        return parse(Part, {"partNumber": number, **body})
 
     async def complete(self, upload: Upload, parts: list[Part], model: str | None = None) -> BatchJob:
         body: dict[str, Any] = {"parts": [{"partNumber": p.part_number, "etag": p.etag} for p in parts]}
         if model is not None:
             body["model"] = model
-        return BatchJob.model_validate(await self._api.request(
-            "POST", f"batch/{upload.file_id}", params={"action": "mpu-complete", "uploadId": upload.upload_id},
+        return parse(BatchJob, await self._api.request(
+            "POST", f"batch/{segment(upload.file_id)}", params={"action": "mpu-complete", "uploadId": upload.upload_id},
             json=body, retry="unsent"))
 
     async def abort(self, upload: Upload) -> None:
-        await self._api.request("DELETE", f"batch/{upload.file_id}",
+        await self._api.request("DELETE", f"batch/{segment(upload.file_id)}",
                                 params={"action": "mpu-abort", "uploadId": upload.upload_id})
 
     async def get(self, batch_id: str) -> BatchJob:
-        return BatchJob.model_validate(await self._api.request("GET", f"batch/{batch_id}"))
+        return parse(BatchJob, await self._api.request("GET", f"batch/{segment(batch_id)}"))
 
     async def list(self, *, limit: int | None = None, cursor: str | None = None) -> BatchPage:
         params = {k: v for k, v in (("limit", limit), ("cursor", cursor)) if v is not None}
-        return BatchPage.model_validate(await self._api.request("GET", "batch", params=params))
+        return parse(BatchPage, await self._api.request("GET", "batch", params=params))
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[httpx2.Response]:

@@ -2,6 +2,8 @@
 
     MoondreamError                      base of everything below
     ├── NotConfiguredError              no API key for the cloud endpoint
+    ├── InvalidRequestError             an argument cannot be sent as given (refused before sending)
+    ├── UnexpectedResponseError         the API answered in a shape the client does not understand
     ├── APIConnectionError              the request never got an HTTP answer
     │   └── APITimeoutError             ... because it took too long
     ├── StreamError                     a streamed answer ended before it completed
@@ -32,6 +34,14 @@ class MoondreamError(Exception):
 
 class NotConfiguredError(MoondreamError):
     """The client cannot make a request as configured (e.g. no key for the cloud)."""
+
+
+class InvalidRequestError(MoondreamError):
+    """An argument cannot be sent as given (e.g. an id that is not a path segment); nothing was sent."""
+
+
+class UnexpectedResponseError(MoondreamError):
+    """The API answered successfully, but not in the documented shape."""
 
 
 class APIConnectionError(MoondreamError):

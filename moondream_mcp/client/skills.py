@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .base import APIClient
+from .base import APIClient, parse
 
 CaptionLength = Literal["short", "normal", "long"]
 
@@ -145,7 +145,7 @@ class Skills:
     ) -> CaptionResult:
         body = _body(image_url=image_url, length=length, settings=settings, model=model)
         if not stream:
-            return CaptionResult.model_validate(await self._api.request("POST", "caption", json=body))
+            return parse(CaptionResult, await self._api.request("POST", "caption", json=body))
         text, meta = await self._stream_text("caption", body, on_text)
         return CaptionResult(caption=text, **meta)
 
@@ -163,7 +163,7 @@ class Skills:
         # `reasoning` is always sent: its default differs between API versions.
         body = _body(question=question, image_url=image_url, reasoning=reasoning, settings=settings, model=model)
         if not stream or reasoning:  # the API refuses streaming with reasoning
-            return QueryResult.model_validate(await self._api.request("POST", "query", json=body))
+            return parse(QueryResult, await self._api.request("POST", "query", json=body))
         text, meta = await self._stream_text("query", body, on_text)
         return QueryResult(answer=text, **meta)
 
@@ -171,13 +171,13 @@ class Skills:
         self, image_url: str, object: str, *, settings: Sampling | None = None, model: str | None = None
     ) -> DetectResult:
         body = _body(image_url=image_url, object=object, settings=settings, model=model)
-        return DetectResult.model_validate(await self._api.request("POST", "detect", json=body))
+        return parse(DetectResult, await self._api.request("POST", "detect", json=body))
 
     async def point(
         self, image_url: str, object: str, *, settings: Sampling | None = None, model: str | None = None
     ) -> PointResult:
         body = _body(image_url=image_url, object=object, settings=settings, model=model)
-        return PointResult.model_validate(await self._api.request("POST", "point", json=body))
+        return parse(PointResult, await self._api.request("POST", "point", json=body))
 
     async def segment(
         self,
@@ -190,7 +190,7 @@ class Skills:
     ) -> SegmentResult:
         body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings)
         if not stream:
-            return SegmentResult.model_validate(await self._api.request("POST", "segment", json=body))
+            return parse(SegmentResult, await self._api.request("POST", "segment", json=body))
         events = await self._api.stream("segment", json={**body, "stream": True})
         # bbox → path_delta (coarse) → final: the final event has the whole answer; earlier ones fill gaps.
         merged: dict[str, Any] = {}
@@ -199,7 +199,7 @@ class Skills:
                 merged.setdefault("path", event.get("chunk", ""))
                 continue
             merged.update({k: v for k, v in event.items() if v is not None})
-        return SegmentResult.model_validate(merged)
+        return parse(SegmentResult, merged)
 
     async def _stream_text(
         self, path: str, body: dict[str, Any], on_text: OnText | None

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import APIClient
+from .base import APIClient, parse, segment
 
 BASE_MODEL = "moondream3-preview"
 
@@ -99,17 +99,17 @@ class Tuning:
 
     async def create_finetune(self, name: str, rank: int) -> Finetune:
         body = await self._api.request("POST", "tuning/finetunes", json={"name": name, "rank": rank})
-        return Finetune.model_validate({"name": name, "rank": rank, **body})
+        return parse(Finetune, {"name": name, "rank": rank, **body})
 
     async def list_finetunes(self, *, limit: int | None = None, cursor: str | None = None) -> FinetunePage:
-        return FinetunePage.model_validate(
+        return parse(FinetunePage,
             await self._api.request("GET", "tuning/finetunes", params=_page(limit, cursor)))
 
     async def get_finetune(self, finetune_id: str) -> Finetune:
-        return Finetune.model_validate(await self._api.request("GET", f"tuning/finetunes/{finetune_id}"))
+        return parse(Finetune, await self._api.request("GET", f"tuning/finetunes/{segment(finetune_id)}"))
 
     async def delete_finetune(self, finetune_id: str) -> bool:
-        body = await self._api.request("DELETE", f"tuning/finetunes/{finetune_id}")
+        body = await self._api.request("DELETE", f"tuning/finetunes/{segment(finetune_id)}")
         return bool(body.get("ok", True)) if isinstance(body, dict) else True
 
     async def rollouts(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -128,22 +128,22 @@ class Tuning:
             "POST", "tuning/train_step", content=("{" + ",".join(parts) + "}").encode(),
             headers={"Content-Type": "application/json"}, retry="unsent",
         )
-        return TrainStepResult.model_validate(answer if isinstance(answer, dict) else {})
+        return parse(TrainStepResult, answer if isinstance(answer, dict) else {})
 
     async def log_metrics(self, finetune_id: str, step: int, metrics: dict[str, float]) -> MetricsLogged:
-        return MetricsLogged.model_validate(await self._api.request(
-            "POST", f"tuning/finetunes/{finetune_id}/metrics", json={"step": step, "metrics": metrics}))
+        return parse(MetricsLogged, await self._api.request(
+            "POST", f"tuning/finetunes/{segment(finetune_id)}/metrics", json={"step": step, "metrics": metrics}))
 
     async def list_checkpoints(
         self, finetune_id: str, *, limit: int | None = None, cursor: str | None = None
     ) -> CheckpointPage:
-        return CheckpointPage.model_validate(await self._api.request(
-            "GET", f"tuning/finetunes/{finetune_id}/checkpoints", params=_page(limit, cursor)))
+        return parse(CheckpointPage, await self._api.request(
+            "GET", f"tuning/finetunes/{segment(finetune_id)}/checkpoints", params=_page(limit, cursor)))
 
     async def save_checkpoint(self, finetune_id: str) -> SavedCheckpoint:
-        return SavedCheckpoint.model_validate(
-            await self._api.request("POST", f"tuning/finetunes/{finetune_id}/checkpoints/save"))
+        return parse(SavedCheckpoint,
+            await self._api.request("POST", f"tuning/finetunes/{segment(finetune_id)}/checkpoints/save"))
 
     async def delete_checkpoint(self, finetune_id: str, step: int) -> bool:
-        body = await self._api.request("DELETE", f"tuning/finetunes/{finetune_id}/checkpoints/{step}")
+        body = await self._api.request("DELETE", f"tuning/finetunes/{segment(finetune_id)}/checkpoints/{segment(step)}")
         return bool(body.get("ok", True)) if isinstance(body, dict) else True

@@ -13,6 +13,7 @@ from ..client import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    InvalidRequestError,
     MoondreamError,
     NotConfiguredError,
     NotFoundError,
@@ -20,13 +21,14 @@ from ..client import (
     RateLimitError,
     ServerError,
     StreamError,
+    UnexpectedResponseError,
 )
 from ..images import ImageError
 from ..shapes import PathError
 
 
 def _explain(exc: Exception, endpoint: str) -> str:
-    if isinstance(exc, (ImageError, NotConfiguredError, PathError)):
+    if isinstance(exc, (ImageError, NotConfiguredError, PathError, InvalidRequestError, UnexpectedResponseError)):
         return str(exc)
     if isinstance(exc, AuthenticationError):
         return (f"the Moondream API refused the API key (HTTP {exc.status_code}): {exc.message}. "

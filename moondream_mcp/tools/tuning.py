@@ -51,6 +51,13 @@ class GroundTruth(BaseModel):
     boxes: list[BoxIn] | None = Field(default=None, description="Correct boxes (detect; or point: reward if inside).")
 
 
+class Metric(BaseModel):
+    # A list of these rather than a {name: value} object: agent frameworks' strict schemas refuse open objects.
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="The metric's name, e.g. eval_accuracy.")
+    value: float = Field(description="Its value.")
+
+
 class RLGroup(BaseModel):
     """Train on a stored rollout set with one reward per rollout."""
 
@@ -393,13 +400,13 @@ def register(server: MCPServer[AppState]) -> None:
     async def log_metrics(
         finetune_id: FinetuneId,
         step: Annotated[int, Field(ge=0, description="The step the metrics belong to.")],
-        metrics: Annotated[dict[str, float], Field(min_length=1, description="Metric name -> number.")],
+        metrics: Annotated[list[Metric], Field(min_length=1, description="The metrics, each a name and a number.")],
         ctx: Context,
     ) -> MetricsOut:
         """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""
         state = _state(ctx)
         with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            logged = await state.client.tuning.log_metrics(finetune_id, step, metrics)
+            logged = await state.client.tuning.log_metrics(finetune_id, step, {m.name: m.value for m in metrics})
         return MetricsOut(ok=logged.ok, step=logged.step, logged_count=logged.logged_count)
 
 

@@ -224,5 +224,6 @@ async def test_finetunes_are_listed_page_by_page_and_deleted(client: Client) -> 
 
 async def test_metrics_are_logged_against_a_step(client: Client) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
-    out = await call(client, "log_metrics", finetune_id=finetune["finetune_id"], step=0, metrics={"acc": 0.5})
+    out = await call(client, "log_metrics", finetune_id=finetune["finetune_id"], step=0,
+                     metrics=[{"name": "acc", "value": 0.5}])
     assert out["ok"] is True and out["logged_count"] == 1

@@ -13,7 +13,7 @@ from .client import MoondreamClient
 from .config import Settings
 from .images import ImageLoader
 from .store import Store
-from .tools import batch, batch_api, guides, skills, tuning, workflows
+from .tools import batch, batch_api, datasets, evaluation, guides, runs, skills, tuning
 from .tools.errors import describe
 from .training import Runner
 
@@ -84,7 +84,9 @@ def build_server(
     tuning.register(server)
     batch.register(server)
     batch_api.register(server)
-    workflows.register(server)
+    datasets.register(server)
+    runs.register(server)
+    evaluation.register(server)
     guides.register(server)
     return server
 

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import Field
 
-from .workflows import RUN_URI, run_status
+from .runs import RUN_URI, run_status
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer

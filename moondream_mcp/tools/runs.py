@@ -1,12 +1,10 @@
-"""Datasets, training runs and evaluation as MCP tools: the finetuning loop in a few calls. Thin: the
-logic is in datasets.py, evaluation.py, training.py and charts.py."""
+"""Training run tools: start_training, training_status, stop_training and list_runs, with their results and a
+run's status (also the body of its log resource). Thin: the logic is in training.py and charts.py."""
 
 from __future__ import annotations
 
 import base64
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -15,12 +13,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .. import charts, datasets, evaluation, training
-from ..client.tuning import BASE_MODEL, checkpoint_model
-from ..datasets import Dataset, DatasetError, Example, Problem
-from ..images import ImageError
-from ..store import Run, new_id
-from .errors import describe, tool_errors
+from .. import charts, datasets, training
+from ..client.tuning import checkpoint_model
+from ..store import Run
+from .dataset_checks import DatasetPath, read_dataset, refuse
+from .errors import tool_errors
 from .results import compact, structured
 
 if TYPE_CHECKING:
@@ -28,55 +25,13 @@ if TYPE_CHECKING:
 
     from ..server import AppState
 
-MAX_PROBLEMS = 50  # listed in a report; the count says how many there were
-REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 RUN_URI = "moondream://runs/{run_id}"
 
 # ---- parameters -------------------------------------------------------------------------------
 
-DatasetPath = Annotated[str, Field(min_length=1, description=(
-    "The dataset: an absolute path to a JSONL file inside the allowed directories, one example a line "
-    "(see inspect_dataset for the format)."))]
 RunId = Annotated[str, Field(min_length=1, description="The run's id, from start_training or list_runs.")]
-Split = Literal["eval", "train", "all"]
 
 # ---- results ----------------------------------------------------------------------------------
-
-
-class ProblemOut(BaseModel):
-    line: int | None = Field(description="1-based line of the dataset file; null: the file as a whole.")
-    problem: str
-
-
-class DatasetCounts(BaseModel):
-    skill: dict[str, int] = Field(description="Examples per skill.")
-    object: dict[str, int] = Field(description="Examples per object (point/detect) or question (query), top 50.")
-    split: dict[str, int] = Field(description="Examples per split, after the automatic split of unsplit images.")
-
-
-class DatasetReport(BaseModel):
-    path: str
-    examples: int = Field(description="Lines that parsed as examples.")
-    images: int = Field(description="Distinct images.")
-    counts: DatasetCounts
-    split_given: bool = Field(description="Whether the file gives splits; if not, images are split 80/20 by a "
-                              "seeded hash, the same for every run and evaluation.")
-    urls_not_checked: int = Field(description="Images given as URLs: not downloaded by this check.")
-    problems: list[ProblemOut] = Field(description=f"Up to {MAX_PROBLEMS} problems; fix them before training.")
-    problem_count: int
-    samples: list[str] = Field(description="The first few lines as written.")
-    ready: bool = Field(description="True when there are no problems: start_training and evaluate accept it.")
-    message: str
-
-
-class ImportOut(BaseModel):
-    output: str = Field(description="The JSONL file written.")
-    examples: int
-    images: int
-    objects: dict[str, int] = Field(description="Examples per object name.")
-    skipped: int = Field(description="Annotations or images left out.")
-    skipped_reasons: list[str] = Field(description="Why, for the first few.")
-    message: str
 
 
 class StepOut(BaseModel):
@@ -156,114 +111,11 @@ class RunStarted(BaseModel):
     message: str
 
 
-class DetectMetrics(BaseModel):
-    examples: int
-    mean_iou: float = Field(description="Mean best-match IoU (extra and missed boxes count as 0).")
-    f1: float = Field(description="F1 of boxes matched at IoU >= 0.5.")
-    precision: float
-    recall: float
-
-
-class PointMetrics(BaseModel):
-    examples: int
-    hit_rate: float = Field(description="Points inside a label box or within 0.05 of a label point, matched one "
-                            "to one; extra and missed points count as misses.")
-
-
-class QueryMetrics(BaseModel):
-    examples: int
-    accuracy: float = Field(description="Share of answers right by each label's match rule.")
-
-
-class ModelScore(BaseModel):
-    model: str
-    score: float | None = Field(description="Mean example score, 0-1; null if no example could be scored.")
-    examples: int = Field(description="Examples scored.")
-    errors: int = Field(description="Examples that failed (see the JSONL for each error).")
-    detect: DetectMetrics | None = None
-    point: PointMetrics | None = None
-    query: QueryMetrics | None = None
-    first_error: str | None = None
-
-
-class EvalReport(BaseModel):
-    dataset: str
-    split: str
-    examples: int
-    models: list[ModelScore] = Field(description="One row per model, in the order asked (base model first).")
-    best_model: str | None
-    output: str = Field(description="JSONL, one line per (example, model): prediction, score, details or error.")
-    elapsed_s: float
-    message: str
-
-
 # ---- helpers ----------------------------------------------------------------------------------
 
 
 def _state(ctx: Context) -> AppState:
     return ctx.request_context.lifespan_context
-
-
-def _problems(problems: list[Problem], limit: int = MAX_PROBLEMS) -> list[ProblemOut]:
-    return [ProblemOut(line=p.line, problem=p.message) for p in problems[:limit]]
-
-
-async def _read_dataset(state: AppState, path: str) -> tuple[Dataset, list[Problem], int]:
-    """The dataset, every problem (lines, then images), and how many image URLs went unchecked."""
-    with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-        checked = state.images.check_path(path)
-    try:
-        dataset = await anyio.to_thread.run_sync(datasets.load, checked)
-    except DatasetError as exc:
-        raise ToolError(str(exc)) from None
-
-    def check(ref: str) -> str | None:
-        if datasets.is_url(ref):
-            return None
-        try:
-            real = state.images.check_path(ref)
-        except ImageError as exc:
-            return str(exc)
-        return datasets.readable_image(real)
-
-    image_problems = await anyio.to_thread.run_sync(datasets.image_problems, dataset.examples, check)
-    urls = len({e.ref for e in dataset.examples if datasets.is_url(e.ref)})
-    return dataset, dataset.problems + image_problems, urls
-
-
-def _refuse(what: str, path: str, problems: list[Problem]) -> ToolError:
-    listed = "; ".join(str(p) for p in problems[:REFUSAL_PROBLEMS])
-    more = f" (and {len(problems) - REFUSAL_PROBLEMS} more)" if len(problems) > REFUSAL_PROBLEMS else ""
-    return ToolError(f"{what}: the dataset {path} has {len(problems)} problem(s): {listed}{more}. Fix them "
-                     "(inspect_dataset lists them all) and try again.")
-
-
-def _output_path(state: AppState, output: str | None, folder: str, stem: str) -> Path:
-    with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-        if output is not None:
-            return state.images.check_path(output, for_writing=True)
-    path = state.settings.data_dir / folder / f"{stem}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _model_label(model: str | None) -> str | None:
-    """None for the base model, the checkpoint string otherwise."""
-    if model is None:
-        return None
-    model = model.strip()
-    return None if model.lower() in ("base", BASE_MODEL) else model
-
-
-def _score_row(tally: evaluation.Tally) -> ModelScore:
-    metrics = tally.metrics()
-    return ModelScore(
-        model=tally.model, score=None if tally.score is None else round(tally.score, 4), examples=tally.examples,
-        errors=tally.errors, first_error=tally.first_error,
-        detect=DetectMetrics(**metrics["detect"]) if "detect" in metrics else None,
-        point=PointMetrics(**metrics["point"]) if "point" in metrics else None,
-        query=QueryMetrics(**metrics["query"]) if "query" in metrics else None,
-    )
 
 
 async def run_status(state: AppState, run: Run, history: int | None) -> RunStatus:
@@ -329,104 +181,12 @@ async def _find_run(state: AppState, run_id: str) -> Run:
 
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-WRITE_FILE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                             open_world_hint=False)
 # Destructive: a run deletes the checkpoints it saved itself that its save policy does not keep.
 START = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
 STOP = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-# Destructive: an existing file named as `output` is replaced.
-EVALUATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
 
 
 def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Import a COCO or YOLO dataset", annotations=WRITE_FILE)
-    @compact
-    async def import_dataset(
-        source: Annotated[str, Field(min_length=1, description=(
-            "coco: the annotations JSON file; yolo: the dataset folder (images/ and labels/, or both side by "
-            "side, with data.yaml or classes.txt). Inside the allowed directories."))],
-        format: Annotated[Literal["coco", "yolo"], Field(description="The source's format.")],
-        output: Annotated[str, Field(min_length=1, description=(
-            "Where to write the JSONL dataset (absolute path inside the allowed directories; replaced if it "
-            "exists). Image paths in it are relative to its folder when below it."))],
-        ctx: Context,
-        image_dir: Annotated[str | None, Field(description=(
-            "coco: the folder holding the images named by file_name; default: the JSON file's folder."))] = None,
-        classes: Annotated[list[str] | None, Field(description=(
-            "yolo: class names by index, when the folder has no data.yaml / classes.txt."))] = None,
-        split: Annotated[Literal["train", "eval"] | None, Field(description=(
-            "coco: give every example this split (e.g. eval for a val2017 file); yolo takes it from "
-            "train/ val/ test/ subfolders."))] = None,
-    ) -> ImportOut:
-        """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
-        image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            target = state.images.check_path(output, for_writing=True)
-            if format == "coco":
-                json_path = state.images.check_path(source)
-                images_at = state.images.check_dir(image_dir) if image_dir else json_path.parent
-            else:
-                root = state.images.check_dir(source)
-
-        def run_import() -> datasets.Imported:
-            if format == "coco":
-                try:
-                    data = json.loads(json_path.read_text(encoding="utf-8"))
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
-                imported = datasets.from_coco(data, image_dir=images_at, output_dir=target.parent, split=split)
-            else:
-                imported = datasets.from_yolo(root, output_dir=target.parent, classes=classes)
-            if imported.records:
-                datasets.write_jsonl(target, imported.records)
-            return imported
-
-        try:
-            imported = await anyio.to_thread.run_sync(run_import)
-        except DatasetError as exc:
-            raise ToolError(str(exc)) from None
-        except OSError as exc:
-            raise ToolError(f"cannot import: {exc.strerror or exc}") from None
-        if not imported.records:
-            reasons = "; ".join(imported.skipped[:3])
-            raise ToolError(f"nothing to import from {source}: no image had a usable box"
-                            + (f" ({reasons})" if reasons else ""))
-        objects: dict[str, int] = {}
-        for record in imported.records:
-            objects[record["object"]] = objects.get(record["object"], 0) + 1
-        return ImportOut(
-            output=str(target), examples=len(imported.records), images=imported.images, objects=objects,
-            skipped=imported.skipped_count, skipped_reasons=imported.skipped,
-            message=f"wrote {len(imported.records)} detect examples from {imported.images} images to {target}"
-                    + (f"; {imported.skipped_count} left out" if imported.skipped_count else "")
-                    + ". Next: inspect_dataset.")
-
-    @server.tool(title="Inspect a dataset", annotations=READ)
-    @compact
-    async def inspect_dataset(path: DatasetPath, ctx: Context) -> DatasetReport:
-        """Check a JSONL dataset before training or evaluating: counts by skill, object and split, problems
-        (lines that do not parse, missing or unreadable images, boxes out of range or inverted, empty labels)
-        and a few sample lines.
-
-        Format, one JSON object a line: `image` (path relative to the file, absolute, or URL), `skill`
-        (query / point / detect), then for query `question` + `answer` (optional `choices` list and `match`:
-        exact / normalized (default) / regex / contains); for point `object` + `points` [{x, y}] or `boxes`;
-        for detect `object` + `boxes` [{x_min, y_min, x_max, y_max}] ([] = absent). Coordinates 0-1, origin
-        top-left. Optional `split`: train / eval; without it, images are split 80/20 by a fixed seeded hash."""
-        state = _state(ctx)
-        dataset, problems, urls = await _read_dataset(state, path)
-        assigned = datasets.assign_splits(dataset.examples)
-        counted = Dataset(dataset.path, assigned, problems, dataset.samples).counts()
-        ready = not problems and bool(dataset.examples)
-        message = (f"{len(dataset.examples)} examples, ready to train and evaluate" if ready else
-                   f"{len(problems)} problem(s) to fix before training" if problems else "no examples")
-        return DatasetReport(
-            path=str(dataset.path), examples=len(dataset.examples), images=len({e.ref for e in dataset.examples}),
-            counts=DatasetCounts(**counted), split_given=any(e.split for e in dataset.examples),
-            urls_not_checked=urls, problems=_problems(problems), problem_count=len(problems),
-            samples=dataset.samples, ready=ready, message=message + ".")
-
     @server.tool(title="Start a training run", annotations=START)
     @compact
     async def start_training(
@@ -460,9 +220,9 @@ def register(server: MCPServer[AppState]) -> None:
         state = _state(ctx)
         if (finetune_id is None) == (name is None):
             raise ToolError("give exactly one of finetune_id (an existing finetune) or name (+ rank) to create one")
-        loaded, problems, _ = await _read_dataset(state, dataset)
+        loaded, problems, _ = await read_dataset(state, dataset)
         if problems:
-            raise _refuse("cannot start", dataset, problems)
+            raise refuse("cannot start", dataset, problems)
         assigned = datasets.assign_splits(loaded.examples)
         train = [e for e in assigned if e.split == "train"]
         evals = [e for e in assigned if e.split == "eval"]
@@ -561,60 +321,3 @@ def register(server: MCPServer[AppState]) -> None:
         """Training runs this server knows, newest first, with their progress and best checkpoint."""
         app = _state(ctx)
         return RunList(runs=[_summary(r) for r in await app.store.runs(state=state, limit=limit)])
-
-    @server.tool(title="Evaluate models on a dataset", annotations=EVALUATE)
-    @compact
-    async def evaluate(
-        dataset: DatasetPath,
-        ctx: Context,
-        models: Annotated[list[str] | None, Field(max_length=8, description=(
-            "Finetuned checkpoints to compare, as `moondream3-preview/{finetune_id}@{step}` (from "
-            "training_status or list_checkpoints)."))] = None,
-        include_base: Annotated[bool, Field(description="Also evaluate the base model (first row).")] = True,
-        split: Annotated[Split, Field(description="Which examples: the eval split (default), train, or all.")]
-        = "eval",
-        limit: Annotated[int | None, Field(ge=1, description="At most this many examples (the first of the "
-                                           "split).")] = None,
-        output: Annotated[str | None, Field(description=(
-            "Where to write the per-example JSONL (inside the allowed directories); default: a new file in "
-            "the server's data directory."))] = None,
-    ) -> EvalReport:
-        """Score models side by side on a labelled dataset, at temperature 0: detect by mean best-match IoU
-        and F1 at IoU 0.5; point by hit rate (inside a label box, or within 0.05 of a label point); query by
-        accuracy under each label's match rule. Returns one row per model and a per-example JSONL path.
-        Requests run concurrently within the rate limit; progress is reported as answers come in."""
-        state = _state(ctx)
-        asked: list[str | None] = [None] if include_base else []
-        for model in models or []:
-            label = _model_label(model)
-            if label not in asked:
-                asked.append(label)
-        if not asked:
-            raise ToolError("nothing to evaluate: give models, or include_base=true")
-        loaded, problems, _ = await _read_dataset(state, dataset)
-        if problems:
-            raise _refuse("cannot evaluate", dataset, problems)
-        examples: list[Example] = datasets.select(loaded.examples, split)
-        if limit is not None:
-            examples = examples[:limit]
-        if not examples:
-            raise ToolError(f"the {split} split of {dataset} is empty; try split=all")
-        path = _output_path(state, output, "evaluations", new_id("eval"))
-        started = time.monotonic()
-
-        async def progress(done: int, total: int, message: str) -> None:
-            await ctx.report_progress(done, total, message)
-
-        try:
-            tallies = await evaluation.evaluate(
-                state.client, state.images, examples, asked, path, progress=progress,
-                explain=lambda exc: describe(exc, endpoint=state.settings.endpoint, secret=state.secret))
-        except OSError as exc:
-            raise ToolError(f"cannot write {path}: {exc.strerror}") from None
-        rows = [_score_row(t) for t in tallies]
-        scored = [r for r in rows if r.score is not None]
-        best = max(scored, key=lambda r: r.score or 0.0).model if scored else None
-        table = ", ".join(f"{r.model}: {r.score:.3f}" if r.score is not None else f"{r.model}: failed" for r in rows)
-        return EvalReport(dataset=str(loaded.path), split=split, examples=len(examples), models=rows,
-                          best_model=best, output=str(path), elapsed_s=round(time.monotonic() - started, 2),
-                          message=f"{len(examples)} examples; {table}.")

@@ -1,0 +1,170 @@
+"""Dataset tools: import_dataset (COCO / YOLO to JSONL) and inspect_dataset, with their results. Thin: the logic is
+in datasets.py."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from .. import datasets
+from ..datasets import Dataset, DatasetError, Problem
+from .dataset_checks import DatasetPath, read_dataset
+from .errors import tool_errors
+from .results import compact
+
+if TYPE_CHECKING:
+    from mcp.server import MCPServer
+
+    from ..server import AppState
+
+MAX_PROBLEMS = 50  # listed in a report; the count says how many there were
+
+# ---- results ----------------------------------------------------------------------------------
+
+
+class ProblemOut(BaseModel):
+    line: int | None = Field(description="1-based line of the dataset file; null: the file as a whole.")
+    problem: str
+
+
+class DatasetCounts(BaseModel):
+    skill: dict[str, int] = Field(description="Examples per skill.")
+    object: dict[str, int] = Field(description="Examples per object (point/detect) or question (query), top 50.")
+    split: dict[str, int] = Field(description="Examples per split, after the automatic split of unsplit images.")
+
+
+class DatasetReport(BaseModel):
+    path: str
+    examples: int = Field(description="Lines that parsed as examples.")
+    images: int = Field(description="Distinct images.")
+    counts: DatasetCounts
+    split_given: bool = Field(description="Whether the file gives splits; if not, images are split 80/20 by a "
+                              "seeded hash, the same for every run and evaluation.")
+    urls_not_checked: int = Field(description="Images given as URLs: not downloaded by this check.")
+    problems: list[ProblemOut] = Field(description=f"Up to {MAX_PROBLEMS} problems; fix them before training.")
+    problem_count: int
+    samples: list[str] = Field(description="The first few lines as written.")
+    ready: bool = Field(description="True when there are no problems: start_training and evaluate accept it.")
+    message: str
+
+
+class ImportOut(BaseModel):
+    output: str = Field(description="The JSONL file written.")
+    examples: int
+    images: int
+    objects: dict[str, int] = Field(description="Examples per object name.")
+    skipped: int = Field(description="Annotations or images left out.")
+    skipped_reasons: list[str] = Field(description="Why, for the first few.")
+    message: str
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _state(ctx: Context) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def _problems(problems: list[Problem], limit: int = MAX_PROBLEMS) -> list[ProblemOut]:
+    return [ProblemOut(line=p.line, problem=p.message) for p in problems[:limit]]
+
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITE_FILE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                             open_world_hint=False)
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Import a COCO or YOLO dataset", annotations=WRITE_FILE)
+    @compact
+    async def import_dataset(
+        source: Annotated[str, Field(min_length=1, description=(
+            "coco: the annotations JSON file; yolo: the dataset folder (images/ and labels/, or both side by "
+            "side, with data.yaml or classes.txt). Inside the allowed directories."))],
+        format: Annotated[Literal["coco", "yolo"], Field(description="The source's format.")],
+        output: Annotated[str, Field(min_length=1, description=(
+            "Where to write the JSONL dataset (absolute path inside the allowed directories; replaced if it "
+            "exists). Image paths in it are relative to its folder when below it."))],
+        ctx: Context,
+        image_dir: Annotated[str | None, Field(description=(
+            "coco: the folder holding the images named by file_name; default: the JSON file's folder."))] = None,
+        classes: Annotated[list[str] | None, Field(description=(
+            "yolo: class names by index, when the folder has no data.yaml / classes.txt."))] = None,
+        split: Annotated[Literal["train", "eval"] | None, Field(description=(
+            "coco: give every example this split (e.g. eval for a val2017 file); yolo takes it from "
+            "train/ val/ test/ subfolders."))] = None,
+    ) -> ImportOut:
+        """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
+        image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
+        state = _state(ctx)
+        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+            target = state.images.check_path(output, for_writing=True)
+            if format == "coco":
+                json_path = state.images.check_path(source)
+                images_at = state.images.check_dir(image_dir) if image_dir else json_path.parent
+            else:
+                root = state.images.check_dir(source)
+
+        def run_import() -> datasets.Imported:
+            if format == "coco":
+                try:
+                    data = json.loads(json_path.read_text(encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
+                imported = datasets.from_coco(data, image_dir=images_at, output_dir=target.parent, split=split)
+            else:
+                imported = datasets.from_yolo(root, output_dir=target.parent, classes=classes)
+            if imported.records:
+                datasets.write_jsonl(target, imported.records)
+            return imported
+
+        try:
+            imported = await anyio.to_thread.run_sync(run_import)
+        except DatasetError as exc:
+            raise ToolError(str(exc)) from None
+        except OSError as exc:
+            raise ToolError(f"cannot import: {exc.strerror or exc}") from None
+        if not imported.records:
+            reasons = "; ".join(imported.skipped[:3])
+            raise ToolError(f"nothing to import from {source}: no image had a usable box"
+                            + (f" ({reasons})" if reasons else ""))
+        objects: dict[str, int] = {}
+        for record in imported.records:
+            objects[record["object"]] = objects.get(record["object"], 0) + 1
+        return ImportOut(
+            output=str(target), examples=len(imported.records), images=imported.images, objects=objects,
+            skipped=imported.skipped_count, skipped_reasons=imported.skipped,
+            message=f"wrote {len(imported.records)} detect examples from {imported.images} images to {target}"
+                    + (f"; {imported.skipped_count} left out" if imported.skipped_count else "")
+                    + ". Next: inspect_dataset.")
+
+    @server.tool(title="Inspect a dataset", annotations=READ)
+    @compact
+    async def inspect_dataset(path: DatasetPath, ctx: Context) -> DatasetReport:
+        """Check a JSONL dataset before training or evaluating: counts by skill, object and split, problems
+        (lines that do not parse, missing or unreadable images, boxes out of range or inverted, empty labels)
+        and a few sample lines.
+
+        Format, one JSON object a line: `image` (path relative to the file, absolute, or URL), `skill`
+        (query / point / detect), then for query `question` + `answer` (optional `choices` list and `match`:
+        exact / normalized (default) / regex / contains); for point `object` + `points` [{x, y}] or `boxes`;
+        for detect `object` + `boxes` [{x_min, y_min, x_max, y_max}] ([] = absent). Coordinates 0-1, origin
+        top-left. Optional `split`: train / eval; without it, images are split 80/20 by a fixed seeded hash."""
+        state = _state(ctx)
+        dataset, problems, urls = await read_dataset(state, path)
+        assigned = datasets.assign_splits(dataset.examples)
+        counted = Dataset(dataset.path, assigned, problems, dataset.samples).counts()
+        ready = not problems and bool(dataset.examples)
+        message = (f"{len(dataset.examples)} examples, ready to train and evaluate" if ready else
+                   f"{len(problems)} problem(s) to fix before training" if problems else "no examples")
+        return DatasetReport(
+            path=str(dataset.path), examples=len(dataset.examples), images=len({e.ref for e in dataset.examples}),
+            counts=DatasetCounts(**counted), split_given=any(e.split for e in dataset.examples),
+            urls_not_checked=urls, problems=_problems(problems), problem_count=len(problems),
+            samples=dataset.samples, ready=ready, message=message + ".")

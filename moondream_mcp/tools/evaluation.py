@@ -1,0 +1,171 @@
+"""The evaluate tool: models scored side by side on a labelled dataset, with its results. Thin: the logic is in
+evaluation.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from .. import datasets, evaluation
+from ..client.tuning import BASE_MODEL
+from ..datasets import Example
+from ..store import new_id
+from .dataset_checks import DatasetPath, read_dataset, refuse
+from .errors import describe, tool_errors
+from .results import compact
+
+if TYPE_CHECKING:
+    from mcp.server import MCPServer
+
+    from ..server import AppState
+
+# ---- parameters -------------------------------------------------------------------------------
+
+Split = Literal["eval", "train", "all"]
+
+# ---- results ----------------------------------------------------------------------------------
+
+
+class DetectMetrics(BaseModel):
+    examples: int
+    mean_iou: float = Field(description="Mean best-match IoU (extra and missed boxes count as 0).")
+    f1: float = Field(description="F1 of boxes matched at IoU >= 0.5.")
+    precision: float
+    recall: float
+
+
+class PointMetrics(BaseModel):
+    examples: int
+    hit_rate: float = Field(description="Points inside a label box or within 0.05 of a label point, matched one "
+                            "to one; extra and missed points count as misses.")
+
+
+class QueryMetrics(BaseModel):
+    examples: int
+    accuracy: float = Field(description="Share of answers right by each label's match rule.")
+
+
+class ModelScore(BaseModel):
+    model: str
+    score: float | None = Field(description="Mean example score, 0-1; null if no example could be scored.")
+    examples: int = Field(description="Examples scored.")
+    errors: int = Field(description="Examples that failed (see the JSONL for each error).")
+    detect: DetectMetrics | None = None
+    point: PointMetrics | None = None
+    query: QueryMetrics | None = None
+    first_error: str | None = None
+
+
+class EvalReport(BaseModel):
+    dataset: str
+    split: str
+    examples: int
+    models: list[ModelScore] = Field(description="One row per model, in the order asked (base model first).")
+    best_model: str | None
+    output: str = Field(description="JSONL, one line per (example, model): prediction, score, details or error.")
+    elapsed_s: float
+    message: str
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _state(ctx: Context) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def _output_path(state: AppState, output: str | None, folder: str, stem: str) -> Path:
+    with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        if output is not None:
+            return state.images.check_path(output, for_writing=True)
+    path = state.settings.data_dir / folder / f"{stem}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _model_label(model: str | None) -> str | None:
+    """None for the base model, the checkpoint string otherwise."""
+    if model is None:
+        return None
+    model = model.strip()
+    return None if model.lower() in ("base", BASE_MODEL) else model
+
+
+def _score_row(tally: evaluation.Tally) -> ModelScore:
+    metrics = tally.metrics()
+    return ModelScore(
+        model=tally.model, score=None if tally.score is None else round(tally.score, 4), examples=tally.examples,
+        errors=tally.errors, first_error=tally.first_error,
+        detect=DetectMetrics(**metrics["detect"]) if "detect" in metrics else None,
+        point=PointMetrics(**metrics["point"]) if "point" in metrics else None,
+        query=QueryMetrics(**metrics["query"]) if "query" in metrics else None,
+    )
+
+
+# Destructive: an existing file named as `output` is replaced.
+EVALUATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Evaluate models on a dataset", annotations=EVALUATE)
+    @compact
+    async def evaluate(
+        dataset: DatasetPath,
+        ctx: Context,
+        models: Annotated[list[str] | None, Field(max_length=8, description=(
+            "Finetuned checkpoints to compare, as `moondream3-preview/{finetune_id}@{step}` (from "
+            "training_status or list_checkpoints)."))] = None,
+        include_base: Annotated[bool, Field(description="Also evaluate the base model (first row).")] = True,
+        split: Annotated[Split, Field(description="Which examples: the eval split (default), train, or all.")]
+        = "eval",
+        limit: Annotated[int | None, Field(ge=1, description="At most this many examples (the first of the "
+                                           "split).")] = None,
+        output: Annotated[str | None, Field(description=(
+            "Where to write the per-example JSONL (inside the allowed directories); default: a new file in "
+            "the server's data directory."))] = None,
+    ) -> EvalReport:
+        """Score models side by side on a labelled dataset, at temperature 0: detect by mean best-match IoU
+        and F1 at IoU 0.5; point by hit rate (inside a label box, or within 0.05 of a label point); query by
+        accuracy under each label's match rule. Returns one row per model and a per-example JSONL path.
+        Requests run concurrently within the rate limit; progress is reported as answers come in."""
+        state = _state(ctx)
+        asked: list[str | None] = [None] if include_base else []
+        for model in models or []:
+            label = _model_label(model)
+            if label not in asked:
+                asked.append(label)
+        if not asked:
+            raise ToolError("nothing to evaluate: give models, or include_base=true")
+        loaded, problems, _ = await read_dataset(state, dataset)
+        if problems:
+            raise refuse("cannot evaluate", dataset, problems)
+        examples: list[Example] = datasets.select(loaded.examples, split)
+        if limit is not None:
+            examples = examples[:limit]
+        if not examples:
+            raise ToolError(f"the {split} split of {dataset} is empty; try split=all")
+        path = _output_path(state, output, "evaluations", new_id("eval"))
+        started = time.monotonic()
+
+        async def progress(done: int, total: int, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        try:
+            tallies = await evaluation.evaluate(
+                state.client, state.images, examples, asked, path, progress=progress,
+                explain=lambda exc: describe(exc, endpoint=state.settings.endpoint, secret=state.secret))
+        except OSError as exc:
+            raise ToolError(f"cannot write {path}: {exc.strerror}") from None
+        rows = [_score_row(t) for t in tallies]
+        scored = [r for r in rows if r.score is not None]
+        best = max(scored, key=lambda r: r.score or 0.0).model if scored else None
+        table = ", ".join(f"{r.model}: {r.score:.3f}" if r.score is not None else f"{r.model}: failed" for r in rows)
+        return EvalReport(dataset=str(loaded.path), split=split, examples=len(examples), models=rows,
+                          best_model=best, output=str(path), elapsed_s=round(time.monotonic() - started, 2),
+                          message=f"{len(examples)} examples; {table}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,14 @@ API_KEY = "md-test-key-0123456789abcdef"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the environment: a developer's own MOONDREAM_* variables must not reach the tests."""
+    for name in list(os.environ):
+        if name.startswith("MOONDREAM"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

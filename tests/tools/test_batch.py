@@ -12,6 +12,7 @@ from mcp import Client
 from moondream_mcp.config import Settings
 from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.server import build_server
+from tests.calls import call
 from tests.conftest import API_KEY
 from tests.pictures import assert_box, canvas, save
 
@@ -26,12 +27,6 @@ def shoot(folder: Path, count: int) -> list[tuple[str, tuple[float, float, float
         box = (0.05 + 0.08 * i % 0.6, 0.1, 0.3 + 0.08 * i % 0.6, 0.5)
         made.append((save(canvas((200, 150), [("red", box)]), folder / f"img{i:03}.png"), box))
     return made
-
-
-async def call(client: Client, tool: str, **arguments: object) -> dict:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
 
 
 def lines(path: str) -> list[dict]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anyio
 import pytest
 from mcp import Client
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
+from tests.calls import call
 from tests.pictures import assert_box, canvas, save
 
 pytestmark = pytest.mark.anyio
@@ -30,13 +30,6 @@ def photos(folder: Path, count: int) -> dict[str, tuple[float, float, float, flo
         box = (0.1 + 0.05 * i, 0.2, 0.4 + 0.05 * i, 0.6)
         made[save(canvas((400, 300), [("red", box)]), folder / f"p{i}.jpg", quality=95)] = box
     return made
-
-
-async def call(client: Client, tool: str, **arguments: object) -> dict:
-    with anyio.fail_after(60):
-        result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
 
 
 async def test_a_batch_job_round_trips_with_every_result_mapped_to_its_image(

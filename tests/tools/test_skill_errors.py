@@ -5,27 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import anyio
 import pytest
 from mcp import Client
 from pydantic import SecretStr
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
+from tests.calls import refusal
 from tests.conftest import API_KEY
 from tests.pictures import canvas, save
 
 pytestmark = pytest.mark.anyio
-
-
-async def failure(client: Client, tool: str, **arguments: object) -> str:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    text = result.content[0].text
-    assert API_KEY not in text
-    assert "Traceback" not in text
-    return text
 
 
 @pytest.fixture
@@ -34,16 +24,17 @@ def square(workdir: Path) -> str:
 
 
 async def test_without_a_key_the_tools_are_listed_but_calls_name_the_setting(workdir: Path, square: str) -> None:
-    settings = Settings(api_key=None, endpoint="https://api.moondream.ai/v1", allowed_dirs=[workdir])
+    settings = Settings(api_key=None, endpoint="https://api.moondream.ai/v1", allowed_dirs=[workdir],
+                        data_dir=workdir.parent / "data")
     async with Client(build_server(settings)) as client:
         assert len((await client.list_tools()).tools) >= 5
-        text = await failure(client, "detect", image=square, object="red")
+        text = await refusal(client, "detect", image=square, object="red")
     assert "MOONDREAM_API_KEY" in text and "MOONDREAM_ENDPOINT" in text
 
 
 async def test_a_wrong_key_is_reported_as_refused(settings: Settings, square: str) -> None:
     async with Client(build_server(settings.model_copy(update={"api_key": SecretStr("wrong")}))) as client:
-        text = await failure(client, "detect", image=square, object="red")
+        text = await refusal(client, "detect", image=square, object="red")
     assert "401" in text and "MOONDREAM_API_KEY" in text
 
 
@@ -78,24 +69,24 @@ async def test_a_dropped_connection_is_retried(client: Client, square: str, emul
 
 async def test_a_plain_text_cloudflare_error_is_reported_after_retries(client: Client, square: str, emulator) -> None:
     emulator.emulator.inject(524, body="error code: 524", times=10, path="/detect")
-    text = await failure(client, "detect", image=square, object="red")
+    text = await refusal(client, "detect", image=square, object="red")
     assert "524" in text and "error code: 524" in text
 
 
 async def test_a_413_is_reported_as_too_large(client: Client, square: str, emulator) -> None:
     emulator.emulator.inject(413, path="/detect")
-    text = await failure(client, "detect", image=square, object="red")
+    text = await refusal(client, "detect", image=square, object="red")
     assert "413" in text and "too large" in text
 
 
 async def test_a_bad_request_passes_the_api_message_on(client: Client, square: str) -> None:
-    text = await failure(client, "detect", image=square, object="red", model="no-such-model")
+    text = await refusal(client, "detect", image=square, object="red", model="no-such-model")
     assert "400" in text
 
 
 async def test_a_file_outside_the_allowed_directories_is_refused(client: Client, tmp_path: Path) -> None:
     outside = save(canvas(), tmp_path / "elsewhere.png")
-    text = await failure(client, "detect", image=outside, object="red")
+    text = await refusal(client, "detect", image=outside, object="red")
     assert "outside the allowed directories" in text and "elsewhere.png" in text
 
 
@@ -104,20 +95,20 @@ async def test_a_symlink_escaping_the_allowed_directories_is_refused(
 ) -> None:
     target = save(canvas(), tmp_path / "secret.png")
     (workdir / "innocent.png").symlink_to(target)
-    text = await failure(client, "detect", image=str(workdir / "innocent.png"), object="red")
+    text = await refusal(client, "detect", image=str(workdir / "innocent.png"), object="red")
     assert "outside the allowed directories" in text
 
 
 async def test_a_fifo_is_refused_without_hanging(client: Client, workdir: Path) -> None:
     fifo = workdir / "pipe.jpg"
     os.mkfifo(fifo)
-    text = await failure(client, "detect", image=str(fifo), object="red")
+    text = await refusal(client, "detect", image=str(fifo), object="red")
     assert "pipe.jpg" in text
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/cat.jpg", "http://169.254.169.254/latest/meta-data/"])
 async def test_urls_to_private_addresses_are_refused(client: Client, url: str, emulator) -> None:
-    text = await failure(client, "detect", image=url, object="red")
+    text = await refusal(client, "detect", image=url, object="red")
     assert "private" in text or "not allowed" in text
     assert emulator.emulator.requests == []
 
@@ -125,11 +116,11 @@ async def test_urls_to_private_addresses_are_refused(client: Client, url: str, e
 async def test_a_corrupt_image_is_refused_naming_the_file(client: Client, workdir: Path) -> None:
     path = workdir / "broken.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg " * 20)
-    text = await failure(client, "caption", image=str(path))
+    text = await refusal(client, "caption", image=str(path))
     assert "broken.jpg" in text and "this is not really" not in text
 
 
 async def test_the_key_never_appears_even_when_the_api_echoes_it(client: Client, square: str, emulator) -> None:
     emulator.emulator.inject(400, body=f"bad key {API_KEY} in request", path="/detect")
-    text = await failure(client, "detect", image=square, object="red")
+    text = await refusal(client, "detect", image=square, object="red")
     assert "***" in text

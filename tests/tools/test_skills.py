@@ -10,17 +10,12 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from tests.calls import call
 from tests.pictures import assert_box, canvas, save
 
 pytestmark = pytest.mark.anyio
 
 RED = (0.25, 0.2, 0.5, 0.6)
-
-
-async def call(client: Client, tool: str, **arguments: object) -> dict:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
 
 
 def picture(result) -> Image.Image:

@@ -15,6 +15,7 @@ from mcp import Client, StdioServerParameters
 from moondream_mcp.client import rawjson
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
+from tests.calls import call, refusal
 from tests.pictures import assert_box, canvas, save
 from tests.test_cli import server_env
 
@@ -22,19 +23,6 @@ pytestmark = pytest.mark.anyio
 
 ORANGE = (0.3, 0.25, 0.6, 0.7)
 TRUTH = {"boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), ORANGE))]}
-
-
-async def call(client: Client, tool: str, **arguments: object) -> dict:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
-async def refusal(client: Client, tool: str, **arguments: object) -> str:
-    with anyio.fail_after(20):
-        result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    return result.content[0].text
 
 
 def unique(prefix: str = "ft") -> str:

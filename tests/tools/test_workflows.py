@@ -17,24 +17,11 @@ from PIL import Image
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
+from tests.calls import call, refusal
 from tests.labelled import as_box, detect_dataset, query_dataset, write_jsonl
 from tests.pictures import canvas, save
 
 pytestmark = pytest.mark.anyio
-
-
-async def call(client: Client, tool: str, **arguments: object) -> dict:
-    with anyio.fail_after(60):
-        result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
-async def refusal(client: Client, tool: str, **arguments: object) -> str:
-    with anyio.fail_after(20):
-        result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    return result.content[0].text
 
 
 def unique(prefix: str = "run") -> str:

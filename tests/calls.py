@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import anyio
 from mcp import Client
 
@@ -27,3 +29,8 @@ async def refusal(client: Client, tool: str, **arguments: object) -> str:
     assert API_KEY not in text
     assert "Traceback" not in text
     return text
+
+
+def unique(prefix: str = "ft") -> str:
+    """A finetune name no other test uses (the session's emulator keeps every finetune)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"

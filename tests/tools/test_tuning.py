@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from pathlib import Path
 from statistics import mean
 
@@ -15,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from moondream_mcp.client import rawjson
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import call, refusal
+from tests.calls import call, refusal, unique
 from tests.pictures import assert_box, canvas, save
 from tests.test_cli import server_env
 
@@ -24,9 +23,6 @@ pytestmark = pytest.mark.anyio
 ORANGE = (0.3, 0.25, 0.6, 0.7)
 TRUTH = {"boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), ORANGE))]}
 
-
-def unique(prefix: str = "ft") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
-"""Datasets, training runs and evaluation through the protocol, against the emulator's learning dynamic."""
+"""Training runs through the protocol, against the emulator's learning dynamic: rise, save, stop, resume."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
@@ -17,15 +16,12 @@ from PIL import Image
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import call, refusal
+from tests.calls import call, refusal, unique
 from tests.labelled import as_box, detect_dataset, query_dataset, write_jsonl
 from tests.pictures import canvas, save
 
 pytestmark = pytest.mark.anyio
 
-
-def unique(prefix: str = "run") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def wait_for(client: Client, run_id: str, done: Callable[[dict], bool]) -> dict:
@@ -43,76 +39,6 @@ def finished(status: dict) -> bool:
 
 def applied(emulator, finetune_id: str) -> list[int]:
     return [s.step for s in emulator.emulator.train_steps if s.finetune_id == finetune_id]
-
-
-# ---- datasets ---------------------------------------------------------------------------------
-
-
-async def test_a_coco_file_imports_as_detect_lines_that_inspect_as_ready(client: Client, workdir: Path) -> None:
-    (workdir / "coco").mkdir()
-    save(canvas((200, 100), [("red", (0.1, 0.1, 0.6, 0.6))]), workdir / "coco" / "one.png")
-    save(canvas((100, 100), [("blue", (0.2, 0.2, 0.4, 0.4))]), workdir / "coco" / "two.png")
-    coco = {
-        "images": [{"id": 1, "file_name": "one.png", "width": 200, "height": 100},
-                   {"id": 2, "file_name": "two.png", "width": 100, "height": 100}],
-        "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "blue box"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 10, 100, 50]},
-                        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [20, 20, 20, 20]}],
-    }
-    (workdir / "coco" / "instances.json").write_text(json.dumps(coco))
-    out = await call(client, "import_dataset", source=str(workdir / "coco" / "instances.json"), format="coco",
-                     output=str(workdir / "boxes.jsonl"))
-    assert (out["examples"], out["images"], out["objects"]) == (2, 2, {"red box": 1, "blue box": 1})
-    lines = [json.loads(line) for line in (workdir / "boxes.jsonl").read_text().splitlines()]
-    assert lines[0] == {"image": "coco/one.png", "skill": "detect", "object": "red box",
-                        "boxes": [{"x_min": 0.1, "y_min": 0.1, "x_max": 0.6, "y_max": 0.6}]}
-
-    report = await call(client, "inspect_dataset", path=str(workdir / "boxes.jsonl"))
-    assert report["ready"] is True and report["problems"] == []
-    assert report["counts"]["skill"] == {"detect": 2}
-    assert sorted(report["counts"]["split"].values()) == [1, 1]  # two images: one held out for eval
-
-
-async def test_import_refuses_to_write_outside_the_allowed_directories(
-    client: Client, workdir: Path, tmp_path: Path
-) -> None:
-    (workdir / "yolo").mkdir()
-    text = await refusal(client, "import_dataset", source=str(workdir / "yolo"), format="yolo",
-                         output=str(tmp_path / "elsewhere.jsonl"), classes=["a"])
-    assert "outside the allowed directories" in text
-    assert not (tmp_path / "elsewhere.jsonl").exists()
-
-
-async def test_inspect_lists_each_problem_and_a_run_with_problems_is_refused(
-    client: Client, workdir: Path, emulator
-) -> None:
-    save(canvas(), workdir / "good.png")
-    (workdir / "broken.png").write_text("not an image")
-    path = write_jsonl(workdir / "bad.jsonl", [
-        {"image": "good.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.2, 0.5, 0.6))]},
-        {"image": "missing.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.2, 0.5, 0.6))]},
-        {"image": "broken.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.2, 0.5, 0.6))]},
-        {"image": "good.png", "skill": "detect", "object": "red", "boxes": [[0.5, 0.2, 0.25, 0.6]]},
-        {"image": "good.png", "skill": "point", "object": "red", "points": [[0.5, 1.2]]},
-        {"image": "good.png", "skill": "query", "question": "What colour?", "answer": ""},
-    ])
-    report = await call(client, "inspect_dataset", path=str(path))
-    assert report["ready"] is False and report["problem_count"] == 5
-    assert [(p["line"], p["problem"].split(":")[0]) for p in report["problems"]] == [
-        (4, "box [0.5, 0.2, 0.25, 0.6] is inverted or empty"),
-        (5, "point [0.5, 1.2] is out of range"),
-        (6, "empty label"),
-        (2, "file not found"),
-        (3, "unreadable image"),
-    ]
-    assert report["examples"] == 3 and len(report["samples"]) == 3
-
-    text = await refusal(client, "start_training", dataset=str(path), name=unique("refused"), steps=2)
-    assert "5 problem(s)" in text and "line 4" in text and "inspect_dataset" in text
-    assert not [r for r in emulator.emulator.requests if "/tuning/" in r.path]
-
-
-# ---- runs -------------------------------------------------------------------------------------
 
 
 async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_base_model(
@@ -282,69 +208,3 @@ async def test_a_second_run_on_a_busy_finetune_is_refused(client: Client, workdi
     assert "already training" in text and started["run_id"] in text
     await call(client, "stop_training", run_id=started["run_id"])
     await wait_for(client, started["run_id"], finished)
-
-
-# ---- evaluation -------------------------------------------------------------------------------
-
-
-async def test_evaluate_reports_progress_and_scores_every_skill(client: Client, workdir: Path) -> None:
-    save(canvas((160, 120), [("red", (0.25, 0.25, 0.5, 0.75))]), workdir / "red.png")
-    path = write_jsonl(workdir / "mixed.jsonl", [
-        {"image": "red.png", "skill": "detect", "object": "red", "boxes": [as_box((0.25, 0.25, 0.5, 0.75))]},
-        {"image": "red.png", "skill": "point", "object": "red", "boxes": [as_box((0.25, 0.25, 0.5, 0.75))]},
-        {"image": "red.png", "skill": "query", "question": "How many red shapes?", "answer": "one"},
-        {"image": "red.png", "skill": "query", "question": "How many red shapes?", "answer": "two"},
-    ])
-    seen: list[tuple[float, float | None]] = []
-
-    async def progress(done: float, total: float | None, message: str | None) -> None:
-        seen.append((done, total))
-
-    with anyio.fail_after(30):
-        result = await client.call_tool("evaluate", {"dataset": str(path), "split": "all",
-                                                     "output": str(workdir / "scores.jsonl")},
-                                        progress_callback=progress)
-    assert not result.is_error, result.content[0].text
-    [base] = result.structured_content["models"]
-    assert base["detect"] == {"examples": 1, "mean_iou": 1.0, "f1": 1.0, "precision": 1.0, "recall": 1.0}
-    assert base["point"] == {"examples": 1, "hit_rate": 1.0}
-    assert base["query"] == {"examples": 2, "accuracy": 0.5}
-    assert base["score"] == pytest.approx(0.75)  # the mean of the four examples: 1, 1, 1, 0
-    assert seen[-1] == (4, 4) and [d for d, _ in seen] == sorted(d for d, _ in seen)
-    lines = [json.loads(line) for line in (workdir / "scores.jsonl").read_text().splitlines()]
-    assert sorted(line["line"] for line in lines) == [1, 2, 3, 4]
-
-
-async def test_evaluating_an_unknown_checkpoint_reports_its_errors_beside_the_base_model(
-    client: Client, workdir: Path
-) -> None:
-    dataset = detect_dataset(workdir, count=3)
-    report = await call(client, "evaluate", dataset=str(dataset), split="all",
-                        models=["moondream3-preview/01NOSUCHFINETUNE0000000000@3"])
-    base, unknown = report["models"]
-    assert base["examples"] == 3 and base["errors"] == 0
-    assert unknown["examples"] == 0 and unknown["errors"] == 3 and unknown["score"] is None
-    assert unknown["first_error"]
-
-
-# ---- guides -----------------------------------------------------------------------------------
-
-
-async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource(
-    client: Client, workdir: Path
-) -> None:
-    prompts = {p.name for p in (await client.list_prompts()).prompts}
-    assert {"finetune-detector", "finetune-query"} <= prompts
-    guide = await client.get_prompt("finetune-detector", {"dataset": "/data/boxes.jsonl"})
-    text = guide.messages[0].content.text
-    for tool in ("inspect_dataset", "evaluate", "start_training", "training_status", "model="):
-        assert tool in text
-    assert text.index("inspect_dataset") < text.index("start_training") < text.index("training_status")
-
-    dataset = detect_dataset(workdir, count=3)
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
-    await wait_for(client, started["run_id"], finished)
-    read = await client.read_resource(started["log"])
-    log = json.loads(read.contents[0].text)
-    assert (log["run_id"], log["state"], [s["step"] for s in log["steps"]]) == (started["run_id"], "completed", [1, 2])

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import pytest
 from mcp import Client
 
-from tests.calls import call
+from tests.calls import call, unique
 from tests.labelled import detect_dataset
+from tests.watching import finished, wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-def unique(prefix: str = "run") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def wait_for(client: Client, run_id: str, done: Callable[[dict], bool]) -> dict:
-    """The run's status once `done` holds; training_status itself waits for the next change (no sleeping)."""
-    with anyio.fail_after(40):
-        while True:
-            status = await call(client, "training_status", run_id=run_id, wait_seconds=10, history=1000)
-            if done(status):
-                return status
-
-
-def finished(status: dict) -> bool:
-    return status["state"] != "running"
-
-
-def applied(emulator, finetune_id: str) -> list[int]:
-    return [s.step for s in emulator.emulator.train_steps if s.finetune_id == finetune_id]
 
 
 async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource(

@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
-import anyio
 import pytest
 from mcp import Client
 from PIL import Image
@@ -19,26 +17,9 @@ from moondream_mcp.server import build_server
 from tests.calls import call, refusal, unique
 from tests.labelled import as_box, detect_dataset, query_dataset, write_jsonl
 from tests.pictures import canvas, save
+from tests.watching import applied, finished, wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-
-async def wait_for(client: Client, run_id: str, done: Callable[[dict], bool]) -> dict:
-    """The run's status once `done` holds; training_status itself waits for the next change (no sleeping)."""
-    with anyio.fail_after(40):
-        while True:
-            status = await call(client, "training_status", run_id=run_id, wait_seconds=10, history=1000)
-            if done(status):
-                return status
-
-
-def finished(status: dict) -> bool:
-    return status["state"] != "running"
-
-
-def applied(emulator, finetune_id: str) -> list[int]:
-    return [s.step for s in emulator.emulator.train_steps if s.finetune_id == finetune_id]
 
 
 async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_base_model(

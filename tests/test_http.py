@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -12,13 +11,13 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from moondream_mcp import cli
 from moondream_mcp.config import Settings
+from moondream_mcp.emulator.serve import serving_app
 from moondream_mcp.http_transport import HTTPConfigError, allowed_hosts, http_app, is_loopback
 from moondream_mcp.server import build_server
 from tests.conftest import API_KEY
@@ -32,38 +31,16 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that says when it is accepting connections."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
 @contextmanager
 def serving(settings: Settings, host: str = "127.0.0.1") -> Iterator[str]:
     """The server over HTTP on a free port of 127.0.0.1, as `serve --transport http --host HOST` builds it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
     port = sock.getsockname()[1]
+    sock.close()  # only to learn a free port: the app's allowed Host values are built from it
     app = http_app(build_server(settings), settings, host=host, port=port)
-    server = _Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
-                                    timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mcp-http", daemon=True)
-    thread.start()
-    try:
-        if not server.ready.wait(15):
-            raise RuntimeError("the HTTP server did not start")
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    with serving_app(app, port=port, lifespan="on") as origin:
+        yield f"{origin}/mcp"
 
 
 @pytest.fixture

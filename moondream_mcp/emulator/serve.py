@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 import uvicorn.config
@@ -50,10 +51,31 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _base_url(sock: socket.socket) -> str:
+def _origin(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/v1"
+    return f"http://{shown}:{port}"
+
+
+@contextmanager
+def serving_app(app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off") -> Iterator[str]:
+    """Serve any ASGI app on host:port (0: any free port) in a background thread; yields its origin URL."""
+    sock = _listening_socket(host, port)
+    # log_config=None: leave the process's logging alone (pytest captures uvicorn's records as they are).
+    config = uvicorn.Config(app, lifespan=lifespan, log_config=None, access_log=False, timeout_graceful_shutdown=1)
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="asgi-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.ready.wait(0.05):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+        yield _origin(sock)
+    finally:
+        server.should_exit = True
+        thread.join(_STOP_TIMEOUT)
+        sock.close()
 
 
 @contextmanager
@@ -62,26 +84,8 @@ def running_emulator(
 ) -> Iterator[RunningEmulator]:
     """Serve an emulator on host:port (0: any free port) in a background thread while the block runs."""
     emulator = emulator if emulator is not None else Emulator()
-    sock = _listening_socket(host, port)
-    # log_config=None: leave the process's logging alone (pytest captures uvicorn's records as they are).
-    config = uvicorn.Config(
-        emulator.app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1
-    )
-    server = _Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="moondream-emulator", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not server.ready.wait(0.05):
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator did not start")
-        yield RunningEmulator(emulator=emulator, url=_base_url(sock))
-    finally:
-        server.should_exit = True
-        thread.join(_STOP_TIMEOUT)
-        sock.close()
+    with serving_app(emulator.app, host=host, port=port) as origin:
+        yield RunningEmulator(emulator=emulator, url=f"{origin}/v1")
 
 
 def config_from_args(

@@ -104,17 +104,24 @@ def caption_answer(
     return {"caption": caption, "finish_reason": finish_reason, "metrics": metrics}
 
 
-def detect_answer(
+def _found(
     body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
-) -> dict[str, Any]:
-    """{objects}."""
+) -> tuple[Any, Any, list[Any]]:
+    """What detect and point share: the checked request, the policy answering, the regions named."""
     data = read_image(body, True)
     object_text = validation.text(body, "object")
     settings = validation.settings(body)
     policy = validation.model(body, checkpoint_policy)
     assert data is not None
     sight = sight_of(data)
-    regions = matching(sight.scene, object_text)[: settings.max_objects]
+    return sight, policy, matching(sight.scene, object_text)[: settings.max_objects]
+
+
+def detect_answer(
+    body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
+) -> dict[str, Any]:
+    """{objects}."""
+    sight, policy, regions = _found(body, read_image, checkpoint_policy)
     return {"objects": [_box(policy.box(r, sight.digest)) for r in regions]}
 
 
@@ -122,13 +129,7 @@ def point_answer(
     body: dict[str, Any], read_image: ImageReader, checkpoint_policy: validation.CheckpointLookup
 ) -> dict[str, Any]:
     """{points}."""
-    data = read_image(body, True)
-    object_text = validation.text(body, "object")
-    settings = validation.settings(body)
-    policy = validation.model(body, checkpoint_policy)
-    assert data is not None
-    sight = sight_of(data)
-    regions = matching(sight.scene, object_text)[: settings.max_objects]
+    sight, policy, regions = _found(body, read_image, checkpoint_policy)
     placed = [policy.point(r, sight.digest) for r in regions]
     return {"points": [{"x": round(x, 6), "y": round(y, 6)} for x, y in placed]}
 

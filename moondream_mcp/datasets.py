@@ -112,38 +112,36 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def _box(value: Any) -> Box:
+def _coordinates(value: Any, keys: tuple[str, ...], what: str) -> tuple[float, ...]:
+    """{key: number, ...} or [number, ...] in `keys` order, each normalized 0-1."""
     if isinstance(value, dict):
         try:
-            raw = [value[k] for k in ("x_min", "y_min", "x_max", "y_max")]
+            raw = [value[k] for k in keys]
         except KeyError:
-            raise ValueError("a box needs x_min, y_min, x_max, y_max") from None
-    elif isinstance(value, list) and len(value) == 4:
+            raise ValueError(f"a {what} needs {_listed(keys)}") from None
+    elif isinstance(value, list) and len(value) == len(keys):
         raw = value
     else:
-        raise ValueError("a box is {x_min, y_min, x_max, y_max} or [x_min, y_min, x_max, y_max]")
-    box = tuple(_number(v, "a box coordinate") for v in raw)
-    if not all(0 <= v <= 1 for v in box):
-        raise ValueError(f"box {list(box)} is out of range: coordinates are normalized 0-1")
+        raise ValueError(f"a {what} is {{{', '.join(keys)}}} or [{', '.join(keys)}]")
+    numbers = tuple(_number(v, f"a {what} coordinate") for v in raw)
+    if not all(0 <= v <= 1 for v in numbers):
+        raise ValueError(f"{what} {list(numbers)} is out of range: coordinates are normalized 0-1")
+    return numbers
+
+
+def _listed(keys: tuple[str, ...]) -> str:
+    return " and ".join(keys) if len(keys) == 2 else ", ".join(keys)
+
+
+def _box(value: Any) -> Box:
+    box = _coordinates(value, ("x_min", "y_min", "x_max", "y_max"), "box")
     if box[0] >= box[2] or box[1] >= box[3]:
         raise ValueError(f"box {list(box)} is inverted or empty: x_min < x_max and y_min < y_max")
     return box  # type: ignore[return-value]
 
 
 def _point(value: Any) -> Point:
-    if isinstance(value, dict):
-        try:
-            raw = [value["x"], value["y"]]
-        except KeyError:
-            raise ValueError("a point needs x and y") from None
-    elif isinstance(value, list) and len(value) == 2:
-        raw = value
-    else:
-        raise ValueError("a point is {x, y} or [x, y]")
-    point = tuple(_number(v, "a point coordinate") for v in raw)
-    if not all(0 <= v <= 1 for v in point):
-        raise ValueError(f"point {list(point)} is out of range: coordinates are normalized 0-1")
-    return point  # type: ignore[return-value]
+    return _coordinates(value, ("x", "y"), "point")  # type: ignore[return-value]
 
 
 def _text(record: dict[str, Any], key: str, skill: str) -> str:

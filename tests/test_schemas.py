@@ -20,6 +20,7 @@ accepted by today's API, so they are not on that list.)
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -95,17 +96,26 @@ def _strict(node: dict[str, Any], root: dict[str, Any], where: str) -> dict[str,
     return node
 
 
+# Values under these keys are data, not schemas: nothing inside them is walked.
+DATA_KEYS = ("enum", "const", "default", "required", "examples")
+
+
+def _nodes(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema object in `node`, with its JSON-pointer-ish location."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _nodes(item, f"{where}/{i}")
+    elif isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            if key not in DATA_KEYS:
+                yield from _nodes(value, f"{where}/{key}")
+
+
 def problems(schema: dict[str, Any]) -> list[str]:
     """What the strict schema still gets wrong: open or partly-required objects, unsupported keywords."""
     found: list[str] = []
-
-    def walk(node: Any, where: str) -> None:
-        if isinstance(node, list):
-            for i, item in enumerate(node):
-                walk(item, f"{where}/{i}")
-            return
-        if not isinstance(node, dict):
-            return
+    for where, node in _nodes(schema):
         for keyword in UNSUPPORTED & node.keys():
             found.append(f"{where}: {keyword} is not supported in strict mode")
         if len(node.get("allOf", [])) > 1:
@@ -120,35 +130,18 @@ def problems(schema: dict[str, Any]) -> list[str]:
                 _resolve(schema, node["$ref"])
             except NotStrict as exc:
                 found.append(f"{where}: {exc}")
-        for key, value in node.items():
-            if key not in ("enum", "const", "default", "required", "examples"):
-                walk(value, f"{where}/{key}")
-
-    walk(schema, "#")
     return found
 
 
 def undescribed(schema: dict[str, Any]) -> list[str]:
     """Properties, at any depth ($defs included), with no description for the model to read."""
     missing: list[str] = []
-
-    def walk(node: Any, where: str) -> None:
-        if isinstance(node, list):
-            for i, item in enumerate(node):
-                walk(item, f"{where}/{i}")
-            return
-        if not isinstance(node, dict):
-            return
+    for where, node in _nodes(schema):
         for name, prop in (node.get("properties") or {}).items():
             described = prop.get("description") or (
                 "$ref" in prop and _resolve(schema, prop["$ref"]).get("description"))
             if not (isinstance(described, str) and described.strip()):
                 missing.append(f"{where}/properties/{name}")
-        for key, value in node.items():
-            if key not in ("enum", "const", "default", "required", "examples"):
-                walk(value, f"{where}/{key}")
-
-    walk(schema, "#")
     return missing
 
 

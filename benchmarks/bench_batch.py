@@ -22,8 +22,8 @@ import anyio
 from mcp import Client
 from PIL import Image, ImageDraw
 
+from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.server import build_server
 
 KEY = "bench-key"

@@ -25,8 +25,8 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from PIL import Image, ImageDraw
 
+from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.images.encode import prepare
 from moondream_mcp.server import build_server
 

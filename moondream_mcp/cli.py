@@ -74,10 +74,10 @@ def _doctor(args: argparse.Namespace) -> None:
 
 
 def _emulator(args: argparse.Namespace) -> None:
-    from .emulator.serve import config_from_args, serve_forever
+    # The emulator is its own package, imported only to launch it; its own parser reads its flags.
+    from moondream_emulator.cli import main as emulator_main
 
-    serve_forever(args.host, args.port, config_from_args(
-        keys=args.keys, no_auth=args.no_auth, latency=args.latency, rate_limit=args.rate_limit))
+    emulator_main(args.emulator_args, prog="moondream-mcp emulator")
 
 
 def _tools(args: argparse.Namespace) -> None:
@@ -107,14 +107,11 @@ def parser() -> argparse.ArgumentParser:
     for flag, field, options in SERVE_FLAGS:
         doctor.add_argument(flag, dest=field, default=argparse.SUPPRESS, **options)
 
-    emulator = commands.add_parser("emulator", help="run the local Moondream API emulator (for tests, offline use)")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=2021)
-    emulator.add_argument("--keys", default=None, help="comma-separated accepted keys (env MOONDREAM_EMULATOR_KEYS);"
-                          " none: any non-empty key")
-    emulator.add_argument("--no-auth", action="store_true", help="Station-like: no key, errors as HTTP 200")
-    emulator.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
-    emulator.add_argument("--rate-limit", type=float, default=None, help="requests per second per key")
+    # Everything after `emulator` (--help included) goes as is to the emulator's own parser: no prefix char
+    # here, so no argument reads as an option of this one.
+    emulator = commands.add_parser("emulator", help="run the local Moondream API emulator (for tests, offline use)",
+                                   add_help=False, prefix_chars="\0")
+    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
 
     tools = commands.add_parser("tools", help="print the tool manifest (tools.json)")
     tools.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -12,6 +13,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CLOUD_ENDPOINT = "https://api.moondream.ai/v1"
 STATION_ENDPOINT = "http://localhost:2020/v1"
+IN_FLIGHT = 8  # API requests one job keeps in flight; the client's shared rate limiter paces them
+
+
+def is_cloud(endpoint: str) -> bool:
+    """Whether an endpoint is Moondream Cloud (keys required, a default rate limit), judged by its host."""
+    return (urlsplit(endpoint).hostname or "") == urlsplit(CLOUD_ENDPOINT).hostname
 
 
 def _env(name: str) -> AliasChoices:
@@ -156,7 +163,7 @@ class Settings(BaseSettings):
 
     @property
     def is_cloud(self) -> bool:
-        return self.endpoint.startswith("https://api.moondream.ai")
+        return is_cloud(self.endpoint)
 
     @property
     def requests_per_second(self) -> float | None:

@@ -29,6 +29,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .failures import InputError
+from .files import FileError, FileGuard
+from .images import IMAGE_SUFFIXES
+from .jsonl import write_atomically
 from .scoring import MATCH_RULES, Box, Point, regex_problem
 
 SKILLS = ("query", "point", "detect")
@@ -36,11 +40,10 @@ SPLITS = ("train", "eval")
 EVAL_FRACTION = 0.2  # share of images held out for evaluation when the file gives no split
 SPLIT_SEED = 0  # the same for runs and evaluate, so both hold out the same images
 MAX_LINE_CHARS = 1_000_000
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 _URL = re.compile(r"^(https?|data):", re.IGNORECASE)
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """The dataset cannot be read or imported at all; the message is meant for the agent."""
 
 
@@ -337,21 +340,6 @@ def select(examples: list[Example], split: str) -> list[Example]:
 # ---- writing and importing ------------------------------------------------------------------------
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records one per line, atomically (a temporary file renamed over the target)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    count = 0
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-                count += 1
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return count
-
-
 def _relative(image: Path, output_dir: Path) -> str:
     """How a line refers to an image: relative to the output file when below it, else absolute."""
     try:
@@ -531,3 +519,42 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
         if by_class:
             out.images += 1
     return out
+
+
+def read_checked(files: FileGuard, path: str) -> tuple[Dataset, list[Problem], int]:
+    """The dataset at `path` (through the file guard), every problem (lines, then images), and how many
+    image URLs went unchecked. Blocking: run it in a worker thread."""
+    dataset = load(files.check(path))
+
+    def check(ref: str) -> str | None:
+        if is_url(ref):
+            return None
+        try:
+            real = files.check(ref)
+        except FileError as exc:
+            return str(exc)
+        return readable_image(real)
+
+    problems = image_problems(dataset.examples, check)
+    urls = len({e.ref for e in dataset.examples if is_url(e.ref)})
+    return dataset, dataset.problems + problems, urls
+
+
+def import_coco(json_path: Path, *, image_dir: Path, output: Path, split: str | None = None) -> Imported:
+    """A COCO detection file turned into our JSONL at `output` (written only when there is something)."""
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
+    imported = from_coco(data, image_dir=image_dir, output_dir=output.parent, split=split)
+    if imported.records:
+        write_atomically(output, imported.records)
+    return imported
+
+
+def import_yolo(root: Path, *, output: Path, classes: list[str] | None = None) -> Imported:
+    """A YOLO folder turned into our JSONL at `output` (written only when there is something)."""
+    imported = from_yolo(root, output_dir=output.parent, classes=classes)
+    if imported.records:
+        write_atomically(output, imported.records)
+    return imported

@@ -4,8 +4,6 @@ Knows nothing of MCP."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,17 +12,17 @@ from typing import Any
 import anyio
 
 from . import scoring
-from .client import MoondreamClient, MoondreamError, Sampling
+from .client import MoondreamClient, Sampling
 from .client.tuning import BASE_MODEL
+from .config import IN_FLIGHT
 from .datasets import Example
-from .images import ImageError, ImageLoader
+from .failures import EXPECTED, Explain
+from .images import ImageLoader
+from .jsonl import LineWriter
 
-CONCURRENCY = 8  # requests in flight; the client's shared rate limiter decides how fast they go out
 GREEDY = Sampling(temperature=0)
-EXPECTED = (MoondreamError, ImageError)
 
 Progress = Callable[[int, int, str], Awaitable[None]]
-Explain = Callable[[Exception], str]
 
 
 def label(model: str | None) -> str:
@@ -117,20 +115,6 @@ class Tally:
         return out
 
 
-class _Lines:
-    """The per-example JSONL file, one whole line per write."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        path.write_text("", encoding="utf-8")
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-
-
 async def evaluate(
     client: MoondreamClient,
     images: ImageLoader,
@@ -138,7 +122,7 @@ async def evaluate(
     models: Sequence[str | None],
     output: Path,
     *,
-    concurrency: int = CONCURRENCY,
+    concurrency: int = IN_FLIGHT,
     progress: Progress | None = None,
     explain: Explain = str,
 ) -> list[Tally]:
@@ -148,7 +132,7 @@ async def evaluate(
     written with its error and counted in `errors`, not scored. Anything unexpected propagates.
     """
     tallies = [Tally(label(m)) for m in models]
-    lines = await anyio.to_thread.run_sync(_Lines, output)
+    lines = await anyio.to_thread.run_sync(LineWriter, output, "new")
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     total = len(examples) * len(models)
     done = 0
@@ -169,14 +153,17 @@ async def evaluate(
                 scored = score(example, prediction)
                 tallies[index].add(example.skill, scored)
                 record.update(prediction=prediction, score=round(scored.score, 6), **scored.detail)
-            await anyio.to_thread.run_sync(lines.append, record)
+            await anyio.to_thread.run_sync(lines.write, record)
         done += 1
         if progress is not None:
             await progress(done, total, f"{done}/{total} answers scored")
 
-    async with anyio.create_task_group() as tasks:
-        # Example by example, each model in turn: one image is loaded once and served from the cache.
-        for example in examples:
-            for index in range(len(models)):
-                tasks.start_soon(one, example, index)
+    try:
+        async with anyio.create_task_group() as tasks:
+            # Example by example, each model in turn: one image is loaded once and served from the cache.
+            for example in examples:
+                for index in range(len(models)):
+                    tasks.start_soon(one, example, index)
+    finally:
+        lines.close()
     return tallies

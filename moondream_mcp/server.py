@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 
 from mcp.server import MCPServer
 
 from . import __version__
 from .client import MoondreamClient
 from .config import Settings
+from .failures import Explainer
+from .files import FileGuard
 from .images import ImageLoader
+from .state import AppState
 from .store import Store
-from .tools import batch, batch_api, datasets, evaluation, guides, runs, skills, tuning
-from .tools.errors import describe
+from .tools import batch_api, datasets, evaluation, guides, local_batch, runs, skills, tuning
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -25,23 +26,8 @@ Use detect for boxes and counts, point for locations, segment for outlines, quer
 caption for descriptions. Set annotate=true to get the image back with the results drawn on it."""
 
 
-@dataclass
-class AppState:
-    """What the tools share for the server's lifetime."""
-
-    settings: Settings
-    client: MoondreamClient
-    images: ImageLoader
-    store: Store
-    runner: Runner  # training runs in the background, for as long as the server lives
-
-    @property
-    def secret(self) -> str | None:
-        return self.settings.api_key.get_secret_value() if self.settings.api_key else None
-
-
 def build_server(
-    settings: Settings, *, images: Callable[[Settings], ImageLoader] = ImageLoader.from_settings
+    settings: Settings, *, images: Callable[[Settings, FileGuard], ImageLoader] = ImageLoader.from_settings
 ) -> MCPServer[AppState]:
     """The server, configured by `settings`.
 
@@ -61,7 +47,8 @@ def build_server(
                     rate_limit=settings.requests_per_second,
                 )
             )
-            loader = await stack.enter_async_context(images(settings))
+            files = FileGuard.from_settings(settings)
+            loader = await stack.enter_async_context(images(settings, files))
             store = await stack.enter_async_context(Store(settings.data_dir / "state.sqlite3"))
             await store.purge_rollout_sets(settings.rollout_ttl_hours * 3600)
             secret = settings.api_key.get_secret_value() if settings.api_key else None
@@ -69,9 +56,9 @@ def build_server(
             # client and the store they use are closed. Entering it resumes the runs left running.
             runner = await stack.enter_async_context(Runner(
                 store=store, client=client, images=loader, runs_dir=settings.data_dir / "runs",
-                explain=lambda exc: describe(exc, endpoint=settings.endpoint, secret=secret),
+                explain=Explainer(endpoint=settings.endpoint, secret=secret),
             ).serving())
-            yield AppState(settings=settings, client=client, images=loader, store=store, runner=runner)
+            yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
     server: MCPServer[AppState] = MCPServer(
         "moondream",
@@ -82,7 +69,7 @@ def build_server(
     )
     skills.register(server)
     tuning.register(server)
-    batch.register(server)
+    local_batch.register(server)
     batch_api.register(server)
     datasets.register(server)
     runs.register(server)

@@ -121,6 +121,13 @@ class RolloutSet:
         return self.used_at is not None
 
 
+def _columns(row: sqlite3.Row) -> dict[str, Any]:
+    # Values are taken by column name (dict() pairs keys() with row[key]), so reordering or
+    # extending a SELECT cannot shift one into the wrong dataclass field; SELECT lists use the
+    # field names for exactly this.
+    return dict(row)
+
+
 def new_id(prefix: str) -> str:
     # Time-ordered (sortable) and unguessable enough for a local store.
     return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
@@ -147,7 +154,8 @@ class Store:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        db.row_factory = sqlite3.Row
+        version = db.execute("PRAGMA user_version").fetchone()["user_version"]
         for number, script in enumerate(SCHEMA[version:], start=version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
         self._db = db
@@ -193,7 +201,8 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            return RolloutSet(*row[:4], json.loads(row[4]) if row[4] else None, *row[5:])
+            rewards = json.loads(row["rewards"]) if row["rewards"] else None
+            return RolloutSet(**{**_columns(row), "rewards": rewards})
 
         return await self._run(select)
 
@@ -228,7 +237,7 @@ class Store:
 
         def select() -> list[str] | None:
             row = self.db.execute("SELECT images FROM batches WHERE id = ?", (batch_id,)).fetchone()
-            return json.loads(row[0]) if row else None
+            return json.loads(row["images"]) if row is not None else None
 
         return await self._run(select)
 
@@ -265,17 +274,18 @@ class Store:
                     " finished_at")
 
     @staticmethod
-    def _run_row(row: tuple[Any, ...]) -> Run:
-        values = list(row)
-        values[3] = json.loads(values[3])
-        values[9] = json.loads(values[9]) if values[9] else None
-        values[10] = bool(values[10])
-        return Run(*values)
+    def _run_row(row: sqlite3.Row) -> Run:
+        return Run(**{
+            **_columns(row),
+            "config": json.loads(row["config"]),
+            "in_flight": json.loads(row["in_flight"]) if row["in_flight"] else None,
+            "stop_requested": bool(row["stop_requested"]),
+        })
 
     async def run(self, run_id: str) -> Run | None:
         def select() -> Run | None:
             row = self.db.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-            return self._run_row(row) if row else None
+            return self._run_row(row) if row is not None else None
 
         return await self._run(select)
 
@@ -304,7 +314,7 @@ class Store:
     async def run_examples(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         def select() -> dict[str, list[dict[str, Any]]]:
             row = self.db.execute("SELECT examples FROM runs WHERE id = ?", (run_id,)).fetchone()
-            return json.loads(row[0]) if row else {}
+            return json.loads(row["examples"]) if row is not None else {}
 
         return await self._run(select)
 
@@ -347,7 +357,8 @@ class Store:
             rows = self.db.execute(
                 "SELECT step, api_step, reward_mean, reward_std, rollouts, seconds, metrics, at FROM run_steps"
                 " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
-            return [RunStep(*row[:6], json.loads(row[6]) if row[6] else {}, row[7]) for row in rows]
+            return [RunStep(**{**_columns(row), "metrics": json.loads(row["metrics"]) if row["metrics"] else {}})
+                    for row in rows]
 
         return await self._run(select)
 
@@ -377,7 +388,8 @@ class Store:
             rows = self.db.execute(
                 "SELECT api_step, step, best, last, evaluated, deleted, at FROM run_checkpoints WHERE run_id = ?"
                 " ORDER BY api_step", (run_id,)).fetchall()
-            return [RunCheckpoint(row[0], row[1], *(bool(v) for v in row[2:6]), row[6]) for row in rows]
+            flags = ("best", "last", "evaluated", "deleted")  # stored as 0/1
+            return [RunCheckpoint(**{**_columns(row), **{flag: bool(row[flag]) for flag in flags}}) for row in rows]
 
         return await self._run(select)
 
@@ -393,7 +405,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, step, api_step, score, json.dumps(metrics), errors, output, seconds, now),
             )
-            best = db.execute("SELECT best_score FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            best = db.execute("SELECT best_score FROM runs WHERE id = ?", (run_id,)).fetchone()["best_score"]
             if score is None or (best is not None and score <= best):
                 return False
             db.execute("UPDATE runs SET best_api_step = ?, best_score = ?, updated_at = ? WHERE id = ?",
@@ -408,7 +420,8 @@ class Store:
             rows = self.db.execute(
                 "SELECT step, api_step, score, metrics, errors, output, seconds, at FROM run_evals"
                 " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
-            return [RunEval(row[0], row[1], row[2], json.loads(row[3]) if row[3] else {}, *row[4:]) for row in rows]
+            return [RunEval(**{**_columns(row), "metrics": json.loads(row["metrics"]) if row["metrics"] else {}})
+                    for row in rows]
 
         return await self._run(select)
 

@@ -34,7 +34,7 @@ import logging
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -50,21 +50,21 @@ from .client import (
     GoneError,
     MoondreamClient,
     NotFoundError,
+    Sampling,
     ServerError,
     StreamError,
 )
 from .client.rawjson import array_items, member
-from .client.tuning import checkpoint_model, rl_group
+from .client.tuning import checkpoint_model, ground_truth, rl_group, skill_request
+from .config import IN_FLIGHT
 from .datasets import Example
-from .evaluation import EXPECTED
+from .failures import EXPECTED, Explain
 from .images import ImageLoader
 from .store import Run, RunStep, Store
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY = 8  # rollout requests in flight; the client's rate limiter paces them
 SavePolicy = Literal["best_and_last", "last", "all"]
-Explain = Callable[[Exception], str]
 
 
 class RunConfig(BaseModel):
@@ -98,21 +98,19 @@ def choose_examples(train: Sequence[Example], count: int, seed: int, step: int) 
     return [train[i] for i in picked[:count]]
 
 
-def rollout_body(example: Example, config: RunConfig, finetune_id: str, image_url: str) -> dict[str, Any]:
-    settings = {"temperature": config.temperature}
-    body: dict[str, Any] = {"finetune_id": finetune_id, "num_rollouts": config.rollouts_per_group}
+async def request_rollouts(client: MoondreamClient, example: Example, config: RunConfig, finetune_id: str,
+                           image_url: str) -> tuple[dict[str, Any], str]:
+    """One example's rollouts; point and detect carry the label as ground truth, so the API rewards them."""
+    sampling = Sampling(temperature=config.temperature)
     if example.skill == "query":
-        body["request"] = {"skill": "query", "question": example.question, "image_url": image_url,
-                           "reasoning": False, "settings": settings}
-        return body
-    body["request"] = {"skill": example.skill, "object": example.object, "image_url": image_url,
-                       "settings": settings}
-    boxes = [dict(zip(("x_min", "y_min", "x_max", "y_max"), b)) for b in example.boxes or ()]
-    if example.points is not None:
-        body["ground_truth"] = {"points": [{"x": x, "y": y} for x, y in example.points]}
-    else:
-        body["ground_truth"] = {"boxes": boxes}
-    return body
+        request = skill_request("query", question=example.question, image_url=image_url, reasoning=False,
+                                settings=sampling)
+        return await client.tuning.rollouts(finetune_id, request, num_rollouts=config.rollouts_per_group)
+    request = skill_request(example.skill, object=example.object, image_url=image_url, settings=sampling)
+    truth = ground_truth(points=list(example.points)) if example.points is not None else ground_truth(
+        boxes=list(example.boxes or ()))
+    return await client.tuning.rollouts(finetune_id, request, num_rollouts=config.rollouts_per_group,
+                                        ground_truth=truth)
 
 
 def query_rewards(example: Example, rollouts: list[Any]) -> list[float]:
@@ -155,7 +153,7 @@ class Runner:
     """Starts, resumes and stops runs; each runs as a task in a task group that lives as long as `serving()`."""
 
     def __init__(self, *, store: Store, client: MoondreamClient, images: ImageLoader, runs_dir: Path,
-                 explain: Explain = str, concurrency: int = CONCURRENCY) -> None:
+                 explain: Explain = str, concurrency: int = IN_FLIGHT) -> None:
         self.store = store
         self.client = client
         self.images = images
@@ -320,8 +318,7 @@ class Runner:
 
     async def _group(self, finetune_id: str, example: Example, config: RunConfig) -> tuple[str, list[float]]:
         prepared = await self.images.load(example.ref)
-        answer, raw = await self.client.tuning.rollouts(
-            rollout_body(example, config, finetune_id, prepared.data_url))
+        answer, raw = await request_rollouts(self.client, example, config, finetune_id, prepared.data_url)
         rollouts = answer.get("rollouts") if isinstance(answer, dict) else None
         if not isinstance(rollouts, list) or not rollouts:
             raise RunFailed(f"the API returned no rollouts for line {example.line}")

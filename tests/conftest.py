@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
+from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
+from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
 
 API_KEY = "md-test-key-0123456789abcdef"
@@ -41,6 +42,28 @@ def emulator(_shared_emulator: RunningEmulator) -> Iterator[RunningEmulator]:
     _shared_emulator.emulator.clear()
     yield _shared_emulator
     _shared_emulator.emulator.clear()
+
+
+@pytest.fixture
+def allowed(tmp_path: Path) -> Path:
+    """The one directory a guard or loader under test may read."""
+    path = tmp_path / "allowed"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A sibling of the allowed directory, holding things that must never be read."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def loader(allowed: Path) -> AsyncIterator[ImageLoader]:
+    async with ImageLoader(allowed_dirs=[allowed]) as images:
+        yield images
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp import cli
 from moondream_mcp.config import Settings
 from moondream_mcp.doctor import run_doctor
-from moondream_mcp.emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from tests.conftest import API_KEY
 
 pytestmark = pytest.mark.anyio

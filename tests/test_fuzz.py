@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import Tool
 
+from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
+from moondream_mcp.files import FileGuard
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
 from tests.conftest import API_KEY
@@ -69,12 +70,12 @@ def world(tmp_path: Path) -> dict[str, str]:
             "hidden": str(photos / ".hidden" / "secret.png"), "tmp": str(tmp_path)}
 
 
-def unreachable_network(settings: Settings) -> ImageLoader:
+def unreachable_network(settings: Settings, files: FileGuard) -> ImageLoader:
     # Generated URLs must never leave the machine: every name fails to resolve, every address is refused.
     async def no_resolution(host: str, port: int) -> list[str]:
         raise OSError("name resolution is off in the fuzzer")
 
-    return ImageLoader(allowed_dirs=settings.allowed_dirs, max_file_bytes=settings.max_file_bytes,
+    return ImageLoader(allowed_dirs=settings.allowed_dirs, max_file_bytes=settings.max_file_bytes, files=files,
                        fetch_timeout=2, address_policy=lambda address: False, resolver=no_resolution)
 
 

@@ -17,11 +17,11 @@ from pydantic import SecretStr
 
 from moondream_mcp import cli
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator.serve import serving_app
 from moondream_mcp.http_transport import HTTPConfigError, allowed_hosts, http_app, is_loopback
 from moondream_mcp.server import build_server
 from tests.conftest import API_KEY
 from tests.pictures import assert_box, canvas, save
+from tests.support.serving import serving_app
 
 pytestmark = pytest.mark.anyio
 

@@ -24,9 +24,9 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp.client import MoondreamClient, MoondreamError
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
 from tests.conftest import API_KEY

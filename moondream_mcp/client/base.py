@@ -14,6 +14,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
+from ..config import is_cloud
 from .errors import (
     RETRYABLE_STATUSES,
     APIConnectionError,
@@ -29,7 +30,6 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
-CLOUD_HOST = "api.moondream.ai"
 USER_AGENT = f"moondream-mcp/{__version__}"
 
 # Retry policy, in one place. Backoff is exponential with jitter (stamina); a Retry-After from
@@ -155,7 +155,7 @@ class APIClient:
 
     @property
     def is_cloud(self) -> bool:
-        return httpx2.URL(self.endpoint).host == CLOUD_HOST
+        return is_cloud(self.endpoint)
 
     def _url(self, path: str) -> str:
         return f"{self.endpoint}/{path.lstrip('/')}"

@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import APIClient, parse, segment
+from .errors import InvalidRequestError
+from .skills import Sampling
 
 BASE_MODEL = "moondream3-preview"
 
@@ -76,6 +78,68 @@ class MetricsLogged(_Result):
     logged_count: int | None = None
 
 
+# ---- wire bodies: every request the tuning API takes is built here, and only here ---------------
+
+Corners = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalized 0-1
+
+
+def _box(box: Corners) -> dict[str, float]:
+    return dict(zip(("x_min", "y_min", "x_max", "y_max"), box, strict=True))
+
+
+def skill_request(skill: str, *, image_url: str | None = None, question: str | None = None,
+                  object: str | None = None, reasoning: bool | None = None,
+                  settings: Sampling | None = None) -> dict[str, Any]:
+    """The `request` of a rollout or SFT group: the skill call it stands for. Refused before sending when
+    a piece the skill needs is missing (query: a question; point and detect: an object and an image)."""
+    if skill == "query":
+        if not question:
+            raise InvalidRequestError("the query skill needs a question")
+        request: dict[str, Any] = {"skill": "query", "question": question}
+        if image_url is not None:
+            request["image_url"] = image_url
+        if reasoning is not None:
+            request["reasoning"] = reasoning
+    else:
+        if not object:
+            raise InvalidRequestError(f"the {skill} skill needs an object")
+        if image_url is None:
+            raise InvalidRequestError(f"the {skill} skill needs an image")
+        request = {"skill": skill, "object": object, "image_url": image_url}
+    if settings is not None and (wire := settings.wire()):
+        request["settings"] = wire
+    return request
+
+
+def ground_truth(*, points: list[tuple[float, float]] | None = None,
+                 boxes: list[Corners] | None = None) -> dict[str, Any]:
+    """What the API scores point and detect rollouts against: points, or boxes (for point: inside = hit)."""
+    if points is not None:
+        return {"points": [{"x": x, "y": y} for x, y in points]}
+    return {"boxes": [_box(b) for b in boxes or ()]}
+
+
+def sft_target(skill: str, *, answer: str | None = None, reasoning: str | None = None, reasoning_on: bool = False,
+               points: list[tuple[float, float]] | None = None, boxes: list[Corners] | None = None) -> dict[str, Any]:
+    """An SFT group's target, checked against the contract's rules before anything is sent."""
+    if skill == "query":
+        if not answer:
+            raise InvalidRequestError("an SFT query group needs target.answer")
+        if reasoning_on != (reasoning is not None):
+            raise InvalidRequestError("target.reasoning must be given exactly when the query group has reasoning on")
+        target: dict[str, Any] = {"answer": answer}
+        if reasoning is not None:
+            target["reasoning"] = {"text": reasoning}
+        return target
+    if skill == "point":
+        if (points is None) == (boxes is None):
+            raise InvalidRequestError("an SFT point group needs exactly one of target.points or target.boxes")
+        return ground_truth(points=points, boxes=boxes)
+    if boxes is None or points is not None or answer is not None:
+        raise InvalidRequestError("an SFT detect group needs target.boxes (and nothing else)")
+    return ground_truth(boxes=boxes)
+
+
 def rl_group(request: str, rollouts: list[str], rewards: list[float]) -> str:
     """An RL group as JSON text: the echoed request and rollouts exactly as received, one reward each."""
     return (f'{{"mode":"rl","request":{request},"rollouts":[{",".join(rollouts)}],'
@@ -112,8 +176,13 @@ class Tuning:
         body = await self._api.request("DELETE", f"tuning/finetunes/{segment(finetune_id)}")
         return bool(body.get("ok", True)) if isinstance(body, dict) else True
 
-    async def rollouts(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        """POST /rollouts; returns the parsed response and its raw text, kept to send back unchanged."""
+    async def rollouts(self, finetune_id: str, request: dict[str, Any], *, num_rollouts: int,
+                       ground_truth: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+        """POST /rollouts for a `request` from skill_request (and `ground_truth` from ground_truth(), for
+        rewards); returns the parsed response and its raw text, kept to send back unchanged."""
+        body: dict[str, Any] = {"finetune_id": finetune_id, "num_rollouts": num_rollouts, "request": request}
+        if ground_truth is not None:
+            body["ground_truth"] = ground_truth
         return await self._api.request_raw("POST", "tuning/rollouts", json=body)
 
     async def train_step(self, finetune_id: str, groups: list[str], lr: float | None = None) -> TrainStepResult:

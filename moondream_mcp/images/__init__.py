@@ -1,17 +1,16 @@
 """Any image reference -> an oriented, flattened, right-sized JPEG data URL, plus the original size.
 
     loader.py     ImageLoader: dispatch by kind of reference, and a small cache
-    paths.py      the local-file guard (allowed dirs, hidden paths, non-files, size)
     fetch.py      http(s) downloads with vetted addresses, a byte cap and a time cap
     data_urls.py  data:image/...;base64 references
     encode.py     decode, orient, flatten, downscale, encode
     errors.py     ImageError, whose message is meant for the agent
 
-Knows nothing of MCP.
+Local files are read through the file guard (files.py). Knows nothing of MCP.
 """
 
-from .encode import PreparedImage
+from .encode import IMAGE_SUFFIXES, PreparedImage
 from .errors import ImageError
 from .loader import ImageLoader
 
-__all__ = ["ImageError", "ImageLoader", "PreparedImage"]
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "ImageLoader", "PreparedImage"]

@@ -30,6 +30,10 @@ _FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "BMP", "TIFF")
 # JPEG decodes directly at 1/2, 1/4 or 1/8 scale (draft mode), so its pixels never all reach memory.
 _DRAFTABLE = frozenset({"JPEG", "MPO"})
 
+# The names taken for images when a folder or glob is listed: the formats prepare() decodes.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff",
+                            ".heic", ".heif", ".avif"})
+
 # Decompression-bomb guard, judged from the header. Formats decoded in full must stay small enough to
 # hold in memory (64 MP RGBA is 256 MB); draft-decoded JPEG may be larger, which keeps 108 MP phone
 # photos readable, but stays under Pillow's own hard stop (2 x MAX_IMAGE_PIXELS, about 179 MP).

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Self
 import anyio
 import anyio.to_thread
 
+from ..files import FileError, FileGuard
 from .data_urls import decode_data_url
 from .encode import PreparedImage, prepare
 from .errors import ImageError, describe
 from .fetch import AddressPolicy, Resolver, UrlFetcher, is_public_address, system_resolver
-from .paths import FileGuard
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -48,10 +48,11 @@ class ImageLoader:
         cache_size: int = 16,
         address_policy: AddressPolicy | None = None,
         resolver: Resolver = system_resolver,
+        files: FileGuard | None = None,
     ) -> None:
         if address_policy is None:
             address_policy = _any_address if allow_private_urls else is_public_address
-        self._guard = FileGuard(allowed_dirs, max_file_bytes)
+        self._guard = files if files is not None else FileGuard(allowed_dirs, max_file_bytes)
         self._fetcher = UrlFetcher(
             max_bytes=max_file_bytes,
             timeout=fetch_timeout,
@@ -65,8 +66,9 @@ class ImageLoader:
         self._decoders: anyio.CapacityLimiter | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ImageLoader:
+    def from_settings(cls, settings: Settings, files: FileGuard | None = None) -> ImageLoader:
         return cls(
+            files=files,
             allowed_dirs=list(settings.allowed_dirs),
             allow_private_urls=settings.allow_private_urls,
             max_pixels=settings.max_image_pixels,
@@ -90,18 +92,6 @@ class ImageLoader:
     ) -> None:
         await self._fetcher.__aexit__(exc_type, exc, tb)
 
-    def check_path(self, ref: str, *, for_writing: bool = False) -> Path:
-        """The real path behind `ref` if it is inside the allowed dirs; raises ImageError otherwise.
-
-        For reading it must be a regular, non-empty file within the size limit. For writing it may not
-        exist yet, but its directory must, and an existing file there must be a regular file.
-        """
-        return self._guard.check(ref, for_writing=for_writing)
-
-    def check_dir(self, ref: str) -> Path:
-        """The real path behind `ref` if it is a directory inside the allowed dirs; raises ImageError otherwise."""
-        return self._guard.check_dir(ref)
-
     async def load(self, ref: str) -> PreparedImage:
         ref = ref.strip()
         if not ref:
@@ -122,11 +112,15 @@ class ImageLoader:
                 return hit
             data = await self._fetcher.fetch(ref)
         elif scheme in (None, "file"):
-            checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
-            key = ("file", checked.identity)
-            if (hit := self._cache.get(key)) is not None:
-                return hit
-            data = await anyio.to_thread.run_sync(self._guard.read, checked)
+            try:
+                checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
+                key = ("file", checked.identity)
+                if (hit := self._cache.get(key)) is not None:
+                    return hit
+                data = await anyio.to_thread.run_sync(self._guard.read, checked)
+            except FileError as exc:
+                # To the image pipeline, a file it may not read is an image it cannot use.
+                raise ImageError(str(exc)) from None
         else:
             raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
 

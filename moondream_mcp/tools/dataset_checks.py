@@ -1,21 +1,16 @@
-"""A dataset named to a tool: its path parameter, reading it with every problem found, and refusing it when
-there are problems."""
+"""A dataset named to a tool: its path parameter, reading it, and refusing it when it has problems."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import anyio
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from .. import datasets
-from ..datasets import Dataset, DatasetError, Problem
-from ..images import ImageError
-from .errors import tool_errors
-
-if TYPE_CHECKING:
-    from ..server import AppState
+from ..datasets import Dataset, Problem
+from ..state import AppState
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
@@ -26,25 +21,8 @@ DatasetPath = Annotated[str, Field(min_length=1, description=(
 
 async def read_dataset(state: AppState, path: str) -> tuple[Dataset, list[Problem], int]:
     """The dataset, every problem (lines, then images), and how many image URLs went unchecked."""
-    with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-        checked = state.images.check_path(path)
-    try:
-        dataset = await anyio.to_thread.run_sync(datasets.load, checked)
-    except DatasetError as exc:
-        raise ToolError(str(exc)) from None
-
-    def check(ref: str) -> str | None:
-        if datasets.is_url(ref):
-            return None
-        try:
-            real = state.images.check_path(ref)
-        except ImageError as exc:
-            return str(exc)
-        return datasets.readable_image(real)
-
-    image_problems = await anyio.to_thread.run_sync(datasets.image_problems, dataset.examples, check)
-    urls = len({e.ref for e in dataset.examples if datasets.is_url(e.ref)})
-    return dataset, dataset.problems + image_problems, urls
+    with state.errors():
+        return await anyio.to_thread.run_sync(datasets.read_checked, state.files, path)
 
 
 def refuse(what: str, path: str, problems: list[Problem]) -> ToolError:

@@ -3,25 +3,20 @@ in datasets.py."""
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Annotated, Literal
+from functools import partial
+from typing import Annotated, Literal
 
 import anyio
-from mcp.server.mcpserver import Context
+from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import datasets
-from ..datasets import Dataset, DatasetError, Problem
+from ..datasets import Dataset, Problem
+from ..state import AppState, Ctx
 from .dataset_checks import DatasetPath, read_dataset
-from .errors import tool_errors
 from .results import compact
-
-if TYPE_CHECKING:
-    from mcp.server import MCPServer
-
-    from ..server import AppState
 
 MAX_PROBLEMS = 50  # listed in a report; the count says how many there were
 
@@ -67,9 +62,6 @@ class ImportOut(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _state(ctx: Context) -> AppState:
-    return ctx.request_context.lifespan_context
-
 
 def _problems(problems: list[Problem], limit: int = MAX_PROBLEMS) -> list[ProblemOut]:
     return [ProblemOut(line=p.line, problem=p.message) for p in problems[:limit]]
@@ -91,7 +83,7 @@ def register(server: MCPServer[AppState]) -> None:
         output: Annotated[str, Field(min_length=1, description=(
             "Where to write the JSONL dataset (absolute path inside the allowed directories; replaced if it "
             "exists). Image paths in it are relative to its folder when below it."))],
-        ctx: Context,
+        ctx: Ctx,
         image_dir: Annotated[str | None, Field(description=(
             "coco: the folder holding the images named by file_name; default: the JSON file's folder."))] = None,
         classes: Annotated[list[str] | None, Field(description=(
@@ -102,32 +94,23 @@ def register(server: MCPServer[AppState]) -> None:
     ) -> ImportOut:
         """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
         image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
-            target = state.images.check_path(output, for_writing=True)
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            target = state.files.check(output, for_writing=True)
             if format == "coco":
-                json_path = state.images.check_path(source)
-                images_at = state.images.check_dir(image_dir) if image_dir else json_path.parent
+                json_path = state.files.check(source)
+                images_at = state.files.check_dir(image_dir) if image_dir else json_path.parent
             else:
-                root = state.images.check_dir(source)
-
-        def run_import() -> datasets.Imported:
-            if format == "coco":
-                try:
-                    data = json.loads(json_path.read_text(encoding="utf-8"))
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
-                imported = datasets.from_coco(data, image_dir=images_at, output_dir=target.parent, split=split)
-            else:
-                imported = datasets.from_yolo(root, output_dir=target.parent, classes=classes)
-            if imported.records:
-                datasets.write_jsonl(target, imported.records)
-            return imported
+                root = state.files.check_dir(source)
 
         try:
-            imported = await anyio.to_thread.run_sync(run_import)
-        except DatasetError as exc:
-            raise ToolError(str(exc)) from None
+            with state.errors():
+                if format == "coco":
+                    imported = await anyio.to_thread.run_sync(partial(
+                        datasets.import_coco, json_path, image_dir=images_at, output=target, split=split))
+                else:
+                    imported = await anyio.to_thread.run_sync(partial(
+                        datasets.import_yolo, root, output=target, classes=classes))
         except OSError as exc:
             raise ToolError(f"cannot import: {exc.strerror or exc}") from None
         if not imported.records:
@@ -146,7 +129,7 @@ def register(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Inspect a dataset", annotations=READ)
     @compact
-    async def inspect_dataset(path: DatasetPath, ctx: Context) -> DatasetReport:
+    async def inspect_dataset(path: DatasetPath, ctx: Ctx) -> DatasetReport:
         """Check a JSONL dataset before training or evaluating: counts by skill, object and split, problems
         (lines that do not parse, missing or unreadable images, boxes out of range or inverted, empty labels)
         and a few sample lines.
@@ -156,7 +139,7 @@ def register(server: MCPServer[AppState]) -> None:
         exact / normalized (default) / regex / contains); for point `object` + `points` [{x, y}] or `boxes`;
         for detect `object` + `boxes` [{x_min, y_min, x_max, y_max}] ([] = absent). Coordinates 0-1, origin
         top-left. Optional `split`: train / eval; without it, images are split 80/20 by a fixed seeded hash."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         dataset, problems, urls = await read_dataset(state, path)
         assigned = datasets.assign_splits(dataset.examples)
         counted = Dataset(dataset.path, assigned, problems, dataset.samples).counts()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
-from mcp.server.mcpserver import Context
+from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -15,15 +15,10 @@ from pydantic import BaseModel, Field
 from .. import datasets, evaluation
 from ..client.tuning import BASE_MODEL
 from ..datasets import Example
+from ..state import AppState, Ctx
 from ..store import new_id
 from .dataset_checks import DatasetPath, read_dataset, refuse
-from .errors import describe, tool_errors
 from .results import compact
-
-if TYPE_CHECKING:
-    from mcp.server import MCPServer
-
-    from ..server import AppState
 
 # ---- parameters -------------------------------------------------------------------------------
 
@@ -76,14 +71,11 @@ class EvalReport(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _state(ctx: Context) -> AppState:
-    return ctx.request_context.lifespan_context
-
 
 def _output_path(state: AppState, output: str | None, folder: str, stem: str) -> Path:
-    with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+    with state.errors():
         if output is not None:
-            return state.images.check_path(output, for_writing=True)
+            return state.files.check(output, for_writing=True)
     path = state.settings.data_dir / folder / f"{stem}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -117,7 +109,7 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def evaluate(
         dataset: DatasetPath,
-        ctx: Context,
+        ctx: Ctx,
         models: Annotated[list[str] | None, Field(max_length=8, description=(
             "Finetuned checkpoints to compare, as `moondream3-preview/{finetune_id}@{step}` (from "
             "training_status or list_checkpoints)."))] = None,
@@ -134,7 +126,7 @@ def register(server: MCPServer[AppState]) -> None:
         and F1 at IoU 0.5; point by hit rate (inside a label box, or within 0.05 of a label point); query by
         accuracy under each label's match rule. Returns one row per model and a per-example JSONL path.
         Requests run concurrently within the rate limit; progress is reported as answers come in."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         asked: list[str | None] = [None] if include_base else []
         for model in models or []:
             label = _model_label(model)
@@ -159,7 +151,7 @@ def register(server: MCPServer[AppState]) -> None:
         try:
             tallies = await evaluation.evaluate(
                 state.client, state.images, examples, asked, path, progress=progress,
-                explain=lambda exc: describe(exc, endpoint=state.settings.endpoint, secret=state.secret))
+                explain=state.explain)
         except OSError as exc:
             raise ToolError(f"cannot write {path}: {exc.strerror}") from None
         rows = [_score_row(t) for t in tallies]

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
-from mcp.server.mcpserver import Context
+from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import Field
 
+from ..state import AppState, Ctx
 from .runs import RUN_URI, run_status
-
-if TYPE_CHECKING:
-    from mcp.server import MCPServer
-
-    from ..server import AppState
 
 _LOOP = """\
 1. Check the data: call inspect_dataset with path="{dataset}". Fix every problem it lists (missing or unreadable
@@ -72,7 +68,7 @@ def register(server: MCPServer[AppState]) -> None:
     @server.resource(RUN_URI, name="training-run", title="Training run log", mime_type="application/json",
                      description="A training run's full log: parameters, state, every step's reward, "
                      "evaluations and checkpoints.")
-    async def run_log(run_id: str, ctx: Context) -> str:
+    async def run_log(run_id: str, ctx: Ctx) -> str:
         state: AppState = ctx.request_context.lifespan_context
         run = await state.store.run(run_id)
         if run is None:

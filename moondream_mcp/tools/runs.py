@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server.mcpserver import Context
+from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import charts, datasets, training
 from ..client.tuning import checkpoint_model
+from ..state import AppState, Ctx
 from ..store import Run
 from .dataset_checks import DatasetPath, read_dataset, refuse
-from .errors import tool_errors
 from .results import compact, structured
-
-if TYPE_CHECKING:
-    from mcp.server import MCPServer
-
-    from ..server import AppState
 
 RUN_URI = "moondream://runs/{run_id}"
 
@@ -114,9 +109,6 @@ class RunStarted(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _state(ctx: Context) -> AppState:
-    return ctx.request_context.lifespan_context
-
 
 async def run_status(state: AppState, run: Run, history: int | None) -> RunStatus:
     """A run's status from the store (also the body of its log resource, with history=None: every step)."""
@@ -191,7 +183,7 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def start_training(
         dataset: DatasetPath,
-        ctx: Context,
+        ctx: Ctx,
         finetune_id: Annotated[str | None, Field(description="Train this finetune (from list_finetunes); or give "
                                                  "name + rank instead.")] = None,
         name: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description=(
@@ -217,7 +209,7 @@ def register(server: MCPServer[AppState]) -> None:
         rule) and applies one train step. Checkpoints are evaluated every eval_every steps; the best and the
         last are kept (other checkpoints the run saved are deleted, per `save`). Watch with training_status;
         the run survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         if (finetune_id is None) == (name is None):
             raise ToolError("give exactly one of finetune_id (an existing finetune) or name (+ rank) to create one")
         loaded, problems, _ = await read_dataset(state, dataset)
@@ -229,7 +221,7 @@ def register(server: MCPServer[AppState]) -> None:
         if not train:
             raise ToolError(f"the dataset {dataset} has no train examples: give some lines split=train, or none a "
                             "split")
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        with state.errors():
             if name is not None:
                 finetune = await state.client.tuning.create_finetune(name, rank)
             else:
@@ -253,7 +245,7 @@ def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Training run status", annotations=READ)
     async def training_status(
         run_id: RunId,
-        ctx: Context,
+        ctx: Ctx,
         chart: Annotated[bool, Field(description="Also return a PNG chart of reward per step and eval "
                                      "score.")] = False,
         wait_seconds: Annotated[float, Field(ge=0, le=300, description=(
@@ -265,7 +257,7 @@ def register(server: MCPServer[AppState]) -> None:
         step, eval scores, kept checkpoints with their `model` strings (best and last), elapsed and
         estimated time left, and the last error. Rather than calling it in a loop, pass wait_seconds: it
         answers as soon as the run records its next step. chart=true adds a PNG of the curves."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         deadline = time.monotonic() + wait_seconds
         seen: tuple[int, str, int] | None = None
         while True:
@@ -300,10 +292,10 @@ def register(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Stop a training run", annotations=STOP)
     @compact
-    async def stop_training(run_id: RunId, ctx: Context) -> RunSummary:
+    async def stop_training(run_id: RunId, ctx: Ctx) -> RunSummary:
         """Stop a run after its current step; its last step is saved as a checkpoint and the state becomes
         stopped. A run that already ended is left as it is."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         run = await _find_run(state, run_id)
         if run.state == "running":
             await state.runner.stop(run.id)
@@ -313,11 +305,11 @@ def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="List training runs", annotations=READ)
     @compact
     async def list_runs(
-        ctx: Context,
+        ctx: Ctx,
         state: Annotated[Literal["running", "completed", "failed", "stopped"] | None,
                          Field(description="Only runs in this state.")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="Most runs to list.")] = 20,
     ) -> RunList:
         """Training runs this server knows, newest first, with their progress and best checkpoint."""
-        app = _state(ctx)
+        app = ctx.request_context.lifespan_context
         return RunList(runs=[_summary(r) for r in await app.store.runs(state=state, limit=limit)])

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context
+from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from ..client import APIConnectionError, ServerError, StreamError
+from ..client import APIConnectionError, Sampling, ServerError, StreamError, tuning
 from ..client.rawjson import array_items, member
-from ..client.tuning import Checkpoint, Finetune, checkpoint_model, rl_group, sft_group
-from .errors import tool_errors
+from ..client.tuning import (
+    Checkpoint,
+    Finetune,
+    checkpoint_model,
+    rl_group,
+    sft_group,
+    sft_target,
+    skill_request,
+)
+from ..state import AppState, Ctx
 from .results import compact
 from .tuning_models import (
     CheckpointList,
@@ -32,11 +40,6 @@ from .tuning_models import (
     TrainStepOut,
 )
 
-if TYPE_CHECKING:
-    from mcp.server import MCPServer
-
-    from ..server import AppState
-
 # ---- parameters -------------------------------------------------------------------------------
 
 FinetuneId = Annotated[
@@ -46,9 +49,6 @@ Cursor = Annotated[str | None, Field(description="next_cursor from the previous 
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-
-def _state(ctx: Context) -> AppState:
-    return ctx.request_context.lifespan_context
 
 
 def _finetune(f: Finetune) -> FinetuneOut:
@@ -70,44 +70,14 @@ def _compact(rollout: dict[str, Any]) -> RolloutOutput:
                          points=output.get("points"), objects=output.get("objects"))
 
 
-def _sft_target(group: SFTGroup) -> dict[str, Any]:
-    """The wire target, checked against the contract's rules before anything is sent."""
+def _sft_wire(group: SFTGroup, image_url: str | None) -> str:
     t = group.target
-    if group.skill == "query":
-        if not t.answer:
-            raise ToolError("an SFT query group needs target.answer")
-        if group.reasoning != (t.reasoning is not None):
-            raise ToolError("target.reasoning must be given exactly when the query group has reasoning on")
-        target: dict[str, Any] = {"answer": t.answer}
-        if t.reasoning is not None:
-            target["reasoning"] = {"text": t.reasoning}
-        return target
-    if group.skill == "point":
-        if (t.points is None) == (t.boxes is None):
-            raise ToolError("an SFT point group needs exactly one of target.points or target.boxes")
-        return {"points": [p.model_dump() for p in t.points]} if t.points is not None else {
-            "boxes": [b.model_dump() for b in t.boxes or []]}
-    if t.boxes is None or t.points is not None or t.answer is not None:
-        raise ToolError("an SFT detect group needs target.boxes (and nothing else)")
-    return {"boxes": [b.model_dump() for b in t.boxes]}
-
-
-def _skill_request(skill: str, *, question: str | None, object: str | None, image_url: str | None,
-                   reasoning: bool | None = None) -> dict[str, Any]:
-    if skill == "query":
-        if not question:
-            raise ToolError("the query skill needs a question")
-        request: dict[str, Any] = {"skill": "query", "question": question}
-        if image_url is not None:
-            request["image_url"] = image_url
-        if reasoning is not None:
-            request["reasoning"] = reasoning
-        return request
-    if not object:
-        raise ToolError(f"the {skill} skill needs an object")
-    if image_url is None:
-        raise ToolError(f"the {skill} skill needs an image")
-    return {"skill": skill, "object": object, "image_url": image_url}
+    request = skill_request(group.skill, question=group.question, object=group.object, image_url=image_url,
+                            reasoning=group.reasoning if group.skill == "query" else None)
+    return sft_group(request, sft_target(
+        group.skill, answer=t.answer, reasoning=t.reasoning, reasoning_on=group.reasoning,
+        points=[(p.x, p.y) for p in t.points] if t.points is not None else None,
+        boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in t.boxes] if t.boxes is not None else None))
 
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -123,38 +93,38 @@ def register(server: MCPServer[AppState]) -> None:
         name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128,
                                    description="Name: letters, digits, '-', '_', '.'.")],
         rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank: 8, 16, 24 or 32.")],
-        ctx: Context,
+        ctx: Ctx,
     ) -> FinetuneOut:
         """Create a finetune of Moondream (or get the existing one with the same name and rank).
         The same name with another rank is refused."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             return _finetune(await state.client.tuning.create_finetune(name, rank))
 
     @server.tool(title="List finetunes", annotations=READ)
     @compact
-    async def list_finetunes(ctx: Context, limit: Limit = None, cursor: Cursor = None) -> FinetuneList:
+    async def list_finetunes(ctx: Ctx, limit: Limit = None, cursor: Cursor = None) -> FinetuneList:
         """List finetunes, oldest first, a page at a time."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             page = await state.client.tuning.list_finetunes(limit=limit, cursor=cursor)
         return FinetuneList(finetunes=[_finetune(f) for f in page.finetunes],
                             next_cursor=page.next_cursor, has_more=page.has_more)
 
     @server.tool(title="Get a finetune", annotations=READ)
     @compact
-    async def get_finetune(finetune_id: FinetuneId, ctx: Context) -> FinetuneOut:
+    async def get_finetune(finetune_id: FinetuneId, ctx: Ctx) -> FinetuneOut:
         """One finetune by id."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             return _finetune(await state.client.tuning.get_finetune(finetune_id))
 
     @server.tool(title="Delete a finetune", annotations=DELETE)
     @compact
-    async def delete_finetune(finetune_id: FinetuneId, ctx: Context) -> Ok:
+    async def delete_finetune(finetune_id: FinetuneId, ctx: Ctx) -> Ok:
         """Delete a finetune and with it every checkpoint. Cannot be undone."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             return Ok(ok=await state.client.tuning.delete_finetune(finetune_id))
 
     @server.tool(title="Generate rollouts", annotations=ADD)
@@ -162,7 +132,7 @@ def register(server: MCPServer[AppState]) -> None:
     async def generate_rollouts(
         finetune_id: FinetuneId,
         skill: Annotated[Skill, Field(description="query, point or detect.")],
-        ctx: Context,
+        ctx: Ctx,
         image: Annotated[str | None, Field(description="The image (path, file://, http(s) or data URL); "
                                            "required for point and detect.")] = None,
         question: Annotated[str | None, Field(description="query: the question.")] = None,
@@ -179,22 +149,23 @@ def register(server: MCPServer[AppState]) -> None:
         """Sample the finetune's current policy several times on one example. Returns a compact view of
         each rollout and, with ground truth, their rewards; the full rollout data (needed by
         train_step) stays on this server under rollout_set_id. Coordinates are 0-1, origin top-left."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         if ground_truth is not None and skill == "query":
             raise ToolError("ground_truth is for point and detect; score query rollouts yourself and pass rewards")
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        with state.errors():
             prepared = await state.images.load(image) if image is not None else None
-            request = _skill_request(skill, question=question, object=object,
-                                     image_url=prepared.data_url if prepared else None,
-                                     reasoning=reasoning if skill == "query" else None)
-            settings = {k: v for k, v in (("temperature", temperature), ("top_p", top_p),
-                                          ("max_tokens", max_tokens), ("max_objects", max_objects)) if v is not None}
-            if settings:
-                request["settings"] = settings
-            body: dict[str, Any] = {"finetune_id": finetune_id, "num_rollouts": num_rollouts, "request": request}
+            request = skill_request(skill, question=question, object=object,
+                                    image_url=prepared.data_url if prepared else None,
+                                    reasoning=reasoning if skill == "query" else None,
+                                    settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                                      max_objects=max_objects))
+            truth = None
             if ground_truth is not None:
-                body["ground_truth"] = ground_truth.model_dump(exclude_none=True)
-            answer, raw = await state.client.tuning.rollouts(body)
+                truth = tuning.ground_truth(
+                    points=[(p.x, p.y) for p in ground_truth.points] if ground_truth.points is not None else None,
+                    boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in ground_truth.boxes or ()])
+            answer, raw = await state.client.tuning.rollouts(finetune_id, request, num_rollouts=num_rollouts,
+                                                             ground_truth=truth)
         rollouts = answer.get("rollouts") or []
         rewards = answer.get("rewards")
         set_id = await state.store.add_rollout_set(
@@ -210,7 +181,7 @@ def register(server: MCPServer[AppState]) -> None:
         groups: Annotated[list[RLGroup | SFTGroup], Field(min_length=1, description=(
             "The step's groups. RL: {rollout_set_id, rewards?}. SFT: {skill, image?, question?/object?, "
             "target}. Modes and skills may be mixed."))],
-        ctx: Context,
+        ctx: Ctx,
         lr: Annotated[float | None, Field(gt=0, description="Learning rate; omit for the API's default.")] = None,
         allow_reuse: Annotated[bool, Field(description="Allow rollout sets already used in a step (stale: they "
                                            "came from an older policy).")] = False,
@@ -218,21 +189,18 @@ def register(server: MCPServer[AppState]) -> None:
         """Apply one training step to the finetune. Not idempotent: every call that reaches the API advances
         the step. If the outcome is unknown (timeout, server error), check list_checkpoints before
         calling again."""
-        state = _state(ctx)
+        state = ctx.request_context.lifespan_context
         wire: list[str] = []
         used: list[str] = []
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        with state.errors():
             for group in groups:
                 if isinstance(group, RLGroup):
                     wire.append(await _rl_wire(state, finetune_id, group, allow_reuse))
                     used.append(group.rollout_set_id)
                 else:
                     prepared = await state.images.load(group.image) if group.image is not None else None
-                    request = _skill_request(group.skill, question=group.question, object=group.object,
-                                             image_url=prepared.data_url if prepared else None,
-                                             reasoning=group.reasoning if group.skill == "query" else None)
-                    wire.append(sft_group(request, _sft_target(group)))
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+                    wire.append(_sft_wire(group, prepared.data_url if prepared else None))
+        with state.errors():
             try:
                 result = await state.client.tuning.train_step(finetune_id, wire, lr)
             except (ServerError, StreamError, APIConnectionError) as exc:
@@ -251,21 +219,21 @@ def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="List saved checkpoints", annotations=READ)
     @compact
     async def list_checkpoints(
-        finetune_id: FinetuneId, ctx: Context, limit: Limit = None, cursor: Cursor = None
+        finetune_id: FinetuneId, ctx: Ctx, limit: Limit = None, cursor: Cursor = None
     ) -> CheckpointList:
         """Saved checkpoints of a finetune, by ascending step, each with the `model` string to use it."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             page = await state.client.tuning.list_checkpoints(finetune_id, limit=limit, cursor=cursor)
         return CheckpointList(checkpoints=[_checkpoint(c) for c in page.checkpoints],
                               next_cursor=page.next_cursor, has_more=page.has_more)
 
     @server.tool(title="Save the current checkpoint", annotations=CREATE)
     @compact
-    async def save_checkpoint(finetune_id: FinetuneId, ctx: Context) -> SavedOut:
+    async def save_checkpoint(finetune_id: FinetuneId, ctx: Ctx) -> SavedOut:
         """Save the finetune's current step as a checkpoint, usable as `model` by the skill tools."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             saved = await state.client.tuning.save_checkpoint(finetune_id)
         if saved.checkpoint is None:
             return SavedOut(checkpoint=None, model=None)
@@ -277,11 +245,11 @@ def register(server: MCPServer[AppState]) -> None:
     async def delete_checkpoint(
         finetune_id: FinetuneId,
         step: Annotated[int, Field(ge=0, description="The checkpoint's step.")],
-        ctx: Context,
+        ctx: Ctx,
     ) -> Ok:
         """Delete a saved checkpoint. Deleting the latest one blocks further training of the finetune."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             return Ok(ok=await state.client.tuning.delete_checkpoint(finetune_id, step))
 
     @server.tool(title="Log training metrics", annotations=ADD)
@@ -290,11 +258,11 @@ def register(server: MCPServer[AppState]) -> None:
         finetune_id: FinetuneId,
         step: Annotated[int, Field(ge=0, description="The step the metrics belong to.")],
         metrics: Annotated[list[Metric], Field(min_length=1, description="The metrics, each a name and a number.")],
-        ctx: Context,
+        ctx: Ctx,
     ) -> MetricsOut:
         """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""
-        state = _state(ctx)
-        with tool_errors(endpoint=state.settings.endpoint, secret=state.secret):
+        state = ctx.request_context.lifespan_context
+        with state.errors():
             logged = await state.client.tuning.log_metrics(finetune_id, step, {m.name: m.value for m in metrics})
         return MetricsOut(ok=logged.ok, step=logged.step, logged_count=logged.logged_count)
 

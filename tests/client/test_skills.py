@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp.client import APIStatusError, MoondreamClient, NotConfiguredError, StreamError
 from moondream_mcp.client.base import APIClient
 from moondream_mcp.client.skills import Skills
-from moondream_mcp.emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from tests.conftest import API_KEY
 from tests.pictures import canvas
 

@@ -15,11 +15,10 @@ import httpx2
 import pytest
 from PIL import Image, ImageDraw
 
-from moondream_mcp.emulator import (
+from moondream_emulator import (
     Emulator,
     EmulatorConfig,
     RunningEmulator,
-    config_from_args,
     running_emulator,
 )
 
@@ -562,9 +561,3 @@ def test_running_emulator_stops_listening_when_the_block_ends() -> None:
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
-
-def test_the_cli_takes_keys_from_the_flag_or_else_the_environment() -> None:
-    assert config_from_args("a, b,,", latency=0.2).keys == frozenset({"a", "b"})
-    from_env = config_from_args(None, rate_limit=10, environ={"MOONDREAM_EMULATOR_KEYS": "x,y"})
-    assert from_env == EmulatorConfig(keys=frozenset({"x", "y"}), rate_limit=10)
-    assert config_from_args(None, no_auth=True, environ={}) == EmulatorConfig(no_auth=True)

@@ -12,14 +12,10 @@ import anyio
 import httpx2
 import pytest
 
-from moondream_mcp.emulator import (
-    Emulator,
-    EmulatorConfig,
-    batch_jobs,
-    batch_lines,
-    batch_uploads,
-    running_emulator,
-)
+from moondream_emulator import Emulator, EmulatorConfig, running_emulator
+from moondream_emulator.batch import jobs as batch_jobs
+from moondream_emulator.batch import lines as batch_lines
+from moondream_emulator.batch import uploads as batch_uploads
 from tests.pictures import Rect, assert_box, canvas
 
 pytestmark = pytest.mark.anyio

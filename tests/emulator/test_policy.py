@@ -8,7 +8,7 @@ from statistics import mean, pstdev
 
 import pytest
 
-from moondream_mcp.emulator.policy import (
+from moondream_emulator.model.policy import (
     BASE,
     HARD_COLOURS,
     LEARNING_SPEED,
@@ -18,8 +18,8 @@ from moondream_mcp.emulator.policy import (
     confused,
     learn,
 )
-from moondream_mcp.emulator.rewards import iou
-from moondream_mcp.emulator.vision import Box, Region, Scene
+from moondream_emulator.model.vision import Box, Region, Scene
+from moondream_emulator.tuning.rewards import iou
 
 DIGEST = bytes(range(32))
 
@@ -126,7 +126,7 @@ def test_the_learning_rate_matters_mildly() -> None:
 
 
 def test_an_sft_group_counts_as_a_weak_positive_signal() -> None:
-    from moondream_mcp.emulator.policy import SFT_AGREEMENT
+    from moondream_emulator.model.policy import SFT_AGREEMENT
 
     assert 0 < SFT_AGREEMENT < 0.5
     assert learn(1.0, [SFT_AGREEMENT]) < 1.0

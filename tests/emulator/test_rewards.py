@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from moondream_mcp.emulator.ids import CROCKFORD, UlidGenerator, is_ulid, timestamp_ms
-from moondream_mcp.emulator.rewards import GroundTruth, box_reward, iou, point_reward
-from moondream_mcp.emulator.vision import Box
+from moondream_emulator.ids import CROCKFORD, UlidGenerator, is_ulid, timestamp_ms
+from moondream_emulator.model.vision import Box
+from moondream_emulator.tuning.rewards import GroundTruth, box_reward, iou, point_reward
 
 A = Box(0.1, 0.1, 0.3, 0.3)
 B = Box(0.6, 0.6, 0.9, 0.9)

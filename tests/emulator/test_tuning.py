@@ -16,10 +16,10 @@ import httpx2
 import pytest
 from PIL import Image
 
-from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
-from moondream_mcp.emulator.ids import is_ulid, timestamp_ms
-from moondream_mcp.emulator.rewards import iou
-from moondream_mcp.emulator.vision import Box
+from moondream_emulator import Emulator, EmulatorConfig, running_emulator
+from moondream_emulator.ids import is_ulid, timestamp_ms
+from moondream_emulator.model.vision import Box
+from moondream_emulator.tuning.rewards import iou
 from tests.pictures import Rect, canvas
 
 pytestmark = pytest.mark.anyio

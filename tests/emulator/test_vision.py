@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image, ImageDraw
 
-from moondream_mcp.emulator.vision import Scene, analyse, colour_in
+from moondream_emulator.model.vision import Scene, analyse, colour_in
 
 
 def solid(size=(400, 300), shapes=(("red", (100, 60, 200, 180)),), background="white") -> Image.Image:

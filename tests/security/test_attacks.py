@@ -21,6 +21,7 @@ import pytest
 from mcp import Client
 
 from moondream_mcp.config import Settings
+from moondream_mcp.files import FileGuard
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
 from tests.conftest import API_KEY
@@ -152,7 +153,7 @@ async def test_proc_and_device_files_are_refused_even_when_everything_is_allowed
     everything_readable: Client, logs, emulator, path: str, filesystem: str
 ) -> None:
     text = await refused(everything_readable, logs, "detect", image=path, object="red")
-    assert text == f"refused: {path} is on a system filesystem ({filesystem}), not an image file."
+    assert text == f"refused: {path} is on a system filesystem ({filesystem}), not a regular file."
     assert emulator.emulator.requests == []
 
 
@@ -167,7 +168,7 @@ async def test_a_fifo_is_refused_without_hanging(client: Client, logs, workdir: 
     fifo = workdir / "pipe.jpg"
     os.mkfifo(fifo)
     text = await refused(client, logs, "detect", image=str(fifo), object="red")
-    assert text == f"refused: {fifo} is a named pipe (FIFO); give the path of an image file."
+    assert text == f"refused: {fifo} is a named pipe (FIFO); give the path of a regular file."
     assert emulator.emulator.requests == []
 
 
@@ -177,7 +178,7 @@ async def test_a_2_gb_sparse_file_is_refused_by_its_size(client: Client, logs, w
     os.truncate(huge, 2 * 1024**3)  # sparse: takes no disk, would take 2 GB of memory to read
     text = await refused(client, logs, "detect", image=str(huge), object="red")
     assert text == (f"the file is too large: {huge} is over the limit of {64 * 1024 * 1024} bytes; "
-                    "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+                    "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
     assert emulator.emulator.requests == []
 
 
@@ -293,8 +294,8 @@ async def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused(
     # Nothing public is reachable from a test, so the first hop is a loopback server that the image
     # loader is told to treat as public (build_server's `images` seam); every other address keeps the
     # default policy: forbidden.
-    def loader(s: Settings) -> ImageLoader:
-        return ImageLoader(allowed_dirs=s.allowed_dirs, max_file_bytes=s.max_file_bytes,
+    def loader(s: Settings, files: FileGuard) -> ImageLoader:
+        return ImageLoader(allowed_dirs=s.allowed_dirs, max_file_bytes=s.max_file_bytes, files=files,
                            fetch_timeout=s.fetch_timeout, address_policy=only("127.0.0.1"))
 
     async with serving("127.0.0.1") as public, serving("127.0.0.2") as witness, Client(

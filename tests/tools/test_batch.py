@@ -9,8 +9,8 @@ import anyio
 import pytest
 from mcp import Client
 
+from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.config import Settings
-from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.server import build_server
 from tests.calls import call
 from tests.conftest import API_KEY

@@ -15,15 +15,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import answers, validation
-from .errors import ApiError
-from .skills import PLAIN_ANSWERS
+from ..errors import ApiError
+from ..model import answers
+from ..skills import validation
+from ..skills.handlers import PLAIN_ANSWERS
 
 MAX_LINE_BYTES = 10 * 1024 * 1024
 BATCH_SKILLS = ("caption", "query", "detect", "point")
 _READ_BLOCK = 1024 * 1024
 _IMAGE_TOKENS = 729  # as answers.metrics counts an image
-_TOKENS_PER_BOX, _TOKENS_PER_POINT = 3, 2  # as rollouts.py writes them; plus one to end the answer
+_TOKENS_PER_BOX, _TOKENS_PER_POINT = 3, 2  # as tuning/rollouts.py writes them; plus one to end the answer
 
 
 def lines(paths: Sequence[Path]) -> Iterator[tuple[int, bytes | None]]:

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import policy
-from .errors import ApiError
-from .ids import UlidGenerator
-from .policy import Policy
+from ..errors import ApiError
+from ..ids import UlidGenerator
+from ..model import policy
+from ..model.policy import Policy
 
 ISSUED_KEPT = 20_000  # rollouts remembered per finetune; older ones are refused like modified ones
 

@@ -1,7 +1,7 @@
 """The five skill handlers: a request body in, the API's answer (plain JSON or an event stream) out.
 
 Detect, point and query answer with a policy: the base model's unless `model` names a saved finetune
-checkpoint (see policy.py: only a few hard colours are seen imperfectly). Caption and segment answer
+checkpoint (see model/policy.py: only a few hard colours are seen imperfectly). Caption and segment answer
 the same whatever the model. The answers of query, caption, detect and point are computed by blocking
 functions (PLAIN_ANSWERS) that batch jobs share.
 """
@@ -16,11 +16,12 @@ from typing import Any
 import anyio.to_thread
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from . import answers, validation
-from .errors import ApiError
-from .policy import confused
-from .sight import look, matching, sight_of
-from .vision import Box, Region
+from ..errors import ApiError
+from ..model import answers
+from ..model.policy import confused
+from ..model.sight import look, matching, sight_of
+from ..model.vision import Box, Region
+from . import validation
 
 SKILLS = ("query", "caption", "detect", "point", "segment")
 _WORDS_PER_CHUNK = 3

@@ -30,13 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import batch
-from .batch_jobs import FINISHED, BatchJobs
-from .batch_uploads import Scratch, Spooled, Uploads, spool_body
+from .batch import handlers as batch
+from .batch.jobs import FINISHED, BatchJobs
+from .batch.uploads import Scratch, Spooled, Uploads, spool_body
 from .errors import ApiError, error_response
-from .finetunes import AppliedStep, TuningState
-from .skills import SKILLS, SkillContext, run_skill
-from .tuning import Handler, Received, TuningApi
+from .skills.handlers import SKILLS, SkillContext, run_skill
+from .tuning.finetunes import AppliedStep, TuningState
+from .tuning.handlers import Handler, Received, TuningApi
 
 AUTH_HEADER = "x-moondream-auth"
 ADMIN_PREFIX = "/_emulator/"
@@ -62,7 +62,7 @@ class EmulatorConfig:
     rate_limit: float | None = None  # requests per second per key; None: unlimited
     batch_lines_per_file: int = 1000  # output lines per batch result file
     # Base of batch result file URLs ("http://files.local:2021"); None: the base URL the client called,
-    # with 127.0.0.1 and localhost swapped, so that storage is another host than the API (see batch.py).
+    # with 127.0.0.1 and localhost swapped, so that storage is another host than the API (see batch/handlers.py).
     batch_files_url: str | None = None
 
     def __post_init__(self) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApiError
-from .policy import BASE, Policy
+from ..errors import ApiError
+from ..model.policy import BASE, Policy
 
 MAX_IMAGE_URL_CHARS = 10 * 1024 * 1024
 BASE_MODEL = "moondream3-preview"

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .vision import Box
+from ..model.vision import Box
 
 POINT_RADIUS = 0.1  # a point this far from the nearest true point earns nothing
 

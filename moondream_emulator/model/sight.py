@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import anyio.to_thread
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ApiError
+from ..errors import ApiError
 from .vision import ANALYSIS_SIDE, Region, Scene, analyse, colour_in
 
 _SCENES: OrderedDict[bytes, Scene] = OrderedDict()

@@ -8,17 +8,25 @@ streams and limits, Moondream Station's dialect, and faults on demand (injected 
 connections, truncated streams, delayed answers, latency, rate limits).
 
 Finetuning works for real, in miniature: the base model misplaces a few hard colours (orange,
-purple), and RL steps whose rewards agree with the rollouts' quality shrink that error (policy.py).
+purple), and RL steps whose rewards agree with the rollouts' quality shrink that error (model/policy.py).
 
-    from moondream_mcp.emulator import Emulator, EmulatorConfig, running_emulator
+Layout: app.py is the ASGI app (gate, faults, request log) that mounts one subpackage per API: skills/
+(/v1 query, caption, detect, point, segment), tuning/ (/v1/tuning), batch/ (/v1/batch). What they
+share sits beside it: model/ (what the emulated model sees and says, and how well), errors.py, ids.py,
+serve.py (uvicorn, in a thread or in the foreground) and cli.py (the one command line).
+
+    from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 
     with running_emulator(Emulator(EmulatorConfig(keys=frozenset({"k"})))) as running:
         ...  # call running.url ("http://127.0.0.1:<port>/v1"); inspect running.emulator.requests
+
+From a shell: `python -m moondream_emulator --port 2021` (or `moondream-mcp emulator`).
 """
 
 from .app import Emulator, EmulatorConfig, LoggedRequest
-from .finetunes import AppliedStep
-from .serve import RunningEmulator, config_from_args, running_emulator, serve_forever
+from .cli import config_from_args
+from .serve import RunningEmulator, running_emulator, serve_forever
+from .tuning.finetunes import AppliedStep
 
 __all__ = [
     "AppliedStep",

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import batch_lines
-from .batch_uploads import Part, Scratch
-from .errors import ApiError
-from .ids import UlidGenerator
-from .validation import BASE_MODEL, CheckpointLookup
+from ..errors import ApiError
+from ..ids import UlidGenerator
+from ..skills.validation import BASE_MODEL, CheckpointLookup
+from . import lines as batch_lines
+from .uploads import Part, Scratch
 
 MAX_LINES = 100_000
 RESULTS_KEPT = timedelta(days=7)

@@ -1,13 +1,13 @@
-"""Client and image failures turned into short ToolErrors the model can act on."""
+"""What went wrong, in a sentence for the model: the failures the server expects, their messages, and
+failures grouped by reason for work over many items. Knows nothing of MCP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from mcp.server.mcpserver.exceptions import ToolError
-
-from ..client import (
+from .client import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -23,12 +23,26 @@ from ..client import (
     StreamError,
     UnexpectedResponseError,
 )
-from ..images import ImageError
-from ..shapes import PathError
+from .files import FileError
+from .images import ImageError
+from .shapes import PathError
+
+
+class InputError(ValueError):
+    """Arguments that cannot work together, said in a sentence the model can act on."""
+
+
+# What a bad input or the API can cause; anything else is a bug and propagates.
+EXPECTED: tuple[type[Exception], ...] = (MoondreamError, ImageError, FileError, PathError, InputError)
+
+Explain = Callable[[Exception], str]
+
+EXAMPLES_PER_REASON = 5
 
 
 def _explain(exc: Exception, endpoint: str) -> str:
-    if isinstance(exc, (ImageError, NotConfiguredError, PathError, InvalidRequestError, UnexpectedResponseError)):
+    if isinstance(exc, (ImageError, FileError, InputError, NotConfiguredError, PathError, InvalidRequestError,
+                        UnexpectedResponseError)):
         return str(exc)
     if isinstance(exc, AuthenticationError):
         return (f"the Moondream API refused the API key (HTTP {exc.status_code}): {exc.message}. "
@@ -54,19 +68,39 @@ def _explain(exc: Exception, endpoint: str) -> str:
     return str(exc)
 
 
-EXPECTED = (MoondreamError, ImageError, PathError)
-
-
 def describe(exc: Exception, *, endpoint: str, secret: str | None) -> str:
     """A short message for the model; the API key is scrubbed from it."""
     message = _explain(exc, endpoint)
     return message.replace(secret, "***") if secret else message
 
 
-@contextmanager
-def tool_errors(*, endpoint: str, secret: str | None) -> Iterator[None]:
-    """Re-raise expected failures as ToolError with a message from describe()."""
-    try:
-        yield
-    except EXPECTED as exc:
-        raise ToolError(describe(exc, endpoint=endpoint, secret=secret)) from None
+@dataclass(frozen=True)
+class Explainer:
+    """describe() bound to one server's endpoint and key: what domain code is handed as `explain`."""
+
+    endpoint: str
+    secret: str | None
+
+    def __call__(self, exc: Exception) -> str:
+        return describe(exc, endpoint=self.endpoint, secret=self.secret)
+
+
+@dataclass
+class FailureGroups:
+    """Failures counted by reason, with a few examples of each, most common first when listed."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, example: str) -> None:
+        self.counts[reason] += 1
+        kept = self.examples.setdefault(reason, [])
+        if len(kept) < EXAMPLES_PER_REASON:
+            kept.append(example)
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def grouped(self) -> list[tuple[str, int, list[str]]]:
+        """(reason, count, examples) for each reason, most common first."""
+        return [(reason, count, self.examples[reason]) for reason, count in self.counts.most_common()]

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import tuning_checks as checks
-from . import validation
-from .batch_jobs import BatchJobs, Job
-from .batch_uploads import MAX_PART_NUMBER, Spooled, Uploads
-from .errors import ApiError
+from ..errors import ApiError
+from ..skills import validation
+from ..tuning import checks
+from .jobs import BatchJobs, Job
+from .uploads import MAX_PART_NUMBER, Spooled, Uploads
 
 PREFIX = "/v1/batch"
 FILES_PREFIX = "/files/batch"

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import tuning_checks as checks
+from ..model.policy import Policy
+from . import checks
 from .finetunes import RLGroup, TuningState
-from .policy import Policy
 from .rewards import GroundTruth, box_reward, point_reward
 from .rollouts import Sampled, sample, wire_text
 

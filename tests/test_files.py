@@ -1,4 +1,4 @@
-"""The local-file guard, one test per attack it stops."""
+"""The file guard, one test per attack it stops: directly, and through the image loader that reads with it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import anyio.to_thread
 import pytest
 
 from moondream_mcp.images import ImageError, ImageLoader
-from moondream_mcp.images.paths import FileGuard
+from moondream_mcp.files import FileError, FileGuard
 from tests.pictures import canvas
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +38,7 @@ async def test_a_picture_inside_the_allowed_dir_loads(loader: ImageLoader, allow
     prepared = await loader.load(str(path))
 
     assert (prepared.width, prepared.height) == (40, 30)
-    assert loader.check_path(str(path)) == path.resolve()
+    assert FileGuard([allowed], 1 << 20).check(str(path)) == path.resolve()
 
 
 async def test_dot_dot_traversal_out_of_the_allowed_dir_is_refused(
@@ -145,7 +145,7 @@ async def test_proc_self_environ_is_refused_even_when_everything_is_allowed() ->
 
     assert str(caught.value) == (
         "refused: /proc/self/environ is on a system filesystem (proc), "
-        "not an image file."
+        "not a regular file."
     )
 
 
@@ -177,7 +177,7 @@ async def test_a_fifo_is_refused_without_hanging(loader: ImageLoader, allowed: P
 
     assert str(caught.value) == (
         f"refused: {allowed / 'pipe.jpg'} is a named pipe (FIFO); "
-        "give the path of an image file."
+        "give the path of a regular file."
     )
 
 
@@ -204,10 +204,10 @@ async def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_without_hang
     unblock_fifo.append(path)
 
     with anyio.fail_after(5):
-        with pytest.raises(ImageError) as caught:
+        with pytest.raises(FileError) as caught:
             await anyio.to_thread.run_sync(guard.read, checked, abandon_on_cancel=True)
 
-    assert str(caught.value) == f"refused: {path} is a named pipe (FIFO); give the path of an image file."
+    assert str(caught.value) == f"refused: {path} is a named pipe (FIFO); give the path of a regular file."
 
 
 async def test_a_file_replaced_after_the_check_is_refused(allowed: Path) -> None:
@@ -216,7 +216,7 @@ async def test_a_file_replaced_after_the_check_is_refused(allowed: Path) -> None
     checked = guard.inspect(str(path))
     os.replace(picture(allowed / "other.png"), path)  # both exist at once, so the inode must differ
 
-    with pytest.raises(ImageError) as caught:
+    with pytest.raises(FileError) as caught:
         guard.read(checked)
 
     assert str(caught.value) == f"the file changed while it was being opened: {path}; try again."
@@ -229,7 +229,7 @@ async def test_a_file_swapped_for_a_symlink_after_the_check_is_refused(allowed: 
     path.unlink()
     path.symlink_to(picture(outside / "secret.png"))
 
-    with pytest.raises(ImageError, match=r"cannot open .*photo\.png"):
+    with pytest.raises(FileError, match=r"cannot open .*photo\.png"):
         guard.read(checked)
 
 
@@ -248,7 +248,7 @@ async def test_a_unix_socket_is_refused() -> None:
         (short / "s.jpg").unlink(missing_ok=True)
         short.rmdir()
 
-    assert str(caught.value) == f"refused: {short / 's.jpg'} is a socket; give the path of an image file."
+    assert str(caught.value) == f"refused: {short / 's.jpg'} is a socket; give the path of a regular file."
 
 
 async def test_a_directory_is_refused(loader: ImageLoader, allowed: Path) -> None:
@@ -259,7 +259,7 @@ async def test_a_directory_is_refused(loader: ImageLoader, allowed: Path) -> Non
 
     assert str(caught.value) == (
         f"refused: {allowed / 'album.jpg'} is a directory; "
-        "give the path of an image file."
+        "give the path of a regular file."
     )
 
 
@@ -273,7 +273,7 @@ async def test_a_2_gb_sparse_file_is_refused_from_its_size_alone(loader: ImageLo
 
     assert str(caught.value) == (
         f"the file is too large: {allowed / 'huge.jpg'} is over the limit of {64 * 1024 * 1024} bytes; "
-        "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES."
+        "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES."
     )
 
 
@@ -284,7 +284,7 @@ async def test_a_file_that_grew_after_the_check_is_cut_off_at_the_limit(allowed:
     checked = guard.inspect(str(path))
     os.truncate(path, 5500)  # grows after the check
 
-    with pytest.raises(ImageError, match="is over the limit of 1000 bytes"):
+    with pytest.raises(FileError, match="is over the limit of 1000 bytes"):
         guard.read(checked)
 
 
@@ -365,16 +365,16 @@ async def test_a_path_with_control_characters_is_named_without_them(
 
 
 def test_a_new_file_may_be_written_inside_the_allowed_dir(allowed: Path) -> None:
-    images = ImageLoader(allowed_dirs=[allowed])
+    files = FileGuard([allowed], 1 << 20)
 
-    assert images.check_path(str(allowed / "out.png"), for_writing=True) == allowed.resolve() / "out.png"
+    assert files.check(str(allowed / "out.png"), for_writing=True) == allowed.resolve() / "out.png"
 
 
 def test_an_existing_file_may_be_replaced(allowed: Path) -> None:
-    images = ImageLoader(allowed_dirs=[allowed])
+    files = FileGuard([allowed], 1 << 20)
     path = picture(allowed / "out.png")
 
-    assert images.check_path(str(path), for_writing=True) == path.resolve()
+    assert files.check(str(path), for_writing=True) == path.resolve()
 
 
 @pytest.mark.parametrize(
@@ -389,24 +389,24 @@ def test_an_existing_file_may_be_replaced(allowed: Path) -> None:
 def test_writing_is_refused_where_reading_would_be(
     allowed: Path, outside: Path, name: str, message: str
 ) -> None:
-    images = ImageLoader(allowed_dirs=[allowed])
+    files = FileGuard([allowed], 1 << 20)
     (allowed / "sub").mkdir()
 
-    with pytest.raises(ImageError, match=message):
-        images.check_path(f"{allowed}/{name}", for_writing=True)
+    with pytest.raises(FileError, match=message):
+        files.check(f"{allowed}/{name}", for_writing=True)
 
 
 def test_writing_through_a_dangling_symlink_that_points_out_is_refused(allowed: Path, outside: Path) -> None:
-    images = ImageLoader(allowed_dirs=[allowed])
+    files = FileGuard([allowed], 1 << 20)
     (allowed / "out.png").symlink_to(outside / "planted.png")
 
-    with pytest.raises(ImageError, match="outside the allowed directories"):
-        images.check_path(str(allowed / "out.png"), for_writing=True)
+    with pytest.raises(FileError, match="outside the allowed directories"):
+        files.check(str(allowed / "out.png"), for_writing=True)
 
 
 def test_writing_onto_a_fifo_is_refused(allowed: Path) -> None:
-    images = ImageLoader(allowed_dirs=[allowed])
+    files = FileGuard([allowed], 1 << 20)
     os.mkfifo(allowed / "out.png")
 
-    with pytest.raises(ImageError, match=r"is a named pipe \(FIFO\)"):
-        images.check_path(str(allowed / "out.png"), for_writing=True)
+    with pytest.raises(FileError, match=r"is a named pipe \(FIFO\)"):
+        files.check(str(allowed / "out.png"), for_writing=True)

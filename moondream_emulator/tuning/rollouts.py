@@ -16,12 +16,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import answers
-from .policy import Policy, Sampling, confused
+from ..model import answers
+from ..model.policy import Policy, Sampling, confused
+from ..model.sight import Sight, matching
+from ..model.vision import Box
+from ..skills.validation import Settings
 from .rewards import iou
-from .sight import Sight, matching
-from .validation import Settings
-from .vision import Box
 
 RolloutSkill = Literal["query", "point", "detect"]
 VOCABULARY = 51_200

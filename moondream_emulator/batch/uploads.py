@@ -22,8 +22,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import ApiError
-from .ids import UlidGenerator
+from ..errors import ApiError
+from ..ids import UlidGenerator
 
 MAX_PART_NUMBER = 10_000
 MAX_FILE_BYTES = 2 * 1024**3

@@ -9,14 +9,14 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from . import validation
-from .errors import ApiError
+from ..errors import ApiError
+from ..model.policy import DEFAULT_LR
+from ..model.sight import look
+from ..model.vision import Box
+from ..skills import validation
 from .finetunes import RLGroup
-from .policy import DEFAULT_LR
 from .rewards import GroundTruth
 from .rollouts import SkillRequest
-from .sight import look
-from .vision import Box
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 RANKS = (8, 16, 24, 32)

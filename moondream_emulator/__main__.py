@@ -1,0 +1,5 @@
+"""`python -m moondream_emulator`: the emulator in the foreground."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""Moondream's Batch API, end to end: images prepared into a JSONL staging file, uploaded in parts (the
+upload aborted on failure), the job polled, and its result files mapped back to the images they came
+from. Not the local batch (local_batch.py), which calls the skills one image at a time. Knows nothing
+of MCP.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import jsonl
+from .client import MoondreamClient, MoondreamError, Sampling
+from .client.batch import BatchJob, Part
+from .failures import EXPECTED, Explain, FailureGroups, InputError
+from .images import ImageLoader
+from .jsonl import LineWriter
+from .store import new_id
+
+PREPARE_CONCURRENCY = 4  # images decoded at once while the upload file is written
+POLL_WAITS = (0.25, 0.5, 1.0, 2.0)  # then every 2 s
+SAMPLES = 3
+
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+async def _quiet(_done: float, _total: float | None, _message: str | None) -> None:
+    return None
+
+
+class BatchFailed(InputError):
+    """The job ended as failed; the message carries the API's reason."""
+
+
+class BatchNotDone(InputError):
+    """The job is still running; the message says how far it got."""
+
+
+def line_fields(skill: str, *, object: str | None, question: str | None, length: str,
+                sampling: Sampling) -> dict[str, Any]:
+    """What every line of a job carries besides its id, skill and image."""
+    fields: dict[str, Any] = {"caption": {"length": length}, "query": {"question": question}}.get(
+        skill, {"object": object})
+    if settings := sampling.wire():
+        fields["settings"] = settings
+    return fields
+
+
+def line(index: int, skill: str, jpeg: bytes, fields: dict[str, Any]) -> bytes:
+    """One upload line. The Batch API takes raw base64, without the data: prefix."""
+    return jsonl.line({"id": str(index), "skill": skill, "image": base64.b64encode(jpeg).decode(), **fields})
+
+
+@dataclass
+class Prepared:
+    lines: int
+    skipped: FailureGroups
+
+
+async def write_lines(images: ImageLoader, refs: list[str], staging: Path, skill: str, fields: dict[str, Any], *,
+                      explain: Explain, progress: Progress = _quiet) -> Prepared:
+    """Prepare each image and append its line to `staging`; nothing but the file holds the images."""
+    limiter = anyio.CapacityLimiter(PREPARE_CONCURRENCY)
+    written = 0
+    skipped = FailureGroups()
+    handle = await anyio.open_file(staging, "wb")
+
+    async def one(index: int, ref: str) -> None:
+        nonlocal written
+        async with limiter:
+            try:
+                prepared = await images.load(ref)
+            except EXPECTED as exc:
+                skipped.add(explain(exc), ref)
+                return
+            await handle.write(line(index, skill, prepared.jpeg, fields))
+            written += 1
+        await progress(written, len(refs), f"prepared {written}/{len(refs)} images")
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for index, ref in enumerate(refs):
+                tasks.start_soon(one, index, ref)
+    finally:
+        await handle.aclose()
+    return Prepared(lines=written, skipped=skipped)
+
+
+async def upload(client: MoondreamClient, staging: Path, model: str | None, *, part_bytes: int,
+                 progress: Progress = _quiet) -> tuple[BatchJob, int]:
+    """Upload `staging` part by part, reading one part at a time; abort the upload on failure."""
+    batches = client.batches
+    size = (await anyio.Path(staging).stat()).st_size
+    total_parts = max(1, -(-size // part_bytes))
+    started = await batches.create_upload()
+    parts: list[Part] = []
+    try:
+        async with await anyio.open_file(staging, "rb") as f:
+            while chunk := await f.read(part_bytes):
+                parts.append(await batches.upload_part(started, len(parts) + 1, chunk))
+                await progress(len(parts), total_parts, f"uploaded part {len(parts)}/{total_parts}")
+        job = await batches.complete(started, parts, model)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            try:
+                await batches.abort(started)
+            except MoondreamError:
+                pass  # the upload expires on its own; the original error matters more
+        raise
+    return job.model_copy(update={"size": job.size if job.size is not None else size}), len(parts)
+
+
+async def await_completion(client: MoondreamClient, batch_id: str, wait_seconds: float, *,
+                           progress: Progress = _quiet) -> BatchJob:
+    """The job once completed, polling up to `wait_seconds`; BatchFailed or BatchNotDone otherwise."""
+    job = await client.batches.get(batch_id)
+    polls = 0
+    with anyio.move_on_after(wait_seconds):
+        while job.status not in ("completed", "failed"):
+            await anyio.sleep(POLL_WAITS[min(polls, len(POLL_WAITS) - 1)])
+            polls += 1
+            job = await client.batches.get(batch_id)
+            if job.progress and job.progress.total:
+                await progress(job.progress.completed or 0, job.progress.total, f"batch {job.status}")
+    if job.status == "failed":
+        raise BatchFailed(f"batch {batch_id} failed: {job.error or 'the API gave no reason'}")
+    if job.status != "completed":
+        done = f" ({job.progress.completed}/{job.progress.total} lines)" if job.progress else ""
+        raise BatchNotDone(f"batch {batch_id} is still {job.status}{done}; call again later, or pass wait_seconds.")
+    return job
+
+
+@dataclass
+class Results:
+    lines: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failures: FailureGroups = field(default_factory=FailureGroups)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def write_results(client: MoondreamClient, job: BatchJob, refs: list[str] | None, path: Path) -> Results:
+    """Stream every result file into `path` (via a temporary file, so a failure leaves no half output),
+    each line mapped back to the image reference its id names."""
+    temporary = path.with_name(f".{path.name}.{new_id('part')}")
+    results = Results()
+    try:
+        with LineWriter(temporary, "new") as out:
+            for file in sorted(job.outputs, key=lambda o: o.index):
+                async with client.batches.download(file.url) as response:
+                    async for text in response.aiter_lines():
+                        if not text.strip():
+                            continue
+                        row = _mapped(json.loads(text), refs, results)
+                        await anyio.to_thread.run_sync(out.write, row)
+        os.replace(temporary, path)
+    except ValueError:
+        raise InputError(f"a result file of batch {job.id} is not valid JSONL") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return results
+
+
+def _mapped(record: dict[str, Any], refs: list[str] | None, results: Results) -> dict[str, Any]:
+    line_id = str(record.get("id", ""))
+    image = refs[int(line_id)] if refs and line_id.isdigit() and int(line_id) < len(refs) else None
+    row: dict[str, Any] = {"image": image, "id": line_id, "line_index": record.get("line_index")}
+    if record.get("status") == "ok":
+        row.update(ok=True, result=record.get("result"))
+        results.succeeded += 1
+        if len(results.samples) < SAMPLES:
+            results.samples.append({"image": image, "result": record.get("result")})
+    else:
+        error = record.get("error") or {}
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        row.update(ok=False, error=message)
+        results.failed += 1
+        results.failures.add(str(message), image or line_id)
+    results.lines += 1
+    return row

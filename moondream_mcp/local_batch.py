@@ -1,0 +1,233 @@
+"""Local batches: one skill over many images, called image by image from here (not Moondream's Batch API).
+
+Inputs are expanded from a list, a directory or a glob; results are appended to a JSONL file as they
+complete, so a rerun resumes where the last one stopped. Knows nothing of MCP.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from .client import Sampling
+from .config import IN_FLIGHT
+from .failures import EXPECTED, Explain, FailureGroups, InputError
+from .files import FileGuard
+from .files import describe as describe_ref
+from .images import IMAGE_SUFFIXES
+from .jsonl import LineWriter
+from .vision import Vision
+
+MAX_IMAGES = 100_000
+SAMPLES = 3
+
+Skill = Literal["caption", "query", "detect", "point", "segment"]
+
+
+def require_prompt(skill: str, *, object: str | None, question: str | None) -> None:
+    """The skill's own prompt must be there: an object to look for, or a question to ask."""
+    if skill in ("detect", "point", "segment") and not object:
+        raise InputError(f"the {skill} skill needs `object`")
+    if skill == "query" and not question:
+        raise InputError("the query skill needs `question`")
+
+
+def digest(value: Any) -> str:
+    """A short stable name for parameters: equal parameters, equal digest."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SkillJob:
+    """One skill with the parameters every image gets."""
+
+    skill: Skill
+    object: str | None = None
+    question: str | None = None
+    length: Literal["short", "normal", "long"] = "normal"
+    reasoning: bool = False
+    model: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+
+    def __post_init__(self) -> None:
+        require_prompt(self.skill, object=self.object, question=self.question)
+
+    @property
+    def id(self) -> str:
+        # Lines carry this, so a rerun skips only images done with the same skill and parameters.
+        return digest({"skill": self.skill, "object": self.object, "question": self.question,
+                       "length": self.length, "reasoning": self.reasoning, "model": self.model,
+                       **self.sampling.model_dump()})
+
+    async def run(self, vision: Vision, ref: str) -> dict[str, Any]:
+        """The skill's result on one image, as a JSON object."""
+        output: Any
+        if self.skill == "caption":
+            output, _ = await vision.caption(ref, length=self.length, model=self.model, sampling=self.sampling)
+        elif self.skill == "query":
+            output, _ = await vision.query(self.question or "", ref, reasoning=self.reasoning, model=self.model,
+                                           sampling=self.sampling)
+        elif self.skill == "detect":
+            output, _ = await vision.detect(ref, self.object or "", model=self.model, sampling=self.sampling)
+        elif self.skill == "point":
+            output, _ = await vision.point(ref, self.object or "", model=self.model, sampling=self.sampling)
+        else:
+            output, _ = await vision.segment(ref, self.object or "", sampling=self.sampling)
+        result: dict[str, Any] = output.model_dump(mode="json")
+        return result
+
+
+def expand(images: list[str] | str, files: FileGuard) -> list[str]:
+    """The image references a batch covers: the list as given (duplicates dropped), or the image files
+    of a directory (not recursive) or of a glob (`**` recurses), sorted, skipping hidden names."""
+    if isinstance(images, list):
+        refs = list(dict.fromkeys(r.strip() for r in images if r.strip()))
+    else:
+        pattern = os.path.expanduser(images.strip())
+        if glob.has_magic(pattern):
+            parts = Path(pattern).parts
+            fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+            base = files.check_dir(str(Path(*parts[:fixed])))
+            matches = glob.glob(str(base / Path(*parts[fixed:])), recursive=True)
+            candidates = [Path(m) for m in matches]
+        else:
+            base = files.check_dir(pattern)
+            candidates = list(base.iterdir())
+        refs = sorted(
+            str(p) for p in candidates
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        )
+        if not refs:
+            raise InputError(f"no image files found in {describe_ref(images)}")
+    if not refs:
+        raise InputError("no images given")
+    if len(refs) > MAX_IMAGES:
+        raise InputError(f"{len(refs)} images is more than one batch takes ({MAX_IMAGES}); split it, or use "
+                         "submit_batch for very large jobs")
+    return refs
+
+
+class ResultLog:
+    """An append-only JSONL file of one line per finished image, opened once for the whole run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._writer: LineWriter | None = None
+
+    def done(self, job: str) -> set[str]:
+        """Images this job already finished successfully; a line torn by a crash is cut off first."""
+        if not self.path.exists():
+            return set()
+        with self._lock, open(self.path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+                data = data[: data.rfind(b"\n") + 1]
+        finished: set[str] = set()
+        for line in data.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("job") == job and record.get("ok") is True:
+                finished.add(record.get("image"))
+        return finished
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            if self._writer is None:
+                self._writer = LineWriter(self.path, "append")
+        self._writer.write(record)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+@dataclass
+class Outcome:
+    total: int
+    skipped: int
+    succeeded: int = 0
+    failed: int = 0
+    elapsed: float = 0.0
+    failures: FailureGroups = field(default_factory=FailureGroups)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+Work = Callable[[str], Awaitable[dict[str, Any]]]
+Progress = Callable[[int, int, str], Awaitable[None]]
+
+
+async def run(
+    refs: list[str],
+    work: Work,
+    log: ResultLog,
+    *,
+    job: str,
+    explain: Explain,
+    concurrency: int = IN_FLIGHT,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Run `work` on each image not yet done, `concurrency` at a time, appending one line per image.
+
+    Expected failures (failures.EXPECTED) become failed lines; anything else propagates. On cancellation
+    the lines already written stay, whole, and a rerun skips them. Memory is O(concurrency): a fixed
+    set of workers pulls the images from one iterator.
+    """
+    done = await anyio.to_thread.run_sync(log.done, job)
+    todo = [r for r in refs if r not in done]
+    outcome = Outcome(total=len(refs), skipped=len(refs) - len(todo))
+    started = time.monotonic()
+    reported = 0
+    pending: Iterator[str] = iter(todo)
+
+    async def one(ref: str) -> None:
+        try:
+            result = await work(ref)
+        except EXPECTED as exc:
+            message = explain(exc)
+            record: dict[str, Any] = {"image": ref, "job": job, "ok": False, "error": message}
+            outcome.failed += 1
+            outcome.failures.add(message.replace(describe_ref(ref), "<image>"), ref)
+        else:
+            record = {"image": ref, "job": job, "ok": True, "result": result}
+            outcome.succeeded += 1
+            if len(outcome.samples) < SAMPLES:
+                outcome.samples.append({"image": ref, "result": result})
+        # Not cancellable: once a result is in hand, its line is written whole.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(log.append, record)
+        if progress is not None:
+            # Counted only after the line is written, with no await in between: reports rise one by one.
+            nonlocal reported
+            reported += 1
+            await progress(outcome.skipped + reported, outcome.total,
+                           f"{reported}/{len(todo)} done, {outcome.failed} failed")
+
+    async def worker() -> None:
+        for ref in pending:  # shared: each image is taken by exactly one worker
+            await one(ref)
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(max(1, min(concurrency, len(todo)))):
+                tasks.start_soon(worker)
+    finally:
+        outcome.elapsed = time.monotonic() - started
+        await anyio.to_thread.run_sync(log.close)
+    return outcome

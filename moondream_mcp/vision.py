@@ -1,0 +1,156 @@
+"""The five skills on one image reference — load it, call the API, shape what came back — and the typed
+results they return (the skill tools' output schemas). Shared by the skill tools, local batches and
+anything else that looks at one image. Knows nothing of MCP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from . import shapes
+from .client import MoondreamClient, Sampling
+from .client.skills import Box as APIBox
+from .images import ImageLoader, PreparedImage
+
+
+class ImageSize(BaseModel):
+    """Pixel size of the image as displayed (EXIF orientation applied), before any downscaling."""
+
+    width: int = Field(description="Width in pixels; multiply normalized x by it for pixels.")
+    height: int = Field(description="Height in pixels; multiply normalized y by it for pixels.")
+
+
+class Box(BaseModel):
+    x_min: float = Field(description="Left edge, 0-1 from the left.")
+    y_min: float = Field(description="Top edge, 0-1 from the top.")
+    x_max: float = Field(description="Right edge, 0-1 from the left.")
+    y_max: float = Field(description="Bottom edge, 0-1 from the top.")
+
+
+class Point(BaseModel):
+    x: float = Field(description="0-1 from the left.")
+    y: float = Field(description="0-1 from the top.")
+
+
+class CaptionOutput(BaseModel):
+    caption: str
+    finish_reason: str | None = Field(description="Why generation stopped, as the API reported it.")
+    request_id: str | None
+    image: ImageSize
+
+
+class Grounding(BaseModel):
+    start_idx: int = Field(description="Start character offset into reasoning.text.")
+    end_idx: int = Field(description="End character offset into reasoning.text.")
+    points: list[Point] = Field(description="Where in the image that part of the reasoning looked.")
+
+
+class ReasoningOutput(BaseModel):
+    text: str
+    grounding: list[Grounding]
+
+
+class QueryOutput(BaseModel):
+    answer: str
+    reasoning: ReasoningOutput | None = Field(description="The model's reasoning, when reasoning was on.")
+    request_id: str | None
+    image: ImageSize | None = Field(description="Size of the image asked about; null for a text-only question.")
+
+
+class DetectOutput(BaseModel):
+    objects: list[Box] = Field(description="One box per object found, normalized 0-1, origin top-left.")
+    count: int
+    request_id: str | None
+    image: ImageSize
+
+
+class PointOutput(BaseModel):
+    points: list[Point] = Field(description="One point per object found, normalized 0-1, origin top-left.")
+    count: int
+    request_id: str | None
+    image: ImageSize
+
+
+class SegmentOutput(BaseModel):
+    path: str = Field(description="SVG path data exactly as the API returned it: coordinates 0-1 relative to bbox.")
+    bbox: Box | None = Field(description="The object's bounding box in the image, normalized 0-1; null if not found.")
+    image_path: str = Field(description="The same outline as SVG path data in whole-image coordinates (0-1); "
+                            "scale by image.width/height for pixels.")
+    request_id: str | None
+    image: ImageSize
+
+
+# ---- the calls ----------------------------------------------------------------------------------
+
+
+def _size(prepared: PreparedImage) -> ImageSize:
+    return ImageSize(width=prepared.width, height=prepared.height)
+
+
+def _box(box: APIBox) -> Box:
+    return Box(x_min=box.x_min, y_min=box.y_min, x_max=box.x_max, y_max=box.y_max)
+
+
+def corners(box: Box) -> tuple[float, float, float, float]:
+    return box.x_min, box.y_min, box.x_max, box.y_max
+
+
+@dataclass(frozen=True)
+class Vision:
+    """The skills, each returning its result and the image as prepared (for drawing on it)."""
+
+    client: MoondreamClient
+    images: ImageLoader
+
+    async def caption(self, image: str, *, length: Literal["short", "normal", "long"] = "normal",
+                      model: str | None = None, sampling: Sampling | None = None
+                      ) -> tuple[CaptionOutput, PreparedImage]:
+        prepared = await self.images.load(image)
+        result = await self.client.skills.caption(prepared.data_url, length=length, model=model, settings=sampling)
+        return CaptionOutput(caption=result.caption, finish_reason=result.finish_reason,
+                             request_id=result.request_id, image=_size(prepared)), prepared
+
+    async def query(self, question: str, image: str | None = None, *, reasoning: bool = False,
+                    model: str | None = None, sampling: Sampling | None = None
+                    ) -> tuple[QueryOutput, PreparedImage | None]:
+        prepared = await self.images.load(image) if image is not None else None
+        result = await self.client.skills.query(question, image_url=prepared.data_url if prepared else None,
+                                                reasoning=reasoning, model=model, settings=sampling)
+        thought = None
+        if result.reasoning is not None:
+            thought = ReasoningOutput(text=result.reasoning.text, grounding=[
+                Grounding(start_idx=g.start_idx, end_idx=g.end_idx, points=[Point(x=p.x, y=p.y) for p in g.points])
+                for g in result.reasoning.grounding
+            ])
+        return QueryOutput(answer=result.answer, reasoning=thought, request_id=result.request_id,
+                           image=_size(prepared) if prepared else None), prepared
+
+    async def detect(self, image: str, object: str, *, model: str | None = None,
+                     sampling: Sampling | None = None) -> tuple[DetectOutput, PreparedImage]:
+        prepared = await self.images.load(image)
+        result = await self.client.skills.detect(prepared.data_url, object, model=model, settings=sampling)
+        boxes = [_box(b) for b in result.objects]
+        return DetectOutput(objects=boxes, count=len(boxes), request_id=result.request_id,
+                            image=_size(prepared)), prepared
+
+    async def point(self, image: str, object: str, *, model: str | None = None,
+                    sampling: Sampling | None = None) -> tuple[PointOutput, PreparedImage]:
+        prepared = await self.images.load(image)
+        result = await self.client.skills.point(prepared.data_url, object, model=model, settings=sampling)
+        points = [Point(x=p.x, y=p.y) for p in result.points]
+        return PointOutput(points=points, count=len(points), request_id=result.request_id,
+                           image=_size(prepared)), prepared
+
+    async def segment(self, image: str, object: str, *, spatial_refs: list[list[float]] | None = None,
+                      sampling: Sampling | None = None) -> tuple[SegmentOutput, PreparedImage]:
+        prepared = await self.images.load(image)
+        result = await self.client.skills.segment(prepared.data_url, object, spatial_refs=spatial_refs,
+                                                  settings=sampling)
+        bbox = _box(result.bbox) if result.bbox is not None else None
+        image_path = ""
+        if bbox is not None and result.path:
+            image_path = shapes.to_image_coordinates(result.path, corners(bbox))
+        return SegmentOutput(path=result.path, bbox=bbox, image_path=image_path, request_id=result.request_id,
+                             image=_size(prepared)), prepared

@@ -48,12 +48,14 @@ async def run(workdir: Path) -> None:
     paths = make_images(workdir / "frames")
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY}), latency=LATENCY, rate_limit=LIMIT))
     with running_emulator(emulator) as running:
-        settings = Settings(api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data",
-                            rate_limit=LIMIT)
+        settings = Settings(
+            api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data", rate_limit=LIMIT
+        )
         async with Client(build_server(settings)) as client:
             start = time.perf_counter()
-            result = await client.call_tool("batch", {"skill": "detect", "images": str(workdir / "frames"),
-                                                      "object": "red"})
+            result = await client.call_tool(
+                "batch", {"skill": "detect", "images": str(workdir / "frames"), "object": "red"}
+            )
             batch_time = time.perf_counter() - start
             summary = result.structured_content
             batch_429 = sum(r.status == 429 for r in emulator.requests)
@@ -70,10 +72,14 @@ async def run(workdir: Path) -> None:
     batch_rate = IMAGES / batch_time
     single_rate = IMAGES / single_time
     print(f"{IMAGES} images, emulator latency {LATENCY * 1000:.0f} ms, limit {LIMIT:g} req/s")
-    print(f"  batch tool        {batch_time:6.2f} s  {batch_rate:5.2f} req/s = {batch_rate / LIMIT:4.2f} x limit"
-          f"   429s at the API {batch_429}, surfaced {surfaced}   [target >= 0.95, 0 surfaced]")
-    print(f"  one at a time     {single_time:6.2f} s  {single_rate:5.2f} req/s = {single_rate / LIMIT:4.2f} x limit"
-          f"   errors {errors}")
+    print(
+        f"  batch tool        {batch_time:6.2f} s  {batch_rate:5.2f} req/s = {batch_rate / LIMIT:4.2f} x limit"
+        f"   429s at the API {batch_429}, surfaced {surfaced}   [target >= 0.95, 0 surfaced]"
+    )
+    print(
+        f"  one at a time     {single_time:6.2f} s  {single_rate:5.2f} req/s = {single_rate / LIMIT:4.2f} x limit"
+        f"   errors {errors}"
+    )
     print(f"  batch speed-up    {single_time / batch_time:4.2f}x")
 
 
@@ -86,22 +92,29 @@ async def run_submit(workdir: Path) -> None:
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY})))
     emulator.hold_batches = True  # measure the upload, not the emulator's processing
     with running_emulator(emulator) as running:
-        settings = Settings(api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data",
-                            batch_part_bytes=1024 * 1024)
+        settings = Settings(
+            api_key=KEY,
+            endpoint=running.url,
+            allowed_dirs=[workdir],
+            data_dir=workdir / "data",
+            batch_part_bytes=1024 * 1024,
+        )
         async with Client(build_server(settings)) as client:
             tracemalloc.start()
             start = time.perf_counter()
-            result = await client.call_tool("submit_batch", {"skill": "detect", "images": str(folder),
-                                                             "object": "red"})
+            result = await client.call_tool("submit_batch", {"skill": "detect", "images": str(folder), "object": "red"})
             elapsed = time.perf_counter() - start
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
         emulator.release_batches()
     out = result.structured_content
-    print(f"submit_batch, {out['lines']} lines, {out['bytes'] / 1e6:.1f} MB file in {out['parts']} parts, "
-          f"{elapsed:.1f} s")
-    print(f"  peak traced memory {peak / 1e6:5.1f} MB = {peak / out['bytes']:4.2f} x the file "
-          "(emulator included: it shares the process)")
+    print(
+        f"submit_batch, {out['lines']} lines, {out['bytes'] / 1e6:.1f} MB file in {out['parts']} parts, {elapsed:.1f} s"
+    )
+    print(
+        f"  peak traced memory {peak / 1e6:5.1f} MB = {peak / out['bytes']:4.2f} x the file "
+        "(emulator included: it shares the process)"
+    )
 
 
 def main() -> None:

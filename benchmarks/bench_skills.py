@@ -68,10 +68,14 @@ def bench_prepare(kind: str, grain: float) -> None:
             sizes[name] = len(url)
     t_ours, t_naive = statistics.median(times["ours"]), statistics.median(times["naive"])
     print(f"(a) 24 MP JPEG, {kind} ({len(data) / 1e6:.1f} MB file), median of 5")
-    print(f"    time  ours {t_ours * 1000:7.1f} ms   naive {t_naive * 1000:7.1f} ms   "
-          f"speed-up {t_naive / t_ours:5.1f}x   [target >= 5x]")
-    print(f"    bytes ours {sizes['ours'] / 1e6:7.2f} MB   naive {sizes['naive'] / 1e6:7.2f} MB   "
-          f"reduction {sizes['naive'] / sizes['ours']:5.1f}x   [target >= 8x]")
+    print(
+        f"    time  ours {t_ours * 1000:7.1f} ms   naive {t_naive * 1000:7.1f} ms   "
+        f"speed-up {t_naive / t_ours:5.1f}x   [target >= 5x]"
+    )
+    print(
+        f"    bytes ours {sizes['ours'] / 1e6:7.2f} MB   naive {sizes['naive'] / 1e6:7.2f} MB   "
+        f"reduction {sizes['naive'] / sizes['ours']:5.1f}x   [target >= 8x]"
+    )
 
 
 async def bench_overhead(workdir: Path) -> None:
@@ -81,8 +85,10 @@ async def bench_overhead(workdir: Path) -> None:
     small.save(path)
     with running_emulator(Emulator(EmulatorConfig(keys=frozenset({KEY})))) as emu:
         settings = Settings(api_key=KEY, endpoint=emu.url, allowed_dirs=[workdir], data_dir=workdir / "data")
-        async with Client(build_server(settings)) as client, httpx2.AsyncClient(
-            headers={"X-Moondream-Auth": KEY}) as http:
+        async with (
+            Client(build_server(settings)) as client,
+            httpx2.AsyncClient(headers={"X-Moondream-Auth": KEY}) as http,
+        ):
             first = await client.call_tool("detect", {"image": str(path), "object": "red"})
             assert not first.is_error
             data_url = emu.emulator.requests[-1].json["image_url"]
@@ -98,8 +104,10 @@ async def bench_overhead(workdir: Path) -> None:
                 raw.append(time.perf_counter() - start)
     m, r = statistics.median(via_mcp), statistics.median(raw)
     print("(b) detect, median of 60 interleaved calls")
-    print(f"    MCP in-memory {m * 1000:6.2f} ms   raw POST {r * 1000:6.2f} ms   "
-          f"overhead {(m - r) * 1000:5.2f} ms   [target <= 3 ms]")
+    print(
+        f"    MCP in-memory {m * 1000:6.2f} ms   raw POST {r * 1000:6.2f} ms   "
+        f"overhead {(m - r) * 1000:5.2f} ms   [target <= 3 ms]"
+    )
 
 
 async def bench_startup(workdir: Path) -> None:
@@ -113,8 +121,10 @@ async def bench_startup(workdir: Path) -> None:
             tools = (await client.list_tools()).tools
             times.append(time.perf_counter() - start)
     t = statistics.median(times)
-    print(f"(c) stdio start to {len(tools)} tools listed, median of 5: {t * 1000:6.0f} ms   "
-          f"= {t:4.2f}x the 1 s target   [target <= 1 s]")
+    print(
+        f"(c) stdio start to {len(tools)} tools listed, median of 5: {t * 1000:6.0f} ms   "
+        f"= {t:4.2f}x the 1 s target   [target <= 1 s]"
+    )
 
 
 def main() -> None:

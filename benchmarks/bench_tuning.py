@@ -40,12 +40,24 @@ async def run(workdir: Path) -> None:
             finetune_id = created.structured_content["finetune_id"]
             emulator.clear()
             for _ in range(ITERATIONS):
-                rollouts = await client.call_tool("generate_rollouts", {
-                    "finetune_id": finetune_id, "skill": "detect", "image": str(photo), "object": "orange panel",
-                    "num_rollouts": 4, "ground_truth": truth})
-                step = await client.call_tool("train_step", {
-                    "finetune_id": finetune_id,
-                    "groups": [{"rollout_set_id": rollouts.structured_content["rollout_set_id"]}]})
+                rollouts = await client.call_tool(
+                    "generate_rollouts",
+                    {
+                        "finetune_id": finetune_id,
+                        "skill": "detect",
+                        "image": str(photo),
+                        "object": "orange panel",
+                        "num_rollouts": 4,
+                        "ground_truth": truth,
+                    },
+                )
+                step = await client.call_tool(
+                    "train_step",
+                    {
+                        "finetune_id": finetune_id,
+                        "groups": [{"rollout_set_id": rollouts.structured_content["rollout_set_id"]}],
+                    },
+                )
                 assert not rollouts.is_error and not step.is_error
                 for result in (rollouts, step):
                     tool_bytes += len(result.model_dump_json(by_alias=True, exclude_none=True))
@@ -56,10 +68,14 @@ async def run(workdir: Path) -> None:
     per = ITERATIONS
     print(f"per RL iteration (detect, 4 rollouts, mean of {ITERATIONS}):")
     print(f"  tool results          {tool_bytes / per:10,.0f} bytes")
-    print(f"  raw API responses     {raw_responses / per:10,.0f} bytes   = {raw_responses / tool_bytes:6.1f}x "
-          "the tool results   [target >= 20x]")
-    print(f"  + train_step request  {(raw_responses + raw_request) / per:10,.0f} bytes   = "
-          f"{(raw_responses + raw_request) / tool_bytes:6.1f}x   (what a raw-API agent writes back)")
+    print(
+        f"  raw API responses     {raw_responses / per:10,.0f} bytes   = {raw_responses / tool_bytes:6.1f}x "
+        "the tool results   [target >= 20x]"
+    )
+    print(
+        f"  + train_step request  {(raw_responses + raw_request) / per:10,.0f} bytes   = "
+        f"{(raw_responses + raw_request) / tool_bytes:6.1f}x   (what a raw-API agent writes back)"
+    )
 
 
 def main() -> None:

@@ -318,9 +318,7 @@ class Emulator:
 
     # --- the gate --------------------------------------------------------------------------------
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, app: Callable[..., Awaitable[None]]
-    ) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, app: Callable[..., Awaitable[None]]) -> None:
         spooled = None
         if scope["method"] == "PUT" and scope["path"].startswith(batch.PREFIX + "/"):
             # A batch part may be near 100 MB: it goes to disk as it arrives, never whole into memory.
@@ -421,9 +419,7 @@ class Emulator:
         key = headers.get(AUTH_HEADER, "")
         if not config.no_auth:
             if not key.strip():
-                error = ApiError(
-                    401, f"missing API key: send it in the {AUTH_HEADER} header", code="missing_api_key"
-                )
+                error = ApiError(401, f"missing API key: send it in the {AUTH_HEADER} header", code="missing_api_key")
                 return error_response(error, station=False)
             if config.keys and key not in config.keys:
                 return error_response(ApiError(401, "invalid API key", code="invalid_api_key"), station=False)
@@ -472,9 +468,7 @@ class Emulator:
             )
             try:
                 if state.too_large:
-                    raise ApiError(
-                        413, "request too large: images are limited to 10 MB", code="request_too_large"
-                    )
+                    raise ApiError(413, "request too large: images are limited to 10 MB", code="request_too_large")
                 if state.body is _NOT_JSON:
                     raise ApiError(400, "request body is not valid JSON", code="invalid_json")
                 return await run_skill(skill, state.body, ctx)
@@ -530,9 +524,7 @@ class Emulator:
             elif "truncate" in spec:
                 self.inject_truncate(int(spec["truncate"]), path=path, method=method)
             elif "delay" in spec:
-                self.inject_delay(
-                    float(spec["delay"]), times=int(spec.get("times", 1)), path=path, method=method
-                )
+                self.inject_delay(float(spec["delay"]), times=int(spec.get("times", 1)), path=path, method=method)
             elif "status" in spec:
                 retry_after = spec.get("retry_after")
                 self.inject(
@@ -620,9 +612,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 async def _drop(transport: Any, receive: Receive) -> None:
     if transport is None:
-        raise RuntimeError(
-            "dropping a connection needs a real server: serve the emulator with running_emulator"
-        )
+        raise RuntimeError("dropping a connection needs a real server: serve the emulator with running_emulator")
     transport.abort()
     # Return only once the server has seen the connection go, or it would answer 500 on a dead socket.
     with anyio.move_on_after(5):
@@ -634,9 +624,7 @@ def _without_images(value: Any) -> Any:
     """A logged body with image data replaced by its length, for listing over HTTP."""
     if isinstance(value, dict):
         return {
-            key: f"<{len(item)} characters>"
-            if key == "image_url" and isinstance(item, str)
-            else _without_images(item)
+            key: f"<{len(item)} characters>" if key == "image_url" and isinstance(item, str) else _without_images(item)
             for key, item in value.items()
         }
     if isinstance(value, list):

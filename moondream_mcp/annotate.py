@@ -17,9 +17,9 @@ XY = tuple[float, float]
 
 
 def _open_scaled(jpeg: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(jpeg))
-    image.draft("RGB", (MAX_SIDE, MAX_SIDE))
-    image = image.convert("RGB")
+    opened = Image.open(io.BytesIO(jpeg))
+    opened.draft("RGB", (MAX_SIDE, MAX_SIDE))
+    image = opened.convert("RGB")
     image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     return image
 
@@ -49,8 +49,12 @@ def draw(
     radius = max(4, line * 2)
     for i, (x, y) in enumerate(points):
         cx, cy = x * w, y * h
-        pen.ellipse([cx - radius, cy - radius, cx + radius, cy + radius],
-                    fill=PALETTE[i % len(PALETTE)], outline=(0, 0, 0), width=max(1, line // 2))
+        pen.ellipse(
+            [cx - radius, cy - radius, cx + radius, cy + radius],
+            fill=PALETTE[i % len(PALETTE)],
+            outline=(0, 0, 0),
+            width=max(1, line // 2),
+        )
 
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY)

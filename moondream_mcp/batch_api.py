@@ -43,11 +43,13 @@ class BatchNotDone(InputError):
     """The job is still running; the message says how far it got."""
 
 
-def line_fields(skill: str, *, object: str | None, question: str | None, length: str,
-                sampling: Sampling) -> dict[str, Any]:
+def line_fields(
+    skill: str, *, object: str | None, question: str | None, length: str, sampling: Sampling
+) -> dict[str, Any]:
     """What every line of a job carries besides its id, skill and image."""
-    fields: dict[str, Any] = {"caption": {"length": length}, "query": {"question": question}}.get(
-        skill, {"object": object})
+    fields: dict[str, Any] = (
+        {"length": length} if skill == "caption" else {"question": question} if skill == "query" else {"object": object}
+    )
     if settings := sampling.wire():
         fields["settings"] = settings
     return fields
@@ -64,8 +66,16 @@ class Prepared:
     skipped: FailureGroups
 
 
-async def write_lines(images: ImageLoader, refs: list[str], staging: Path, skill: str, fields: dict[str, Any], *,
-                      explain: Explain, progress: Progress = _quiet) -> Prepared:
+async def write_lines(
+    images: ImageLoader,
+    refs: list[str],
+    staging: Path,
+    skill: str,
+    fields: dict[str, Any],
+    *,
+    explain: Explain,
+    progress: Progress = _quiet,
+) -> Prepared:
     """Prepare each image and append its line to `staging`; nothing but the file holds the images."""
     limiter = anyio.CapacityLimiter(PREPARE_CONCURRENCY)
     written = 0
@@ -93,8 +103,9 @@ async def write_lines(images: ImageLoader, refs: list[str], staging: Path, skill
     return Prepared(lines=written, skipped=skipped)
 
 
-async def upload(client: MoondreamClient, staging: Path, model: str | None, *, part_bytes: int,
-                 progress: Progress = _quiet) -> tuple[BatchJob, int]:
+async def upload(
+    client: MoondreamClient, staging: Path, model: str | None, *, part_bytes: int, progress: Progress = _quiet
+) -> tuple[BatchJob, int]:
     """Upload `staging` part by part, reading one part at a time; abort the upload on failure."""
     batches = client.batches
     size = (await anyio.Path(staging).stat()).st_size
@@ -117,8 +128,9 @@ async def upload(client: MoondreamClient, staging: Path, model: str | None, *, p
     return job.model_copy(update={"size": job.size if job.size is not None else size}), len(parts)
 
 
-async def await_completion(client: MoondreamClient, batch_id: str, wait_seconds: float, *,
-                           progress: Progress = _quiet) -> BatchJob:
+async def await_completion(
+    client: MoondreamClient, batch_id: str, wait_seconds: float, *, progress: Progress = _quiet
+) -> BatchJob:
     """The job once completed, polling up to `wait_seconds`; BatchFailed or BatchNotDone otherwise."""
     job = await client.batches.get(batch_id)
     polls = 0

@@ -28,15 +28,29 @@ def training_chart(
         low = [m - d for _, m, d in rewards]
         high = [m + d for _, m, d in rewards]
         axes.fill_between(steps, low, high, color="tab:blue", alpha=0.15, linewidth=0, label="reward ± std")
-        axes.plot(steps, means, color="tab:blue", marker="o" if len(steps) <= 40 else None, markersize=3,
-                  label="reward mean")
+        axes.plot(
+            steps, means, color="tab:blue", marker="o" if len(steps) <= 40 else None, markersize=3, label="reward mean"
+        )
     if evals:
-        axes.plot([s for s, _ in evals], [v for _, v in evals], color="tab:orange", marker="s", markersize=4,
-                  label="eval score")
+        axes.plot(
+            [s for s, _ in evals],
+            [v for _, v in evals],
+            color="tab:orange",
+            marker="s",
+            markersize=4,
+            label="eval score",
+        )
         best = [(s, v) for s, v in evals if s == best_step]
         if best:
-            axes.scatter([best[0][0]], [best[0][1]], s=90, facecolors="none", edgecolors="tab:red", zorder=3,
-                         label="best checkpoint")
+            axes.scatter(
+                [best[0][0]],
+                [best[0][1]],
+                s=90,
+                facecolors="none",
+                edgecolors="tab:red",
+                zorder=3,
+                label="best checkpoint",
+            )
     if total_steps:
         axes.set_xlim(0, max(total_steps, 1) + 0.5)
     axes.set_ylim(-0.02, 1.02)

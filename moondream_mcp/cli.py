@@ -17,22 +17,39 @@ SERVE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--api-key", "api_key", {"help": "Moondream API key (env MOONDREAM_API_KEY)"}),
     ("--endpoint", "endpoint", {"help": "API base URL (env MOONDREAM_ENDPOINT)"}),
     ("--timeout", "timeout", {"type": float, "help": "seconds per API request (env MOONDREAM_TIMEOUT)"}),
-    ("--max-pixels", "max_image_pixels", {"type": int, "help": "downscale images to this many pixels "
-                                          "(env MOONDREAM_MCP_MAX_PIXELS)"}),
-    ("--allowed-dirs", "allowed_dirs", {"help": "os.pathsep-separated directories the tools may read "
-                                        "(env MOONDREAM_MCP_ALLOWED_DIRS)"}),
-    ("--allow-private-urls", "allow_private_urls", {"action": "store_const", "const": True,
-                                                    "help": "let image URLs reach private networks "
-                                                    "(env MOONDREAM_MCP_ALLOW_PRIVATE_URLS)"}),
+    (
+        "--max-pixels",
+        "max_image_pixels",
+        {"type": int, "help": "downscale images to this many pixels (env MOONDREAM_MCP_MAX_PIXELS)"},
+    ),
+    (
+        "--allowed-dirs",
+        "allowed_dirs",
+        {"help": "os.pathsep-separated directories the tools may read (env MOONDREAM_MCP_ALLOWED_DIRS)"},
+    ),
+    (
+        "--allow-private-urls",
+        "allow_private_urls",
+        {
+            "action": "store_const",
+            "const": True,
+            "help": "let image URLs reach private networks (env MOONDREAM_MCP_ALLOW_PRIVATE_URLS)",
+        },
+    ),
     ("--data-dir", "data_dir", {"help": "where the server keeps state (env MOONDREAM_MCP_DATA_DIR)"}),
 ]
 # How `serve` is reached. No --token flag: a secret on the command line shows in every process list,
 # so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
 TRANSPORT_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--transport", "transport", {"choices": ["stdio", "http"], "help": "stdio (default; what desktop clients "
-                                  "launch) or http (streamable HTTP at http://HOST:PORT/mcp)"}),
-    ("--host", "host", {"help": "http: address to listen on (default 127.0.0.1; any other needs "
-                        "MOONDREAM_MCP_TOKEN)"}),
+    (
+        "--transport",
+        "transport",
+        {
+            "choices": ["stdio", "http"],
+            "help": "stdio (default; what desktop clients launch) or http (streamable HTTP at http://HOST:PORT/mcp)",
+        },
+    ),
+    ("--host", "host", {"help": "http: address to listen on (default 127.0.0.1; any other needs MOONDREAM_MCP_TOKEN)"}),
     ("--port", "port", {"type": int, "help": "http: port to listen on (default 8000)"}),
 ]
 
@@ -53,8 +70,12 @@ def _serve(args: argparse.Namespace) -> None:
         sys.stderr.write("moondream-mcp: --host and --port are for --transport http\n")
         raise SystemExit(2)
     try:
-        serve(_settings(args), transport=transport, host=args.host or "127.0.0.1",
-              port=args.port if args.port is not None else 8000)
+        serve(
+            _settings(args),
+            transport=transport,
+            host=args.host or "127.0.0.1",
+            port=args.port if args.port is not None else 8000,
+        )
     except HTTPConfigError as exc:
         sys.stderr.write(f"moondream-mcp: {exc}\n")
         raise SystemExit(2) from None
@@ -109,8 +130,12 @@ def parser() -> argparse.ArgumentParser:
 
     # Everything after `emulator` (--help included) goes as is to the emulator's own parser: no prefix char
     # here, so no argument reads as an option of this one.
-    emulator = commands.add_parser("emulator", help="run the local Moondream API emulator (for tests, offline use)",
-                                   add_help=False, prefix_chars="\0")
+    emulator = commands.add_parser(
+        "emulator",
+        help="run the local Moondream API emulator (for tests, offline use)",
+        add_help=False,
+        prefix_chars="\0",
+    )
     emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
 
     tools = commands.add_parser("tools", help="print the tool manifest (tools.json)")
@@ -121,8 +146,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     # stdout is the protocol in stdio mode: every log line goes to stderr.
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # One line per HTTP request is noise at INFO; it stays available at DEBUG.
     if logging.getLogger().level > logging.DEBUG:
         for chatty in ("httpx2", "httpcore2"):

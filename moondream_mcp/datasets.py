@@ -177,8 +177,13 @@ def parse_example(record: Any, line: int, base: Path) -> Example:
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise ValueError(f"`split` must be train or eval, not {split!r}")
-    fields: dict[str, Any] = {"line": line, "image": image, "ref": resolve_image(image.strip(), base),
-                              "skill": skill, "split": split}
+    fields: dict[str, Any] = {
+        "line": line,
+        "image": image,
+        "ref": resolve_image(image.strip(), base),
+        "skill": skill,
+        "split": split,
+    }
     if skill == "query":
         fields["question"] = _text(record, "question", skill)
         fields["answer"] = _text(record, "answer", skill)
@@ -190,8 +195,11 @@ def parse_example(record: Any, line: int, base: Path) -> Example:
         fields["match"] = match
         choices = record.get("choices")
         if choices is not None:
-            if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c.strip()
-                                                                        for c in choices):
+            if (
+                not isinstance(choices, list)
+                or not choices
+                or not all(isinstance(c, str) and c.strip() for c in choices)
+            ):
                 raise ValueError("`choices` must be a non-empty list of strings")
             fields["choices"] = tuple(choices)
         return Example(**fields)
@@ -233,7 +241,7 @@ def parse(text: str, base: Path, *, samples: int = 3) -> tuple[list[Example], li
         try:
             record = json.loads(line)
         except ValueError as exc:
-            problems.append(Problem(number, f"not JSON: {exc.msg}"))
+            problems.append(Problem(number, f"not JSON: {getattr(exc, 'msg', exc)}"))
             continue
         try:
             examples.append(parse_example(record, number, base))
@@ -265,8 +273,11 @@ def split_conflicts(examples: Iterable[Example]) -> list[Problem]:
         if e.split:
             splits[e.ref].add(e.split)
             first.setdefault(e.ref, e.line)
-    return [Problem(first[ref], f"image {ref} is in both the train and the eval split")
-            for ref, seen in splits.items() if len(seen) > 1]
+    return [
+        Problem(first[ref], f"image {ref} is in both the train and the eval split")
+        for ref, seen in splits.items()
+        if len(seen) > 1
+    ]
 
 
 # ---- checking images ------------------------------------------------------------------------------
@@ -314,8 +325,9 @@ def _rank(ref: str, seed: int) -> bytes:
     return hashlib.sha256(f"{seed}\0{ref}".encode()).digest()
 
 
-def assign_splits(examples: list[Example], *, eval_fraction: float = EVAL_FRACTION,
-                  seed: int = SPLIT_SEED) -> list[Example]:
+def assign_splits(
+    examples: list[Example], *, eval_fraction: float = EVAL_FRACTION, seed: int = SPLIT_SEED
+) -> list[Example]:
     """Every example with a split. Given splits stay; an image with any given split takes it for all its
     examples; the other images are ordered by a seeded hash and the first `eval_fraction` of them (at
     least one, when there are two or more) go to eval. By image, so one image is never in both."""
@@ -371,8 +383,9 @@ class Imported:
 def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None = None) -> Imported:
     """COCO detection JSON -> one detect example per (image, category) with at least one box; boxes
     normalized from pixel [x, y, width, height] by the image's size. Crowd annotations are left out."""
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
-                                                                                        "categories")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
         raise DatasetError("not a COCO detection file: it needs `images`, `annotations` and `categories` lists")
     names = {c.get("id"): c.get("name") for c in data["categories"] if isinstance(c, dict)}
     images = {i.get("id"): i for i in data["images"] if isinstance(i, dict)}
@@ -391,9 +404,15 @@ def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None
             continue
         bbox = ann.get("bbox")
         width, height = image.get("width"), image.get("height")
-        if (not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox)
-                or not isinstance(width, (int, float)) or not isinstance(height, (int, float))
-                or width <= 0 or height <= 0):
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) for v in bbox)
+            or not isinstance(width, (int, float))
+            or not isinstance(height, (int, float))
+            or width <= 0
+            or height <= 0
+        ):
             out.skip(f"annotation {ann.get('id')}: no usable bbox or image size")
             continue
         x, y, w, h = bbox
@@ -408,8 +427,12 @@ def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None
         if not isinstance(file_name, str) or not file_name:
             out.skip(f"image {image_id}: no file_name")
             continue
-        record: dict[str, Any] = {"image": _relative(image_dir / file_name, output_dir), "skill": "detect",
-                                  "object": str(names[category_id]), "boxes": boxes}
+        record: dict[str, Any] = {
+            "image": _relative(image_dir / file_name, output_dir),
+            "skill": "detect",
+            "object": str(names[category_id]),
+            "boxes": boxes,
+        }
         if split:
             record["split"] = split
         out.records.append(record)
@@ -418,8 +441,15 @@ def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None
     return out
 
 
-_YOLO_SPLITS = {"train": "train", "training": "train", "val": "eval", "valid": "eval", "validation": "eval",
-                "test": "eval", "eval": "eval"}
+_YOLO_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "eval",
+    "valid": "eval",
+    "validation": "eval",
+    "test": "eval",
+    "eval": "eval",
+}
 
 
 def yolo_class_names(root: Path) -> list[str] | None:
@@ -433,8 +463,9 @@ def yolo_class_names(root: Path) -> list[str] | None:
     for name in ("classes.txt", "obj.names", "classes.names"):
         path = root / name
         if path.is_file():
-            return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-                    if line.strip()]
+            return [
+                line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+            ]
     return None
 
 
@@ -453,7 +484,7 @@ def _yaml_names(text: str) -> list[str] | None:
             return [_unquote(v) for _, v in sorted(pairs, key=lambda kv: int(kv[0].strip()))]
         names: dict[int, str] = {}
         listed: list[str] = []
-        for item in lines[i + 1:]:
+        for item in lines[i + 1 :]:
             if item.strip() and not item.startswith((" ", "\t", "-")):
                 break
             if m := re.match(r"^\s*(\d+)\s*:\s*(.+)$", item):
@@ -511,8 +542,12 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
             by_class[cls].append(box)
         split = next((_YOLO_SPLITS[p.lower()] for p in relative.parts[:-1] if p.lower() in _YOLO_SPLITS), None)
         for cls in sorted(by_class):
-            record: dict[str, Any] = {"image": _relative(image, output_dir), "skill": "detect", "object": names[cls],
-                                      "boxes": by_class[cls]}
+            record: dict[str, Any] = {
+                "image": _relative(image, output_dir),
+                "skill": "detect",
+                "object": names[cls],
+                "boxes": by_class[cls],
+            }
             if split:
                 record["split"] = split
             out.records.append(record)

@@ -53,11 +53,17 @@ async def check_api(settings: Settings) -> list[Check]:
     endpoint = settings.endpoint
     key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.is_cloud and key is None:
-        return [Check(False, "MOONDREAM_API_KEY is not set, and the endpoint is Moondream Cloud",
-                      "set MOONDREAM_API_KEY to a key from the Moondream console, or set MOONDREAM_ENDPOINT to "
-                      f"a Moondream Station ({STATION_ENDPOINT})")]
-    async with APIClient(endpoint=endpoint, api_key=key, timeout=min(settings.timeout, PROBE_TIMEOUT),
-                         max_attempts=1) as api:
+        return [
+            Check(
+                False,
+                "MOONDREAM_API_KEY is not set, and the endpoint is Moondream Cloud",
+                "set MOONDREAM_API_KEY to a key from the Moondream console, or set MOONDREAM_ENDPOINT to "
+                f"a Moondream Station ({STATION_ENDPOINT})",
+            )
+        ]
+    async with APIClient(
+        endpoint=endpoint, api_key=key, timeout=min(settings.timeout, PROBE_TIMEOUT), max_attempts=1
+    ) as api:
         try:
             if key is not None:
                 # Free, and authenticated: the cheapest call that proves the key.
@@ -67,23 +73,43 @@ async def check_api(settings: Settings) -> list[Check]:
                 except NotFoundError:
                     pass  # no tuning API here: Moondream Station, or another partial server
             await Skills(api).query("Reply with OK.", settings=Sampling(max_tokens=4))
-            return [Check(True, f"reached {endpoint} (no tuning API: Moondream Station?); the vision tools work, "
-                                "the finetuning and Batch API tools will not")]
+            return [
+                Check(
+                    True,
+                    f"reached {endpoint} (no tuning API: Moondream Station?); the vision tools work, "
+                    "the finetuning and Batch API tools will not",
+                )
+            ]
         except AuthenticationError as exc:
-            return [Check(True, f"reached {endpoint}"),
-                    Check(False, _scrub(f"the API refused the key (HTTP {exc.status_code}): {exc.message}", settings),
-                          "check MOONDREAM_API_KEY: copy the key again from the Moondream console, without quotes "
-                          "or spaces" if key else "set MOONDREAM_API_KEY")]
+            return [
+                Check(True, f"reached {endpoint}"),
+                Check(
+                    False,
+                    _scrub(f"the API refused the key (HTTP {exc.status_code}): {exc.message}", settings),
+                    "check MOONDREAM_API_KEY: copy the key again from the Moondream console, without quotes or spaces"
+                    if key
+                    else "set MOONDREAM_API_KEY",
+                ),
+            ]
         except APITimeoutError:
-            return [Check(False, f"{endpoint} did not answer within {min(settings.timeout, PROBE_TIMEOUT):g} s",
-                          _unreachable_fix(settings))]
+            return [
+                Check(
+                    False,
+                    f"{endpoint} did not answer within {min(settings.timeout, PROBE_TIMEOUT):g} s",
+                    _unreachable_fix(settings),
+                )
+            ]
         except APIConnectionError as exc:
             return [Check(False, _scrub(f"cannot reach {endpoint}: {exc}", settings), _unreachable_fix(settings))]
         except APIStatusError as exc:
-            return [Check(False, _scrub(f"{endpoint} answered with an error (HTTP {exc.status_code}): {exc.message}",
-                                        settings),
-                          "check MOONDREAM_ENDPOINT: it is the API's base URL, ending in /v1 "
-                          f"(cloud: https://api.moondream.ai/v1, Station: {STATION_ENDPOINT})")]
+            return [
+                Check(
+                    False,
+                    _scrub(f"{endpoint} answered with an error (HTTP {exc.status_code}): {exc.message}", settings),
+                    "check MOONDREAM_ENDPOINT: it is the API's base URL, ending in /v1 "
+                    f"(cloud: https://api.moondream.ai/v1, Station: {STATION_ENDPOINT})",
+                )
+            ]
         except MoondreamError as exc:
             return [Check(False, _scrub(f"calling {endpoint} failed: {exc}", settings), _unreachable_fix(settings))]
 
@@ -115,8 +141,13 @@ def check_allowed_dirs(settings: Settings) -> list[Check]:
     """Do the directories the tools may read exist?"""
     fix = f"create it, or fix MOONDREAM_MCP_ALLOWED_DIRS (absolute paths separated by '{os.pathsep}')"
     if not settings.allowed_dirs:
-        return [Check(False, "no allowed directories: the tools can read no local file",
-                      "set MOONDREAM_MCP_ALLOWED_DIRS to the directories holding your images")]
+        return [
+            Check(
+                False,
+                "no allowed directories: the tools can read no local file",
+                "set MOONDREAM_MCP_ALLOWED_DIRS to the directories holding your images",
+            )
+        ]
     checks = []
     for path in settings.allowed_dirs:
         if not path.exists():
@@ -124,8 +155,13 @@ def check_allowed_dirs(settings: Settings) -> list[Check]:
         elif not path.is_dir():
             checks.append(Check(False, f"the allowed directory {path} is not a directory", fix))
         elif not os.access(path, os.R_OK | os.X_OK):
-            checks.append(Check(False, f"the allowed directory {path} cannot be read by this user",
-                                "fix its permissions, or remove it from MOONDREAM_MCP_ALLOWED_DIRS"))
+            checks.append(
+                Check(
+                    False,
+                    f"the allowed directory {path} cannot be read by this user",
+                    "fix its permissions, or remove it from MOONDREAM_MCP_ALLOWED_DIRS",
+                )
+            )
         else:
             checks.append(Check(True, f"the allowed directory {path} exists"))
     return checks
@@ -137,14 +173,16 @@ def check_token(settings: Settings) -> Check:
         return Check(True, "MOONDREAM_MCP_TOKEN is not set: `serve --transport http` will listen on loopback only")
     length = len(settings.token.get_secret_value())
     if length < MIN_TOKEN_CHARS:
-        return Check(False, f"MOONDREAM_MCP_TOKEN is only {length} characters: easy to guess",
-                     "use a long random secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return Check(
+            False,
+            f"MOONDREAM_MCP_TOKEN is only {length} characters: easy to guess",
+            "use a long random secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
     return Check(True, "MOONDREAM_MCP_TOKEN is set")
 
 
 async def diagnose(settings: Settings) -> list[Check]:
-    return [*await check_api(settings), check_data_dir(settings), *check_allowed_dirs(settings),
-            check_token(settings)]
+    return [*await check_api(settings), check_data_dir(settings), *check_allowed_dirs(settings), check_token(settings)]
 
 
 def report(checks: list[Check]) -> str:
@@ -154,8 +192,7 @@ def report(checks: list[Check]) -> str:
         if not check.ok and check.fix:
             lines.append(f"        fix: {check.fix}")
     problems = sum(not c.ok for c in checks)
-    lines.append("All checks passed." if not problems else
-                 f"{problems} problem{'s' if problems > 1 else ''} found.")
+    lines.append("All checks passed." if not problems else f"{problems} problem{'s' if problems > 1 else ''} found.")
     return "\n".join(lines) + "\n"
 
 

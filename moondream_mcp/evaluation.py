@@ -36,8 +36,7 @@ class Scored:
     detail: dict[str, Any]  # tp/fp/fn, hits or correct
 
 
-async def predict(client: MoondreamClient, images: ImageLoader, example: Example, model: str | None
-                  ) -> dict[str, Any]:
+async def predict(client: MoondreamClient, images: ImageLoader, example: Example, model: str | None) -> dict[str, Any]:
     """The model's greedy answer to one example, as the API gave it (coordinates 0-1)."""
     prepared = await images.load(example.ref)
     if example.skill == "detect":
@@ -46,8 +45,9 @@ async def predict(client: MoondreamClient, images: ImageLoader, example: Example
     if example.skill == "point":
         pointed = await client.skills.point(prepared.data_url, example.object or "", settings=GREEDY, model=model)
         return {"points": [{"x": p.x, "y": p.y} for p in pointed.points]}
-    answered = await client.skills.query(example.question or "", image_url=prepared.data_url, settings=GREEDY,
-                                         model=model)
+    answered = await client.skills.query(
+        example.question or "", image_url=prepared.data_url, settings=GREEDY, model=model
+    )
     return {"answer": answered.answer}
 
 
@@ -105,9 +105,13 @@ class Tally:
             n = int(s["examples"])
             if skill == "detect":
                 tp, fp, fn = int(s["tp"]), int(s["fp"]), int(s["fn"])
-                out[skill] = {"examples": n, "mean_iou": round(s["sum"] / n, 4), "f1": round(scoring.f1(tp, fp, fn), 4),
-                              "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
-                              "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0}
+                out[skill] = {
+                    "examples": n,
+                    "mean_iou": round(s["sum"] / n, 4),
+                    "f1": round(scoring.f1(tp, fp, fn), 4),
+                    "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
+                    "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0,
+                }
             elif skill == "point":
                 out[skill] = {"examples": n, "hit_rate": round(s["sum"] / n, 4)}
             else:
@@ -140,8 +144,13 @@ async def evaluate(
     async def one(example: Example, index: int) -> None:
         nonlocal done
         model = models[index]
-        record: dict[str, Any] = {"model": label(model), "line": example.line, "image": example.image,
-                                  "skill": example.skill, "prompt": example.prompt}
+        record: dict[str, Any] = {
+            "model": label(model),
+            "line": example.line,
+            "image": example.image,
+            "skill": example.skill,
+            "prompt": example.prompt,
+        }
         async with limiter:
             try:
                 prediction = await predict(client, images, example, model)

@@ -41,12 +41,23 @@ EXAMPLES_PER_REASON = 5
 
 
 def _explain(exc: Exception, endpoint: str) -> str:
-    if isinstance(exc, (ImageError, FileError, InputError, NotConfiguredError, PathError, InvalidRequestError,
-                        UnexpectedResponseError)):
+    if isinstance(
+        exc,
+        (
+            ImageError,
+            FileError,
+            InputError,
+            NotConfiguredError,
+            PathError,
+            InvalidRequestError,
+            UnexpectedResponseError,
+        ),
+    ):
         return str(exc)
     if isinstance(exc, AuthenticationError):
-        return (f"the Moondream API refused the API key (HTTP {exc.status_code}): {exc.message}. "
-                "Check MOONDREAM_API_KEY.")
+        return (
+            f"the Moondream API refused the API key (HTTP {exc.status_code}): {exc.message}. Check MOONDREAM_API_KEY."
+        )
     if isinstance(exc, RateLimitError):
         return "the Moondream API is rate limiting this key (HTTP 429) even after retries; wait a little and try again."
     if isinstance(exc, PayloadTooLargeError):

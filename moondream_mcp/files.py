@@ -41,6 +41,7 @@ def describe(ref: str) -> str:
     printable = "".join(c if c.isprintable() else "?" for c in ref[: _MAX_LABEL + 1])
     return printable if len(printable) <= _MAX_LABEL else printable[: _MAX_LABEL - 1] + "…"
 
+
 # Defence in depth: even when an allowed dir is "/", these hold no data and plenty of traps
 # (/proc files claim size 0 yet stream data; /dev has endless and blocking devices).
 _SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
@@ -197,9 +198,7 @@ class FileGuard:
         if not containing:
             raise FileError(self._outside(label))
         if any(real.is_relative_to(root) for root in _SPECIAL_ROOTS):
-            raise FileError(
-                f"refused: {label} is on a system filesystem ({real.parts[1]}), not a regular file."
-            )
+            raise FileError(f"refused: {label} is on a system filesystem ({real.parts[1]}), not a regular file.")
         # Hidden names are judged only below the allowed dir, so an allowed dir like ~/.cache/pics
         # explicitly opts in to its own hidden ancestors but not to hidden things inside it.
         hidden = [_first_hidden(real.relative_to(d)) for d in containing]

@@ -31,7 +31,6 @@ MCP_PATH = "/mcp"
 REALM = "moondream-mcp"
 
 
-
 class HTTPConfigError(Exception):
     """The HTTP transport cannot start as configured; the message says what to change."""
 
@@ -88,12 +87,17 @@ def security_settings(host: str, port: int, extra_hosts: list[str]) -> Transport
 
 async def _respond(send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(body).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                    *headers],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -128,11 +132,16 @@ class RequireBearerToken:
         reason = "no bearer token" if given is None else "a wrong bearer token"
         log.warning("refused an HTTP request from %s: %s", client[0], reason)
         challenge = f'Bearer realm="{REALM}"' + ("" if given is None else ', error="invalid_token"')
-        await _respond(send, 401, {
-            "error": "invalid_token" if given is not None else "unauthorized",
-            "error_description": f"send Authorization: Bearer <token> with the server's MOONDREAM_MCP_TOKEN "
-                                 f"({reason} was given)",
-        }, [(b"www-authenticate", challenge.encode())])
+        await _respond(
+            send,
+            401,
+            {
+                "error": "invalid_token" if given is not None else "unauthorized",
+                "error_description": f"send Authorization: Bearer <token> with the server's MOONDREAM_MCP_TOKEN "
+                f"({reason} was given)",
+            },
+            [(b"www-authenticate", challenge.encode())],
+        )
 
 
 def _bearer(value: bytes | None) -> bytes | None:
@@ -192,11 +201,16 @@ class LimitBody:
         await self.app(scope, replayed, send)
 
     async def _refuse(self, send: Send) -> None:
-        await _respond(send, 413, {
-            "error": "request_too_large",
-            "error_description": f"the request body is over {self.max_bytes} bytes; pass large images as file "
-                                 "paths or URLs, or raise MOONDREAM_MCP_HTTP_MAX_BODY_BYTES",
-        }, [(b"connection", b"close")])
+        await _respond(
+            send,
+            413,
+            {
+                "error": "request_too_large",
+                "error_description": f"the request body is over {self.max_bytes} bytes; pass large images as file "
+                "paths or URLs, or raise MOONDREAM_MCP_HTTP_MAX_BODY_BYTES",
+            },
+            [(b"connection", b"close")],
+        )
 
 
 def http_app(server: MCPServer[Any], settings: Settings, *, host: str, port: int) -> ASGIApp:
@@ -224,8 +238,12 @@ def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: i
 
     app = http_app(server, settings, host=host, port=port)
     if not is_loopback(host):
-        log.warning("serving MCP over plain HTTP on %s:%d; put a TLS-terminating proxy in front of it when the "
-                    "network is not trusted", host, port)
+        log.warning(
+            "serving MCP over plain HTTP on %s:%d; put a TLS-terminating proxy in front of it when the "
+            "network is not trusted",
+            host,
+            port,
+        )
     shown = f"[{host}]" if ":" in host else host
     log.info("MCP endpoint: http://%s:%d%s", shown, port, MCP_PATH)
     # log_config=None: uvicorn's records go through the root logger, to stderr.

@@ -65,9 +65,17 @@ class SkillJob:
     @property
     def id(self) -> str:
         # Lines carry this, so a rerun skips only images done with the same skill and parameters.
-        return digest({"skill": self.skill, "object": self.object, "question": self.question,
-                       "length": self.length, "reasoning": self.reasoning, "model": self.model,
-                       **self.sampling.model_dump()})
+        return digest(
+            {
+                "skill": self.skill,
+                "object": self.object,
+                "question": self.question,
+                "length": self.length,
+                "reasoning": self.reasoning,
+                "model": self.model,
+                **self.sampling.model_dump(),
+            }
+        )
 
     async def run(self, vision: Vision, ref: str) -> dict[str, Any]:
         """The skill's result on one image, as a JSON object."""
@@ -75,8 +83,9 @@ class SkillJob:
         if self.skill == "caption":
             output, _ = await vision.caption(ref, length=self.length, model=self.model, sampling=self.sampling)
         elif self.skill == "query":
-            output, _ = await vision.query(self.question or "", ref, reasoning=self.reasoning, model=self.model,
-                                           sampling=self.sampling)
+            output, _ = await vision.query(
+                self.question or "", ref, reasoning=self.reasoning, model=self.model, sampling=self.sampling
+            )
         elif self.skill == "detect":
             output, _ = await vision.detect(ref, self.object or "", model=self.model, sampling=self.sampling)
         elif self.skill == "point":
@@ -104,8 +113,10 @@ def expand(images: list[str] | str, files: FileGuard) -> list[str]:
             base = files.check_dir(pattern)
             candidates = list(base.iterdir())
         refs = sorted(
-            str(p) for p in candidates
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            str(p)
+            for p in candidates
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(base).parts)
         )
         if not refs:
@@ -113,8 +124,10 @@ def expand(images: list[str] | str, files: FileGuard) -> list[str]:
     if not refs:
         raise InputError("no images given")
     if len(refs) > MAX_IMAGES:
-        raise InputError(f"{len(refs)} images is more than one batch takes ({MAX_IMAGES}); split it, or use "
-                         "submit_batch for very large jobs")
+        raise InputError(
+            f"{len(refs)} images is more than one batch takes ({MAX_IMAGES}); split it, or use "
+            "submit_batch for very large jobs"
+        )
     return refs
 
 
@@ -142,7 +155,7 @@ class ResultLog:
             except ValueError:
                 continue
             if isinstance(record, dict) and record.get("job") == job and record.get("ok") is True:
-                finished.add(record.get("image"))
+                finished.add(str(record.get("image")))
         return finished
 
     def append(self, record: dict[str, Any]) -> None:
@@ -216,8 +229,9 @@ async def run(
             # Counted only after the line is written, with no await in between: reports rise one by one.
             nonlocal reported
             reported += 1
-            await progress(outcome.skipped + reported, outcome.total,
-                           f"{reported}/{len(todo)} done, {outcome.failed} failed")
+            await progress(
+                outcome.skipped + reported, outcome.total, f"{reported}/{len(todo)} done, {outcome.failed} failed"
+            )
 
     async def worker() -> None:
         for ref in pending:  # shared: each image is taken by exactly one worker

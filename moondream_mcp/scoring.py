@@ -85,23 +85,29 @@ def _inside(point: Point, box: Box) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
-def score_point(predicted: Sequence[Point], *, points: Sequence[Point] | None = None,
-                boxes: Sequence[Box] | None = None, radius: float = POINT_RADIUS) -> PointScore:
+def score_point(
+    predicted: Sequence[Point],
+    *,
+    points: Sequence[Point] | None = None,
+    boxes: Sequence[Box] | None = None,
+    radius: float = POINT_RADIUS,
+) -> PointScore:
     """Hits matched one to one: a predicted point hits a label point within `radius`, or a label box it
     falls inside. Extra points and missed targets both lower the rate."""
     targets: Sequence[Point | Box] = points if points is not None else boxes or ()
     if not predicted and not targets:
         return PointScore(1.0, 0)
-    candidates = []
+    candidates: list[tuple[float, int, int]] = []
     for i, p in enumerate(predicted):
-        for j, target in enumerate(targets):
-            if points is not None:
-                distance = math.dist(p, target)  # type: ignore[arg-type]
+        if points is not None:
+            for j, point in enumerate(points):
+                distance = math.dist(p, point)
                 if distance <= radius:
                     candidates.append((distance, i, j))
-            elif _inside(p, target):  # type: ignore[arg-type]
-                box = target
-                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)  # type: ignore[index]
+            continue
+        for j, box in enumerate(boxes or ()):
+            if _inside(p, box):
+                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
                 candidates.append((math.dist(p, centre), i, j))
     used_p: set[int] = set()
     used_t: set[int] = set()
@@ -115,9 +121,34 @@ def score_point(predicted: Sequence[Point], *, points: Sequence[Point] | None = 
 
 # ---- answers --------------------------------------------------------------------------------------
 
-_NUMBER_WORDS = {word: str(n) for n, word in enumerate((
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"))}
+_NUMBER_WORDS = {
+    word: str(n)
+    for n, word in enumerate(
+        (
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        )
+    )
+}
 _NUMBER_WORDS["no"] = "0"  # "no red shapes" — only as a whole answer, see normalize()
 _ARTICLES = {"a", "an", "the"}
 _PUNCTUATION = str.maketrans({c: " " for c in string.punctuation if c not in "%.-"})
@@ -155,8 +186,7 @@ def choose(answer: str, choices: Sequence[str]) -> str | None:
     return mentioned[0] if len(mentioned) == 1 else None
 
 
-def answer_correct(answer: str, expected: str, match: str = "normalized",
-                   choices: Sequence[str] | None = None) -> bool:
+def answer_correct(answer: str, expected: str, match: str = "normalized", choices: Sequence[str] | None = None) -> bool:
     """Whether a model's answer is right by the label's rule.
 
     With `choices`, the answer is first mapped to the choice it names (see choose) and that choice must

@@ -54,10 +54,15 @@ def build_server(
             secret = settings.api_key.get_secret_value() if settings.api_key else None
             # Entered last, so it exits first: runs are cancelled (and resume on the next start) before the
             # client and the store they use are closed. Entering it resumes the runs left running.
-            runner = await stack.enter_async_context(Runner(
-                store=store, client=client, images=loader, runs_dir=settings.data_dir / "runs",
-                explain=Explainer(endpoint=settings.endpoint, secret=secret),
-            ).serving())
+            runner = await stack.enter_async_context(
+                Runner(
+                    store=store,
+                    client=client,
+                    images=loader,
+                    runs_dir=settings.data_dir / "runs",
+                    explain=Explainer(endpoint=settings.endpoint, secret=secret),
+                ).serving()
+            )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
     server: MCPServer[AppState] = MCPServer(

@@ -51,9 +51,7 @@ def polygons(d: str, *, width: float = 1.0, height: float = 1.0) -> list[list[tu
                 if seg.end is not None:
                     ring.append((seg.end.x, seg.end.y))
             elif seg.start is not None and seg.end is not None:
-                ring.extend(
-                    (p.x, p.y) for p in (seg.point(i / CURVE_SAMPLES) for i in range(1, CURVE_SAMPLES + 1))
-                )
+                ring.extend((p.x, p.y) for p in (seg.point(i / CURVE_SAMPLES) for i in range(1, CURVE_SAMPLES + 1)))
         if len(ring) >= 3:
             result.append([(x * width, y * height) for x, y in ring])
     return result

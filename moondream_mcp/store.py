@@ -185,8 +185,15 @@ class Store:
             self.db.execute(
                 "INSERT INTO rollout_sets (id, finetune_id, skill, response, rewards, num_rollouts, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (set_id, finetune_id, skill, response, None if rewards is None else json.dumps(rewards),
-                 num_rollouts, time.time()),
+                (
+                    set_id,
+                    finetune_id,
+                    skill,
+                    response,
+                    None if rewards is None else json.dumps(rewards),
+                    num_rollouts,
+                    time.time(),
+                ),
             )
 
         await self._run(insert)
@@ -209,8 +216,10 @@ class Store:
     async def mark_used(self, set_ids: list[str], step: int | None) -> None:
         def update() -> None:
             now = time.time()
-            self.db.executemany("UPDATE rollout_sets SET used_step = ?, used_at = ? WHERE id = ?",
-                                [(step, now, set_id) for set_id in set_ids])
+            self.db.executemany(
+                "UPDATE rollout_sets SET used_step = ?, used_at = ? WHERE id = ?",
+                [(step, now, set_id) for set_id in set_ids],
+            )
 
         await self._run(update)
 
@@ -227,8 +236,10 @@ class Store:
 
     async def add_batch(self, batch_id: str, skill: str, images: list[str]) -> None:
         def insert() -> None:
-            self.db.execute("INSERT OR REPLACE INTO batches (id, skill, images, created_at) VALUES (?, ?, ?, ?)",
-                            (batch_id, skill, json.dumps(images), time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO batches (id, skill, images, created_at) VALUES (?, ?, ?, ?)",
+                (batch_id, skill, json.dumps(images), time.time()),
+            )
 
         await self._run(insert)
 
@@ -254,8 +265,15 @@ class Store:
         self.db.execute("COMMIT")
         return result
 
-    async def create_run(self, *, finetune_id: str, dataset: str, config: dict[str, Any],
-                         examples: dict[str, list[dict[str, Any]]], total_steps: int) -> str:
+    async def create_run(
+        self,
+        *,
+        finetune_id: str,
+        dataset: str,
+        config: dict[str, Any],
+        examples: dict[str, list[dict[str, Any]]],
+        total_steps: int,
+    ) -> str:
         run_id = new_id("run")
 
         def insert() -> None:
@@ -269,18 +287,22 @@ class Store:
         await self._run(insert)
         return run_id
 
-    _RUN_COLUMNS = ("id, finetune_id, dataset, config, state, total_steps, steps_done, base_step, last_api_step,"
-                    " in_flight, stop_requested, best_api_step, best_score, error, created_at, updated_at,"
-                    " finished_at")
+    _RUN_COLUMNS = (
+        "id, finetune_id, dataset, config, state, total_steps, steps_done, base_step, last_api_step,"
+        " in_flight, stop_requested, best_api_step, best_score, error, created_at, updated_at,"
+        " finished_at"
+    )
 
     @staticmethod
     def _run_row(row: sqlite3.Row) -> Run:
-        return Run(**{
-            **_columns(row),
-            "config": json.loads(row["config"]),
-            "in_flight": json.loads(row["in_flight"]) if row["in_flight"] else None,
-            "stop_requested": bool(row["stop_requested"]),
-        })
+        return Run(
+            **{
+                **_columns(row),
+                "config": json.loads(row["config"]),
+                "in_flight": json.loads(row["in_flight"]) if row["in_flight"] else None,
+                "stop_requested": bool(row["stop_requested"]),
+            }
+        )
 
     async def run(self, run_id: str) -> Run | None:
         def select() -> Run | None:
@@ -289,8 +311,9 @@ class Store:
 
         return await self._run(select)
 
-    async def runs(self, *, state: str | None = None, finetune_id: str | None = None,
-                   limit: int | None = None) -> list[Run]:
+    async def runs(
+        self, *, state: str | None = None, finetune_id: str | None = None, limit: int | None = None
+    ) -> list[Run]:
         """Runs, newest first."""
 
         def select() -> list[Run]:
@@ -329,14 +352,24 @@ class Store:
 
         def update() -> None:
             assignments = ", ".join(f"{name} = ?" for name in fields)
-            self.db.execute(f"UPDATE runs SET {assignments}, updated_at = ? WHERE id = ?",
-                            (*fields.values(), time.time(), run_id))
+            self.db.execute(
+                f"UPDATE runs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), time.time(), run_id)
+            )
 
         await self._run(update)
 
-    async def record_step(self, run_id: str, *, step: int, api_step: int, reward_mean: float | None,
-                          reward_std: float | None, rollouts: int, seconds: float | None,
-                          metrics: dict[str, Any]) -> None:
+    async def record_step(
+        self,
+        run_id: str,
+        *,
+        step: int,
+        api_step: int,
+        reward_mean: float | None,
+        reward_std: float | None,
+        rollouts: int,
+        seconds: float | None,
+        metrics: dict[str, Any],
+    ) -> None:
         """The step, the run's progress and the end of its in-flight mark, in one transaction: after a
         crash, either all of it is there or none."""
 
@@ -347,8 +380,10 @@ class Store:
                 " at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, step, api_step, reward_mean, reward_std, rollouts, seconds, json.dumps(metrics), now),
             )
-            db.execute("UPDATE runs SET steps_done = ?, last_api_step = ?, in_flight = NULL, updated_at = ?"
-                       " WHERE id = ?", (step, api_step, now, run_id))
+            db.execute(
+                "UPDATE runs SET steps_done = ?, last_api_step = ?, in_flight = NULL, updated_at = ? WHERE id = ?",
+                (step, api_step, now, run_id),
+            )
 
         await self._run(self._atomic, work)
 
@@ -356,30 +391,38 @@ class Store:
         def select() -> list[RunStep]:
             rows = self.db.execute(
                 "SELECT step, api_step, reward_mean, reward_std, rollouts, seconds, metrics, at FROM run_steps"
-                " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
-            return [RunStep(**{**_columns(row), "metrics": json.loads(row["metrics"]) if row["metrics"] else {}})
-                    for row in rows]
+                " WHERE run_id = ? ORDER BY step",
+                (run_id,),
+            ).fetchall()
+            return [
+                RunStep(**{**_columns(row), "metrics": json.loads(row["metrics"]) if row["metrics"] else {}})
+                for row in rows
+            ]
 
         return await self._run(select)
 
-    async def add_run_checkpoint(self, run_id: str, *, api_step: int, step: int, evaluated: bool = False,
-                                 last: bool = False) -> None:
+    async def add_run_checkpoint(
+        self, run_id: str, *, api_step: int, step: int, evaluated: bool = False, last: bool = False
+    ) -> None:
         def work(db: sqlite3.Connection) -> None:
-            db.execute("INSERT OR IGNORE INTO run_checkpoints (run_id, api_step, step, at) VALUES (?, ?, ?, ?)",
-                       (run_id, api_step, step, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO run_checkpoints (run_id, api_step, step, at) VALUES (?, ?, ?, ?)",
+                (run_id, api_step, step, time.time()),
+            )
             if evaluated:
-                db.execute("UPDATE run_checkpoints SET evaluated = 1 WHERE run_id = ? AND api_step = ?",
-                           (run_id, api_step))
+                db.execute(
+                    "UPDATE run_checkpoints SET evaluated = 1 WHERE run_id = ? AND api_step = ?", (run_id, api_step)
+                )
             if last:
-                db.execute("UPDATE run_checkpoints SET last = 1 WHERE run_id = ? AND api_step = ?",
-                           (run_id, api_step))
+                db.execute("UPDATE run_checkpoints SET last = 1 WHERE run_id = ? AND api_step = ?", (run_id, api_step))
 
         await self._run(self._atomic, work)
 
     async def mark_checkpoint_deleted(self, run_id: str, api_step: int) -> None:
         def update() -> None:
-            self.db.execute("UPDATE run_checkpoints SET deleted = 1 WHERE run_id = ? AND api_step = ?",
-                            (run_id, api_step))
+            self.db.execute(
+                "UPDATE run_checkpoints SET deleted = 1 WHERE run_id = ? AND api_step = ?", (run_id, api_step)
+            )
 
         await self._run(update)
 
@@ -387,14 +430,26 @@ class Store:
         def select() -> list[RunCheckpoint]:
             rows = self.db.execute(
                 "SELECT api_step, step, best, last, evaluated, deleted, at FROM run_checkpoints WHERE run_id = ?"
-                " ORDER BY api_step", (run_id,)).fetchall()
+                " ORDER BY api_step",
+                (run_id,),
+            ).fetchall()
             flags = ("best", "last", "evaluated", "deleted")  # stored as 0/1
             return [RunCheckpoint(**{**_columns(row), **{flag: bool(row[flag]) for flag in flags}}) for row in rows]
 
         return await self._run(select)
 
-    async def record_eval(self, run_id: str, *, step: int, api_step: int, score: float | None,
-                          metrics: dict[str, Any], errors: int, output: str, seconds: float) -> bool:
+    async def record_eval(
+        self,
+        run_id: str,
+        *,
+        step: int,
+        api_step: int,
+        score: float | None,
+        metrics: dict[str, Any],
+        errors: int,
+        output: str,
+        seconds: float,
+    ) -> bool:
         """The evaluation, and its checkpoint made the run's best if it beats every earlier one, in one
         transaction. Returns whether it is the new best."""
 
@@ -408,8 +463,10 @@ class Store:
             best = db.execute("SELECT best_score FROM runs WHERE id = ?", (run_id,)).fetchone()["best_score"]
             if score is None or (best is not None and score <= best):
                 return False
-            db.execute("UPDATE runs SET best_api_step = ?, best_score = ?, updated_at = ? WHERE id = ?",
-                       (api_step, score, now, run_id))
+            db.execute(
+                "UPDATE runs SET best_api_step = ?, best_score = ?, updated_at = ? WHERE id = ?",
+                (api_step, score, now, run_id),
+            )
             db.execute("UPDATE run_checkpoints SET best = (api_step = ?) WHERE run_id = ?", (api_step, run_id))
             return True
 
@@ -419,9 +476,13 @@ class Store:
         def select() -> list[RunEval]:
             rows = self.db.execute(
                 "SELECT step, api_step, score, metrics, errors, output, seconds, at FROM run_evals"
-                " WHERE run_id = ? ORDER BY step", (run_id,)).fetchall()
-            return [RunEval(**{**_columns(row), "metrics": json.loads(row["metrics"]) if row["metrics"] else {}})
-                    for row in rows]
+                " WHERE run_id = ? ORDER BY step",
+                (run_id,),
+            ).fetchall()
+            return [
+                RunEval(**{**_columns(row), "metrics": json.loads(row["metrics"]) if row["metrics"] else {}})
+                for row in rows
+            ]
 
         return await self._run(select)
 

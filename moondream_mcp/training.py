@@ -85,6 +85,9 @@ class RunFailed(Exception):
     """A run cannot go on; the message is meant for the agent."""
 
 
+GROUP_FAILURES: tuple[type[Exception], ...] = (*EXPECTED, RunFailed)  # what ends one group, not the step
+
+
 def choose_examples(train: Sequence[Example], count: int, seed: int, step: int) -> list[Example]:
     """The step's examples: seeded shuffles of the train split, concatenated until there are `count`."""
     if not train:
@@ -98,19 +101,25 @@ def choose_examples(train: Sequence[Example], count: int, seed: int, step: int) 
     return [train[i] for i in picked[:count]]
 
 
-async def request_rollouts(client: MoondreamClient, example: Example, config: RunConfig, finetune_id: str,
-                           image_url: str) -> tuple[dict[str, Any], str]:
+async def request_rollouts(
+    client: MoondreamClient, example: Example, config: RunConfig, finetune_id: str, image_url: str
+) -> tuple[dict[str, Any], str]:
     """One example's rollouts; point and detect carry the label as ground truth, so the API rewards them."""
     sampling = Sampling(temperature=config.temperature)
     if example.skill == "query":
-        request = skill_request("query", question=example.question, image_url=image_url, reasoning=False,
-                                settings=sampling)
+        request = skill_request(
+            "query", question=example.question, image_url=image_url, reasoning=False, settings=sampling
+        )
         return await client.tuning.rollouts(finetune_id, request, num_rollouts=config.rollouts_per_group)
     request = skill_request(example.skill, object=example.object, image_url=image_url, settings=sampling)
-    truth = ground_truth(points=list(example.points)) if example.points is not None else ground_truth(
-        boxes=list(example.boxes or ()))
-    return await client.tuning.rollouts(finetune_id, request, num_rollouts=config.rollouts_per_group,
-                                        ground_truth=truth)
+    truth = (
+        ground_truth(points=list(example.points))
+        if example.points is not None
+        else ground_truth(boxes=list(example.boxes or ()))
+    )
+    return await client.tuning.rollouts(
+        finetune_id, request, num_rollouts=config.rollouts_per_group, ground_truth=truth
+    )
 
 
 def query_rewards(example: Example, rollouts: list[Any]) -> list[float]:
@@ -123,8 +132,9 @@ def query_rewards(example: Example, rollouts: list[Any]) -> list[float]:
     return rewards
 
 
-def timing(run: Run, steps: Sequence[RunStep], eval_seconds: Sequence[float], now: float | None = None
-           ) -> tuple[float, float | None]:
+def timing(
+    run: Run, steps: Sequence[RunStep], eval_seconds: Sequence[float], now: float | None = None
+) -> tuple[float, float | None]:
     """Elapsed seconds since the run started and an estimate of the seconds left (None until a step is done)."""
     now = time.time() if now is None else now
     elapsed = (run.finished_at or now) - run.created_at
@@ -137,8 +147,9 @@ def timing(run: Run, steps: Sequence[RunStep], eval_seconds: Sequence[float], no
     left = remaining * statistics.fmean(timed)
     every = int(run.config.get("eval_every") or 0)
     if every and eval_seconds:
-        evals_left = len([i for i in range(run.steps_done + 1, run.total_steps + 1)
-                          if i % every == 0 or i == run.total_steps])
+        evals_left = len(
+            [i for i in range(run.steps_done + 1, run.total_steps + 1) if i % every == 0 or i == run.total_steps]
+        )
         left += evals_left * statistics.fmean(eval_seconds)
     return elapsed, left
 
@@ -152,8 +163,16 @@ def _unwrap(exc: BaseException) -> BaseException:
 class Runner:
     """Starts, resumes and stops runs; each runs as a task in a task group that lives as long as `serving()`."""
 
-    def __init__(self, *, store: Store, client: MoondreamClient, images: ImageLoader, runs_dir: Path,
-                 explain: Explain = str, concurrency: int = IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: MoondreamClient,
+        images: ImageLoader,
+        runs_dir: Path,
+        explain: Explain = str,
+        concurrency: int = IN_FLIGHT,
+    ) -> None:
         self.store = store
         self.client = client
         self.images = images
@@ -178,16 +197,16 @@ class Runner:
                 self._tasks = None
                 tasks.cancel_scope.cancel()
 
-    @property
-    def active(self) -> frozenset[str]:
-        return frozenset(self._active)
-
-    async def start(self, *, finetune_id: str, dataset: str, config: RunConfig, train: Sequence[Example],
-                    evals: Sequence[Example]) -> str:
+    async def start(
+        self, *, finetune_id: str, dataset: str, config: RunConfig, train: Sequence[Example], evals: Sequence[Example]
+    ) -> str:
         run_id = await self.store.create_run(
-            finetune_id=finetune_id, dataset=dataset, config=config.model_dump(),
+            finetune_id=finetune_id,
+            dataset=dataset,
+            config=config.model_dump(),
             examples={"train": [e.to_json() for e in train], "eval": [e.to_json() for e in evals]},
-            total_steps=config.steps)
+            total_steps=config.steps,
+        )
         self._launch(run_id)
         self._notify()
         return run_id
@@ -278,7 +297,7 @@ class Runner:
             async with limiter:
                 try:
                     groups[index], rewards[index] = await self._group(run.finetune_id, example, config)
-                except (*EXPECTED, RunFailed) as exc:
+                except GROUP_FAILURES as exc:
                     failures.append(exc)
 
         async with anyio.create_task_group() as tasks:
@@ -287,9 +306,13 @@ class Runner:
         if failures:
             raise failures[0]
         flat = [r for group in rewards for r in group]
-        mark = {"step": step, "api_step": expected, "rollouts": len(flat),
-                "reward_mean": statistics.fmean(flat) if flat else None,
-                "reward_std": statistics.pstdev(flat) if flat else None}
+        mark = {
+            "step": step,
+            "api_step": expected,
+            "rollouts": len(flat),
+            "reward_mean": statistics.fmean(flat) if flat else None,
+            "reward_std": statistics.pstdev(flat) if flat else None,
+        }
         await self.store.update_run(run.id, in_flight=mark)
         try:
             result = await self.client.tuning.train_step(run.finetune_id, groups, config.lr)
@@ -308,12 +331,23 @@ class Runner:
             raise
         api_step = result.step if result.step is not None else expected
         if api_step != expected:
-            log.warning("run %s: expected API step %d, the API reported %d (was the finetune trained elsewhere?)",
-                        run.id, expected, api_step)
+            log.warning(
+                "run %s: expected API step %d, the API reported %d (was the finetune trained elsewhere?)",
+                run.id,
+                expected,
+                api_step,
+            )
         metrics = {k: v for k, v in (result.model_extra or {}).items() if v is not None}
-        await self.store.record_step(run.id, step=step, api_step=api_step, reward_mean=mark["reward_mean"],
-                                     reward_std=mark["reward_std"], rollouts=len(flat),
-                                     seconds=round(time.monotonic() - started, 3), metrics=metrics)
+        await self.store.record_step(
+            run.id,
+            step=step,
+            api_step=api_step,
+            reward_mean=mark["reward_mean"],
+            reward_std=mark["reward_std"],
+            rollouts=len(flat),
+            seconds=round(time.monotonic() - started, 3),
+            metrics=metrics,
+        )
         self._notify()
 
     async def _group(self, finetune_id: str, example: Example, config: RunConfig) -> tuple[str, list[float]]:
@@ -351,10 +385,16 @@ class Runner:
         current = await self._current_step(run)
         if current >= mark["api_step"]:
             log.info("run %s: step %d was applied before the answer was lost; recording it", run.id, mark["step"])
-            await self.store.record_step(run.id, step=mark["step"], api_step=mark["api_step"],
-                                         reward_mean=mark.get("reward_mean"), reward_std=mark.get("reward_std"),
-                                         rollouts=mark.get("rollouts") or 0, seconds=None,
-                                         metrics={"recovered": True})
+            await self.store.record_step(
+                run.id,
+                step=mark["step"],
+                api_step=mark["api_step"],
+                reward_mean=mark.get("reward_mean"),
+                reward_std=mark.get("reward_std"),
+                rollouts=mark.get("rollouts") or 0,
+                seconds=None,
+                metrics={"recovered": True},
+            )
         else:
             log.info("run %s: step %d was not applied; doing it again", run.id, mark["step"])
             await self.store.update_run(run.id, in_flight=None)
@@ -376,22 +416,41 @@ class Runner:
         await anyio.to_thread.run_sync(lambda: output.parent.mkdir(parents=True, exist_ok=True))
         started = time.monotonic()
         [tally] = await evaluation.evaluate(
-            self.client, self.images, evals, [checkpoint_model(run.finetune_id, api_step)], output,
-            concurrency=self._concurrency, explain=self._explain)
-        await self.store.record_eval(run.id, step=run.steps_done, api_step=api_step, score=tally.score,
-                                     metrics=tally.metrics(), errors=tally.errors, output=str(output),
-                                     seconds=round(time.monotonic() - started, 3))
+            self.client,
+            self.images,
+            evals,
+            [checkpoint_model(run.finetune_id, api_step)],
+            output,
+            concurrency=self._concurrency,
+            explain=self._explain,
+        )
+        await self.store.record_eval(
+            run.id,
+            step=run.steps_done,
+            api_step=api_step,
+            score=tally.score,
+            metrics=tally.metrics(),
+            errors=tally.errors,
+            output=str(output),
+            seconds=round(time.monotonic() - started, 3),
+        )
         if tally.first_error is not None:
-            await self.store.update_run(run.id, error=f"evaluation at step {run.steps_done}: {tally.errors} "
-                                        f"example(s) failed, e.g. {tally.first_error}")
+            await self.store.update_run(
+                run.id,
+                error=f"evaluation at step {run.steps_done}: {tally.errors} "
+                f"example(s) failed, e.g. {tally.first_error}",
+            )
         self._notify()
 
     async def _prune(self, run: Run, config: RunConfig, current: int) -> None:
         for checkpoint in await self.store.run_checkpoints(run.id):
             if checkpoint.deleted or checkpoint.api_step >= current or checkpoint.api_step <= (run.base_step or 0):
                 continue
-            if checkpoint.last or (checkpoint.best and config.save != "last") or (
-                    checkpoint.evaluated and config.save == "all"):
+            if (
+                checkpoint.last
+                or (checkpoint.best and config.save != "last")
+                or (checkpoint.evaluated and config.save == "all")
+            ):
                 continue
             try:
                 await self.client.tuning.delete_checkpoint(run.finetune_id, checkpoint.api_step)

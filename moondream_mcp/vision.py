@@ -34,7 +34,7 @@ class Point(BaseModel):
     y: float = Field(description="0-1 from the top.")
 
 
-class CaptionOutput(BaseModel):
+class Caption(BaseModel):
     caption: str
     finish_reason: str | None = Field(description="Why generation stopped, as the API reported it.")
     request_id: str | None
@@ -47,37 +47,39 @@ class Grounding(BaseModel):
     points: list[Point] = Field(description="Where in the image that part of the reasoning looked.")
 
 
-class ReasoningOutput(BaseModel):
+class ReasoningTrace(BaseModel):
     text: str
     grounding: list[Grounding]
 
 
-class QueryOutput(BaseModel):
+class Answer(BaseModel):
     answer: str
-    reasoning: ReasoningOutput | None = Field(description="The model's reasoning, when reasoning was on.")
+    reasoning: ReasoningTrace | None = Field(description="The model's reasoning, when reasoning was on.")
     request_id: str | None
     image: ImageSize | None = Field(description="Size of the image asked about; null for a text-only question.")
 
 
-class DetectOutput(BaseModel):
+class Detection(BaseModel):
     objects: list[Box] = Field(description="One box per object found, normalized 0-1, origin top-left.")
     count: int
     request_id: str | None
     image: ImageSize
 
 
-class PointOutput(BaseModel):
+class Pointing(BaseModel):
     points: list[Point] = Field(description="One point per object found, normalized 0-1, origin top-left.")
     count: int
     request_id: str | None
     image: ImageSize
 
 
-class SegmentOutput(BaseModel):
+class Segmentation(BaseModel):
     path: str = Field(description="SVG path data exactly as the API returned it: coordinates 0-1 relative to bbox.")
     bbox: Box | None = Field(description="The object's bounding box in the image, normalized 0-1; null if not found.")
-    image_path: str = Field(description="The same outline as SVG path data in whole-image coordinates (0-1); "
-                            "scale by image.width/height for pixels.")
+    image_path: str = Field(
+        description="The same outline as SVG path data in whole-image coordinates (0-1); "
+        "scale by image.width/height for pixels."
+    )
     request_id: str | None
     image: ImageSize
 
@@ -104,53 +106,88 @@ class Vision:
     client: MoondreamClient
     images: ImageLoader
 
-    async def caption(self, image: str, *, length: Literal["short", "normal", "long"] = "normal",
-                      model: str | None = None, sampling: Sampling | None = None
-                      ) -> tuple[CaptionOutput, PreparedImage]:
+    async def caption(
+        self,
+        image: str,
+        *,
+        length: Literal["short", "normal", "long"] = "normal",
+        model: str | None = None,
+        sampling: Sampling | None = None,
+    ) -> tuple[Caption, PreparedImage]:
         prepared = await self.images.load(image)
         result = await self.client.skills.caption(prepared.data_url, length=length, model=model, settings=sampling)
-        return CaptionOutput(caption=result.caption, finish_reason=result.finish_reason,
-                             request_id=result.request_id, image=_size(prepared)), prepared
+        return Caption(
+            caption=result.caption,
+            finish_reason=result.finish_reason,
+            request_id=result.request_id,
+            image=_size(prepared),
+        ), prepared
 
-    async def query(self, question: str, image: str | None = None, *, reasoning: bool = False,
-                    model: str | None = None, sampling: Sampling | None = None
-                    ) -> tuple[QueryOutput, PreparedImage | None]:
+    async def query(
+        self,
+        question: str,
+        image: str | None = None,
+        *,
+        reasoning: bool = False,
+        model: str | None = None,
+        sampling: Sampling | None = None,
+    ) -> tuple[Answer, PreparedImage | None]:
         prepared = await self.images.load(image) if image is not None else None
-        result = await self.client.skills.query(question, image_url=prepared.data_url if prepared else None,
-                                                reasoning=reasoning, model=model, settings=sampling)
+        result = await self.client.skills.query(
+            question,
+            image_url=prepared.data_url if prepared else None,
+            reasoning=reasoning,
+            model=model,
+            settings=sampling,
+        )
         thought = None
         if result.reasoning is not None:
-            thought = ReasoningOutput(text=result.reasoning.text, grounding=[
-                Grounding(start_idx=g.start_idx, end_idx=g.end_idx, points=[Point(x=p.x, y=p.y) for p in g.points])
-                for g in result.reasoning.grounding
-            ])
-        return QueryOutput(answer=result.answer, reasoning=thought, request_id=result.request_id,
-                           image=_size(prepared) if prepared else None), prepared
+            thought = ReasoningTrace(
+                text=result.reasoning.text,
+                grounding=[
+                    Grounding(start_idx=g.start_idx, end_idx=g.end_idx, points=[Point(x=p.x, y=p.y) for p in g.points])
+                    for g in result.reasoning.grounding
+                ],
+            )
+        return Answer(
+            answer=result.answer,
+            reasoning=thought,
+            request_id=result.request_id,
+            image=_size(prepared) if prepared else None,
+        ), prepared
 
-    async def detect(self, image: str, object: str, *, model: str | None = None,
-                     sampling: Sampling | None = None) -> tuple[DetectOutput, PreparedImage]:
+    async def detect(
+        self, image: str, object: str, *, model: str | None = None, sampling: Sampling | None = None
+    ) -> tuple[Detection, PreparedImage]:
         prepared = await self.images.load(image)
         result = await self.client.skills.detect(prepared.data_url, object, model=model, settings=sampling)
         boxes = [_box(b) for b in result.objects]
-        return DetectOutput(objects=boxes, count=len(boxes), request_id=result.request_id,
-                            image=_size(prepared)), prepared
+        return Detection(objects=boxes, count=len(boxes), request_id=result.request_id, image=_size(prepared)), prepared
 
-    async def point(self, image: str, object: str, *, model: str | None = None,
-                    sampling: Sampling | None = None) -> tuple[PointOutput, PreparedImage]:
+    async def point(
+        self, image: str, object: str, *, model: str | None = None, sampling: Sampling | None = None
+    ) -> tuple[Pointing, PreparedImage]:
         prepared = await self.images.load(image)
         result = await self.client.skills.point(prepared.data_url, object, model=model, settings=sampling)
         points = [Point(x=p.x, y=p.y) for p in result.points]
-        return PointOutput(points=points, count=len(points), request_id=result.request_id,
-                           image=_size(prepared)), prepared
+        return Pointing(points=points, count=len(points), request_id=result.request_id, image=_size(prepared)), prepared
 
-    async def segment(self, image: str, object: str, *, spatial_refs: list[list[float]] | None = None,
-                      sampling: Sampling | None = None) -> tuple[SegmentOutput, PreparedImage]:
+    async def segment(
+        self,
+        image: str,
+        object: str,
+        *,
+        spatial_refs: list[list[float]] | None = None,
+        sampling: Sampling | None = None,
+    ) -> tuple[Segmentation, PreparedImage]:
         prepared = await self.images.load(image)
-        result = await self.client.skills.segment(prepared.data_url, object, spatial_refs=spatial_refs,
-                                                  settings=sampling)
+        result = await self.client.skills.segment(
+            prepared.data_url, object, spatial_refs=spatial_refs, settings=sampling
+        )
         bbox = _box(result.bbox) if result.bbox is not None else None
         image_path = ""
         if bbox is not None and result.path:
             image_path = shapes.to_image_coordinates(result.path, corners(bbox))
-        return SegmentOutput(path=result.path, bbox=bbox, image_path=image_path, request_id=result.request_id,
-                             image=_size(prepared)), prepared
+        return Segmentation(
+            path=result.path, bbox=bbox, image_path=image_path, request_id=result.request_id, image=_size(prepared)
+        ), prepared

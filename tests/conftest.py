@@ -7,19 +7,30 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import stamina
 from mcp import Client
 
 from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, running_emulator
 from moondream_mcp.config import Settings
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
-
-API_KEY = "md-test-key-0123456789abcdef"
+from tests.support.keys import API_KEY
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _retries_without_waiting(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Retries still happen, as many as the client allows, but without real backoff: the suite stays fast.
+    A test marked `real_backoff` (one that measures the waits themselves) keeps them."""
+    if request.node.get_closest_marker("real_backoff"):
+        yield
+        return
+    with stamina.set_testing(True, attempts=100, cap=True):
+        yield
 
 
 @pytest.fixture(autouse=True)

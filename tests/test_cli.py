@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,30 +11,11 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import API_KEY
-from tests.pictures import assert_box, canvas, save
+from tests.support.keys import API_KEY
+from tests.support.pictures import assert_box, canvas, save
+from tests.support.stdio import rpc, server_env
 
 pytestmark = pytest.mark.anyio
-
-
-def server_env(emulator, workdir: Path, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONDREAM")}
-    env.update(
-        MOONDREAM_API_KEY=API_KEY,
-        MOONDREAM_ENDPOINT=emulator.url,
-        MOONDREAM_MCP_ALLOWED_DIRS=str(workdir),
-        MOONDREAM_MCP_DATA_DIR=str(tmp_path / "data"),
-    )
-    return env
-
-
-def rpc(id_: int | None, method: str, params: dict | None = None) -> bytes:
-    message: dict = {"jsonrpc": "2.0", "method": method}
-    if id_ is not None:
-        message["id"] = id_
-    if params is not None:
-        message["params"] = params
-    return (json.dumps(message) + "\n").encode()
 
 
 async def test_stdout_carries_only_protocol_messages(emulator, workdir: Path, tmp_path: Path) -> None:
@@ -49,14 +29,24 @@ async def test_stdout_carries_only_protocol_messages(emulator, workdir: Path, tm
             errors.append(chunk)
 
     with anyio.fail_after(60):
-        async with await anyio.open_process(
-            [sys.executable, "-m", "moondream_mcp", "--log-level", "DEBUG"],
-            env=server_env(emulator, workdir, tmp_path),
-        ) as process, anyio.create_task_group() as tasks:
+        async with (
+            await anyio.open_process(
+                [sys.executable, "-m", "moondream_mcp", "--log-level", "DEBUG"],
+                env=server_env(emulator, workdir, tmp_path),
+            ) as process,
+            anyio.create_task_group() as tasks,
+        ):
             tasks.start_soon(drain, process.stderr)
             for message in (
-                rpc(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                                      "clientInfo": {"name": "raw-test", "version": "0"}}),
+                rpc(
+                    1,
+                    "initialize",
+                    {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "raw-test", "version": "0"},
+                    },
+                ),
                 rpc(None, "notifications/initialized"),
                 rpc(2, "tools/list"),
                 rpc(3, "tools/call", {"name": "detect", "arguments": {"image": image, "object": "red"}}),
@@ -100,6 +90,7 @@ async def test_the_sdk_client_works_over_stdio(mode: str, emulator, workdir: Pat
 
 
 def test_the_console_script_prints_its_version() -> None:
-    done = subprocess.run([sys.executable, "-m", "moondream_mcp", "--version"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "moondream_mcp", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and done.stdout.startswith("moondream-mcp ")

@@ -21,15 +21,29 @@ def test_each_skill_parses_with_its_label_and_images_resolve_against_the_file() 
     examples, problems = parse(
         {"image": "a.png", "skill": "detect", "object": "car", "boxes": [[0.1, 0.2, 0.3, 0.4]], "split": "eval"},
         {"image": "/abs/b.png", "skill": "point", "object": "door", "points": [{"x": 0.5, "y": 0.5}]},
-        {"image": "https://example.com/c.jpg", "skill": "query", "question": "How many?", "answer": "3",
-         "match": "exact", "choices": ["2", "3"]},
+        {
+            "image": "https://example.com/c.jpg",
+            "skill": "query",
+            "question": "How many?",
+            "answer": "3",
+            "match": "exact",
+            "choices": ["2", "3"],
+        },
     )
     assert problems == []
     assert examples == [
         Example(1, "a.png", "/data/set/a.png", "detect", object="car", boxes=((0.1, 0.2, 0.3, 0.4),), split="eval"),
         Example(2, "/abs/b.png", "/abs/b.png", "point", object="door", points=((0.5, 0.5),)),
-        Example(3, "https://example.com/c.jpg", "https://example.com/c.jpg", "query", question="How many?",
-                answer="3", match="exact", choices=("2", "3")),
+        Example(
+            3,
+            "https://example.com/c.jpg",
+            "https://example.com/c.jpg",
+            "query",
+            question="How many?",
+            answer="3",
+            match="exact",
+            choices=("2", "3"),
+        ),
     ]
     assert [Example.from_json(json.loads(json.dumps(e.to_json()))) for e in examples] == examples
 
@@ -38,8 +52,12 @@ def test_every_broken_line_is_a_problem_with_its_line_number() -> None:
     examples, problems = parse(
         "not json",
         {"image": "a.png", "skill": "detect", "object": "car", "boxes": [[0.1, 0.2, 1.3, 0.4]]},
-        {"image": "a.png", "skill": "detect", "object": "car", "boxes": [{"x_min": 0.5, "y_min": 0.2,
-                                                                         "x_max": 0.3, "y_max": 0.4}]},
+        {
+            "image": "a.png",
+            "skill": "detect",
+            "object": "car",
+            "boxes": [{"x_min": 0.5, "y_min": 0.2, "x_max": 0.3, "y_max": 0.4}],
+        },
         {"image": "a.png", "skill": "query", "question": "What?", "answer": "  "},
         {"image": "a.png", "skill": "point", "object": "car", "points": []},
         {"image": "a.png", "skill": "caption"},
@@ -69,8 +87,11 @@ def test_an_image_given_both_splits_is_a_problem() -> None:
 
 
 def _queries(images: int, per_image: int = 2) -> list[Example]:
-    return [Example(i * per_image + q + 1, f"{i}.png", f"/d/{i}.png", "query", question=f"q{q}", answer="a")
-            for i in range(images) for q in range(per_image)]
+    return [
+        Example(i * per_image + q + 1, f"{i}.png", f"/d/{i}.png", "query", question=f"q{q}", answer="a")
+        for i in range(images)
+        for q in range(per_image)
+    ]
 
 
 def test_the_automatic_split_is_by_image_deterministic_and_holds_out_a_fifth() -> None:
@@ -87,8 +108,10 @@ def test_the_automatic_split_is_by_image_deterministic_and_holds_out_a_fifth() -
 
 def test_a_small_dataset_still_holds_out_one_image_and_given_splits_stay() -> None:
     two = datasets.assign_splits(_queries(2))
-    assert {e.ref: e.split for e in two} in ({"/d/0.png": "train", "/d/1.png": "eval"},
-                                             {"/d/0.png": "eval", "/d/1.png": "train"})
+    assert {e.ref: e.split for e in two} in (
+        {"/d/0.png": "train", "/d/1.png": "eval"},
+        {"/d/0.png": "eval", "/d/1.png": "train"},
+    )
     given = [e if e.ref != "/d/0.png" else Example(**{**e.to_json(), "split": "train"}) for e in _queries(5)]
     assigned = datasets.assign_splits(given)
     assert {e.split for e in assigned if e.ref == "/d/0.png"} == {"train"}
@@ -97,8 +120,10 @@ def test_a_small_dataset_still_holds_out_one_image_and_given_splits_stay() -> No
 
 def test_coco_boxes_become_normalized_detect_examples_per_image_and_category(tmp_path: Path) -> None:
     coco = {
-        "images": [{"id": 1, "file_name": "one.jpg", "width": 200, "height": 100},
-                   {"id": 2, "file_name": "two.jpg", "width": 100, "height": 100}],
+        "images": [
+            {"id": 1, "file_name": "one.jpg", "width": 200, "height": 100},
+            {"id": 2, "file_name": "two.jpg", "width": 100, "height": 100},
+        ],
         "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 7, "bbox": [20, 10, 100, 50]},
@@ -110,11 +135,23 @@ def test_coco_boxes_become_normalized_detect_examples_per_image_and_category(tmp
     }
     out = datasets.from_coco(coco, image_dir=tmp_path / "imgs", output_dir=tmp_path, split="eval")
     assert out.records == [
-        {"image": "imgs/one.jpg", "skill": "detect", "object": "cat", "split": "eval", "boxes": [
-            {"x_min": 0.1, "y_min": 0.1, "x_max": 0.6, "y_max": 0.6},
-            {"x_min": 0.0, "y_min": 0.0, "x_max": 0.05, "y_max": 0.1}]},
-        {"image": "imgs/one.jpg", "skill": "detect", "object": "dog", "split": "eval", "boxes": [
-            {"x_min": 0.25, "y_min": 0.5, "x_max": 0.5, "y_max": 1.0}]},
+        {
+            "image": "imgs/one.jpg",
+            "skill": "detect",
+            "object": "cat",
+            "split": "eval",
+            "boxes": [
+                {"x_min": 0.1, "y_min": 0.1, "x_max": 0.6, "y_max": 0.6},
+                {"x_min": 0.0, "y_min": 0.0, "x_max": 0.05, "y_max": 0.1},
+            ],
+        },
+        {
+            "image": "imgs/one.jpg",
+            "skill": "detect",
+            "object": "dog",
+            "split": "eval",
+            "boxes": [{"x_min": 0.25, "y_min": 0.5, "x_max": 0.5, "y_max": 1.0}],
+        },
     ]
     assert (out.images, out.skipped_count) == (1, 2)
 
@@ -131,11 +168,23 @@ def test_a_yolo_folder_imports_with_class_names_and_splits_from_subfolders(tmp_p
     (tmp_path / "images" / "val" / "c.png").write_bytes(b"x")  # no label file
     out = datasets.from_yolo(tmp_path, output_dir=tmp_path)
     assert out.records == [
-        {"image": "images/train/a.jpg", "skill": "detect", "object": "person", "split": "train", "boxes": [
-            {"x_min": 0.4, "y_min": 0.3, "x_max": 0.6, "y_max": 0.7},
-            {"x_min": 0.0, "y_min": 0.0, "x_max": 0.2, "y_max": 0.2}]},
-        {"image": "images/train/a.jpg", "skill": "detect", "object": "bicycle", "split": "train", "boxes": [
-            {"x_min": 0.2, "y_min": 0.2, "x_max": 0.3, "y_max": 0.3}]},
+        {
+            "image": "images/train/a.jpg",
+            "skill": "detect",
+            "object": "person",
+            "split": "train",
+            "boxes": [
+                {"x_min": 0.4, "y_min": 0.3, "x_max": 0.6, "y_max": 0.7},
+                {"x_min": 0.0, "y_min": 0.0, "x_max": 0.2, "y_max": 0.2},
+            ],
+        },
+        {
+            "image": "images/train/a.jpg",
+            "skill": "detect",
+            "object": "bicycle",
+            "split": "train",
+            "boxes": [{"x_min": 0.2, "y_min": 0.2, "x_max": 0.3, "y_max": 0.3}],
+        },
     ]
     assert out.skipped_count == 2 and out.images == 1
 

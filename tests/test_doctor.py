@@ -14,7 +14,7 @@ from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, runnin
 from moondream_mcp import cli
 from moondream_mcp.config import Settings
 from moondream_mcp.doctor import run_doctor
-from tests.conftest import API_KEY
+from tests.support.keys import API_KEY
 
 pytestmark = pytest.mark.anyio
 
@@ -28,15 +28,21 @@ async def doctor(settings: Settings) -> tuple[int, str]:
 async def test_a_healthy_setup_passes_every_check(settings: Settings, workdir: Path) -> None:
     status, report = await doctor(settings)
 
-    assert (status, report) == (0, "\n".join([
-        "moondream-mcp doctor",
-        f"  ok    reached {settings.endpoint}",
-        "  ok    the API key was accepted",
-        f"  ok    the data directory {settings.data_dir} is writable",
-        f"  ok    the allowed directory {workdir} exists",
-        "  ok    MOONDREAM_MCP_TOKEN is not set: `serve --transport http` will listen on loopback only",
-        "All checks passed.",
-    ]) + "\n")
+    assert (status, report) == (
+        0,
+        "\n".join(
+            [
+                "moondream-mcp doctor",
+                f"  ok    reached {settings.endpoint}",
+                "  ok    the API key was accepted",
+                f"  ok    the data directory {settings.data_dir} is writable",
+                f"  ok    the allowed directory {workdir} exists",
+                "  ok    MOONDREAM_MCP_TOKEN is not set: `serve --transport http` will listen on loopback only",
+                "All checks passed.",
+            ]
+        )
+        + "\n",
+    )
 
 
 async def test_a_wrong_key_is_reported_with_what_to_fix(settings: Settings) -> None:
@@ -118,8 +124,10 @@ async def test_a_station_without_tuning_is_reachable_and_says_what_works(
     status, report = await doctor(settings.model_copy(update={"endpoint": station.url, "api_key": None}))
 
     assert status == 0
-    assert (f"  ok    reached {station.url} (no tuning API: Moondream Station?); the vision tools work, "
-            "the finetuning and Batch API tools will not\n") in report
+    assert (
+        f"  ok    reached {station.url} (no tuning API: Moondream Station?); the vision tools work, "
+        "the finetuning and Batch API tools will not\n"
+    ) in report
 
 
 async def test_a_short_http_token_is_reported_as_guessable(settings: Settings) -> None:
@@ -156,9 +164,15 @@ def test_a_setting_that_does_not_parse_is_reported_by_its_variable(
         cli.main(["doctor"])
 
     assert exited.value.code == 1
-    assert capsys.readouterr().out == "\n".join([
-        "moondream-mcp doctor",
-        "  FAIL  MOONDREAM_TIMEOUT: Input should be a valid number, unable to parse string as a number",
-        "        fix: fix MOONDREAM_TIMEOUT: Seconds to wait for one API request.",
-        "1 problem found.",
-    ]) + "\n"
+    assert (
+        capsys.readouterr().out
+        == "\n".join(
+            [
+                "moondream-mcp doctor",
+                "  FAIL  MOONDREAM_TIMEOUT: Input should be a valid number, unable to parse string as a number",
+                "        fix: fix MOONDREAM_TIMEOUT: Seconds to wait for one API request.",
+                "1 problem found.",
+            ]
+        )
+        + "\n"
+    )

@@ -31,19 +31,30 @@ from moondream_mcp.config import Settings
 from moondream_mcp.files import FileGuard
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
-from tests.conftest import API_KEY
-from tests.pictures import canvas, save
-from tests.test_cli import rpc, server_env
+from tests.support.keys import API_KEY
+from tests.support.pictures import canvas, save
+from tests.support.stdio import rpc, server_env
 
 pytestmark = pytest.mark.anyio
 
-FUZZ = settings(max_examples=20, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                      max_size=3), max_leaves=6)
-IMAGE_ERRORS = ("is not an image Pillow can read", "could not be decoded", "the data URL is empty",
-                "the file is empty", "is too large to decode safely")
+FUZZ = settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+IMAGE_ERRORS = (
+    "is not an image Pillow can read",
+    "could not be decoded",
+    "the data URL is empty",
+    "the file is empty",
+    "is too large to decode safely",
+)
 
 
 # ---- the world the fuzzed server lives in ------------------------------------------------------------------
@@ -65,9 +76,14 @@ def world(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "outside").mkdir()
     (photos / "noise.jpg").write_bytes(bytes(range(256)) * 8)
     save(canvas(), photos / ".hidden" / "secret.png")
-    return {"dir": str(photos), "photo": save(canvas(), photos / "square.png"),
-            "noise": str(photos / "noise.jpg"), "outside": str(tmp_path / "outside"),
-            "hidden": str(photos / ".hidden" / "secret.png"), "tmp": str(tmp_path)}
+    return {
+        "dir": str(photos),
+        "photo": save(canvas(), photos / "square.png"),
+        "noise": str(photos / "noise.jpg"),
+        "outside": str(tmp_path / "outside"),
+        "hidden": str(photos / ".hidden" / "secret.png"),
+        "tmp": str(tmp_path),
+    }
 
 
 def unreachable_network(settings: Settings, files: FileGuard) -> ImageLoader:
@@ -75,14 +91,26 @@ def unreachable_network(settings: Settings, files: FileGuard) -> ImageLoader:
     async def no_resolution(host: str, port: int) -> list[str]:
         raise OSError("name resolution is off in the fuzzer")
 
-    return ImageLoader(allowed_dirs=settings.allowed_dirs, max_file_bytes=settings.max_file_bytes, files=files,
-                       fetch_timeout=2, address_policy=lambda address: False, resolver=no_resolution)
+    return ImageLoader(
+        allowed_dirs=settings.allowed_dirs,
+        max_file_bytes=settings.max_file_bytes,
+        files=files,
+        fetch_timeout=2,
+        address_policy=lambda address: False,
+        resolver=no_resolution,
+    )
 
 
 @pytest.fixture
 async def fuzz_client(fuzz_emulator: RunningEmulator, world: dict[str, str], tmp_path: Path) -> AsyncIterator[Client]:
-    settings = Settings(api_key=API_KEY, endpoint=fuzz_emulator.url, allowed_dirs=[Path(world["dir"])],
-                        data_dir=tmp_path / "data", timeout=5, retry_after_cap=0.1)
+    settings = Settings(
+        api_key=API_KEY,
+        endpoint=fuzz_emulator.url,
+        allowed_dirs=[Path(world["dir"])],
+        data_dir=tmp_path / "data",
+        timeout=5,
+        retry_after_cap=0.1,
+    )
     async with Client(build_server(settings, images=unreachable_network)) as client:
         yield client
 
@@ -105,10 +133,27 @@ TOKENS = ("{photo}", "{noise}", "{hidden}", "{dir}", "{outside}", "{finetune}")
 def image_refs() -> st.SearchStrategy[str]:
     noise = st.binary(min_size=0, max_size=600).map(lambda b: "data:image/png;base64," + base64.b64encode(b).decode())
     return st.one_of(
-        st.sampled_from(["{photo}", "{noise}", "{hidden}", "{dir}", "{dir}/../x.png", "{dir}/*.png",
-                         "file://{photo}", "/etc/passwd", "/dev/zero", "square.png", "",
-                         "http://10.0.0.1/x.png", "http://localhost:1/x.png", "https://example.invalid/x.png",
-                         "ftp://example.invalid/x.png", "data:text/plain;base64,aGk=", "data:image/png,raw"]),
+        st.sampled_from(
+            [
+                "{photo}",
+                "{noise}",
+                "{hidden}",
+                "{dir}",
+                "{dir}/../x.png",
+                "{dir}/*.png",
+                "file://{photo}",
+                "/etc/passwd",
+                "/dev/zero",
+                "square.png",
+                "",
+                "http://10.0.0.1/x.png",
+                "http://localhost:1/x.png",
+                "https://example.invalid/x.png",
+                "ftp://example.invalid/x.png",
+                "data:text/plain;base64,aGk=",
+                "data:image/png,raw",
+            ]
+        ),
         noise,
         st.text(max_size=30),
     )
@@ -116,8 +161,18 @@ def image_refs() -> st.SearchStrategy[str]:
 
 def output_paths() -> st.SearchStrategy[str]:
     return st.one_of(
-        st.sampled_from(["{dir}/out.jsonl", "{outside}/out.jsonl", "{dir}/.h/o.jsonl", "{dir}/missing/o.jsonl",
-                         "{dir}", "out.jsonl", "/dev/null", ""]),
+        st.sampled_from(
+            [
+                "{dir}/out.jsonl",
+                "{outside}/out.jsonl",
+                "{dir}/.h/o.jsonl",
+                "{dir}/missing/o.jsonl",
+                "{dir}",
+                "out.jsonl",
+                "/dev/null",
+                "",
+            ]
+        ),
         st.text(max_size=20),
     )
 
@@ -205,8 +260,9 @@ class Schemas:
         required = set(node.get("required", []))
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):  # a free-form dict, e.g. metric name -> number
-            return st.dictionaries(st.text(max_size=10), self.valid(extra), min_size=node.get("minProperties", 0),
-                                   max_size=3)
+            return st.dictionaries(
+                st.text(max_size=10), self.valid(extra), min_size=node.get("minProperties", 0), max_size=3
+            )
         return st.fixed_dictionaries(
             {k: self.valid(v, k) for k, v in properties.items() if k in required},
             optional={k: self.valid(v, k) for k, v in properties.items() if k not in required},
@@ -249,8 +305,13 @@ class Schemas:
             if mistake == "missing":
                 value.pop(draw(st.sampled_from(required)), None)
             elif mistake == "extra":
-                value[draw(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8)
-                           .filter(lambda k: k not in properties))] = draw(st.sampled_from([1, "x", None, [1]]))
+                value[
+                    draw(
+                        st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8).filter(
+                            lambda k: k not in properties
+                        )
+                    )
+                ] = draw(st.sampled_from([1, "x", None, [1]]))
             else:
                 key = draw(st.sampled_from(sorted(properties)))
                 value[key] = draw(self.invalid(properties[key], key))
@@ -271,7 +332,7 @@ def assert_handled(tool: str, result: Any) -> None:
     text = result.content[0].text if result.content else ""
     assert text != f"Error executing tool {tool}", f"{tool} crashed (an exception leaked)"
     prefix = f"Error executing tool {tool}: "
-    assert text.startswith(prefix) and text[len(prefix):].strip(), text
+    assert text.startswith(prefix) and text[len(prefix) :].strip(), text
 
 
 @pytest.fixture
@@ -282,6 +343,7 @@ async def placed_world(fuzz_client: Client, world: dict[str, str]) -> dict[str, 
 
 def calls(kind: str) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
     """(tool name, arguments) for every tool: valid arguments, or near-valid ones."""
+
     def for_tool(name: str) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
         schemas = Schemas(TOOLS[name])
         arguments = schemas.valid(schemas.root) if kind == "valid" else schemas.near_valid()
@@ -314,10 +376,13 @@ async def test_near_valid_arguments_are_refused_or_handled_never_crash(
     assert_handled(name, result)
 
 
-@pytest.mark.parametrize(("tool", "arguments"), [
-    ("get_finetune", {"finetune_id": "\x1f"}),
-    ("batch_status", {"batch_id": "a\nb"}),
-])
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("get_finetune", {"finetune_id": "\x1f"}),
+        ("batch_status", {"batch_id": "a\nb"}),
+    ],
+)
 async def test_ids_that_would_break_the_url_are_refused_not_crashed(
     fuzz_client: Client, tool: str, arguments: dict[str, Any]
 ) -> None:
@@ -325,12 +390,15 @@ async def test_ids_that_would_break_the_url_are_refused_not_crashed(
     assert_handled(tool, result)
 
 
-@pytest.mark.parametrize(("finetune_id", "reaches"), [
-    (".", []),  # a dot segment would be normalized away into the list endpoint: refused unsent
-    ("..", []),
-    # Escaped into one segment (the log shows it decoded: "?c#d" stayed in the path, not a query): a 404.
-    ("a/b?c#d", ["/v1/tuning/finetunes/a/b?c#d"]),
-])
+@pytest.mark.parametrize(
+    ("finetune_id", "reaches"),
+    [
+        (".", []),  # a dot segment would be normalized away into the list endpoint: refused unsent
+        ("..", []),
+        # Escaped into one segment (the log shows it decoded: "?c#d" stayed in the path, not a query): a 404.
+        ("a/b?c#d", ["/v1/tuning/finetunes/a/b?c#d"]),
+    ],
+)
 async def test_ids_that_would_break_the_url_cannot_reach_another_endpoint(
     fuzz_client: Client, fuzz_emulator: RunningEmulator, finetune_id: str, reaches: list[str]
 ) -> None:
@@ -398,13 +466,25 @@ async def stdio_server(fuzz_emulator: RunningEmulator, world: dict[str, str]) ->
         async for chunk in stream:  # a chatty stderr must never fill the pipe and stall the server
             errors.append(chunk)
 
-    async with await anyio.open_process([sys.executable, "-m", "moondream_mcp", "--log-level", "DEBUG"],
-                                        env=env) as process, anyio.create_task_group() as tasks:
+    async with (
+        await anyio.open_process([sys.executable, "-m", "moondream_mcp", "--log-level", "DEBUG"], env=env) as process,
+        anyio.create_task_group() as tasks,
+    ):
         tasks.start_soon(drain, process.stderr)
         server = StdioServer(process)
         with anyio.fail_after(30):
-            await server.call(rpc(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                                                    "clientInfo": {"name": "fuzz", "version": "0"}}), 1)
+            await server.call(
+                rpc(
+                    1,
+                    "initialize",
+                    {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "fuzz", "version": "0"},
+                    },
+                ),
+                1,
+            )
             await process.stdin.send(rpc(None, "notifications/initialized"))
         yield server
         await process.stdin.aclose()
@@ -422,8 +502,18 @@ async def test_a_fuzz_round_over_stdio_leaves_nothing_but_json_rpc_on_stdout(
     arguments = placed(arguments, {**world, "finetune": "no-such-finetune"})
     stdio_server.next_id += 1
     try:
-        message = json.dumps({"jsonrpc": "2.0", "id": stdio_server.next_id, "method": "tools/call",
-                              "params": {"name": name, "arguments": arguments}}, allow_nan=False) + "\n"
+        message = (
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": stdio_server.next_id,
+                    "method": "tools/call",
+                    "params": {"name": name, "arguments": arguments},
+                },
+                allow_nan=False,
+            )
+            + "\n"
+        )
     except ValueError:  # a NaN or infinity: not JSON, so no client could send it
         return
     with anyio.fail_after(30):

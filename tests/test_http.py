@@ -19,15 +19,19 @@ from moondream_mcp import cli
 from moondream_mcp.config import Settings
 from moondream_mcp.http_transport import HTTPConfigError, allowed_hosts, http_app, is_loopback
 from moondream_mcp.server import build_server
-from tests.conftest import API_KEY
-from tests.pictures import assert_box, canvas, save
+from tests.support.keys import API_KEY
+from tests.support.pictures import assert_box, canvas, save
 from tests.support.serving import serving_app
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "t0k3n-for-tests-0123456789abcdef"
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -50,14 +54,16 @@ def with_token(settings: Settings) -> Settings:
 
 @asynccontextmanager
 async def connected(url: str, headers: dict[str, str], mode: str = "auto") -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http, Client(
-        streamable_http_client(url, http_client=http), mode=mode
-    ) as client:
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
         yield client
 
 
-async def post(url: str, *, headers: dict[str, str] | None = None, content: bytes | None = None,
-               json: object = INITIALIZE) -> httpx2.Response:
+async def post(
+    url: str, *, headers: dict[str, str] | None = None, content: bytes | None = None, json: object = INITIALIZE
+) -> httpx2.Response:
     async with httpx2.AsyncClient(timeout=30) as http:
         if content is not None:
             return await http.post(url, headers={**MCP_HEADERS, **(headers or {})}, content=content)
@@ -88,9 +94,17 @@ async def test_a_request_without_a_token_is_refused_with_401(with_token: Setting
     assert response.json()["error"] == "unauthorized"
 
 
-@pytest.mark.parametrize("authorization", [
-    f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer", f"Basic {TOKEN}", TOKEN, f"Bearer {API_KEY}",
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        "Bearer",
+        f"Basic {TOKEN}",
+        TOKEN,
+        f"Bearer {API_KEY}",
+    ],
+)
 async def test_a_wrong_token_is_refused_with_401(with_token: Settings, authorization: str) -> None:
     with serving(with_token) as url, anyio.fail_after(30):
         response = await post(url, headers={"Authorization": authorization})
@@ -119,10 +133,8 @@ async def test_a_spoofed_host_header_is_refused_against_dns_rebinding(with_token
     # A page on evil.example whose name was re-pointed at 127.0.0.1 reaches the server with its own Host.
     with serving(with_token) as url, anyio.fail_after(30):
         spoofed = await post(url, headers={"Authorization": f"Bearer {TOKEN}", "Host": "evil.example"})
-        foreign_origin = await post(url, headers={"Authorization": f"Bearer {TOKEN}",
-                                                  "Origin": "http://evil.example"})
-        honest = await post(url, headers={"Authorization": f"Bearer {TOKEN}",
-                                          "Origin": url.removesuffix("/mcp")})
+        foreign_origin = await post(url, headers={"Authorization": f"Bearer {TOKEN}", "Origin": "http://evil.example"})
+        honest = await post(url, headers={"Authorization": f"Bearer {TOKEN}", "Origin": url.removesuffix("/mcp")})
 
     assert (spoofed.status_code, spoofed.text) == (421, "Invalid Host header")
     assert (foreign_origin.status_code, foreign_origin.text) == (403, "Invalid Origin header")
@@ -145,8 +157,18 @@ async def exchange(url: str, request: bytes) -> tuple[int, bytes]:
 
 
 def head(lines: list[str]) -> bytes:
-    return ("\r\n".join(["POST /mcp HTTP/1.1", "Host: 127.0.0.1", "Accept: application/json, text/event-stream",
-                          "Content-Type: application/json", *lines]) + "\r\n\r\n").encode()
+    return (
+        "\r\n".join(
+            [
+                "POST /mcp HTTP/1.1",
+                "Host: 127.0.0.1",
+                "Accept: application/json, text/event-stream",
+                "Content-Type: application/json",
+                *lines,
+            ]
+        )
+        + "\r\n\r\n"
+    ).encode()
 
 
 async def test_an_oversized_body_is_refused_with_413(with_token: Settings) -> None:
@@ -158,8 +180,9 @@ async def test_an_oversized_body_is_refused_with_413(with_token: Settings) -> No
         declared = await exchange(url, head([auth, "Content-Length: 1000000000"]))
         # No Content-Length: the limit must hold on the bytes themselves.
         chunk = b"[" + b" " * (64 * 1024) + b"]"
-        streamed = await exchange(url, head([auth, "Transfer-Encoding: chunked"])
-                                  + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        streamed = await exchange(
+            url, head([auth, "Transfer-Encoding: chunked"]) + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        )
 
     assert declared[0] == 413 and b'"request_too_large"' in declared[1]
     assert streamed[0] == 413 and b'"request_too_large"' in streamed[1]
@@ -210,10 +233,21 @@ def test_beyond_loopback_with_a_token_the_app_is_built(with_token: Settings) -> 
     assert callable(http_app(build_server(with_token), with_token, host="0.0.0.0", port=8000))
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.8.9.10", True), ("localhost", True), ("::1", True), ("[::1]", True),
-    ("0.0.0.0", False), ("::", False), ("10.0.0.1", False), ("example.com", False), ("localhost.evil.com", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+        ("localhost.evil.com", False),
+    ],
+)
 def test_loopback_is_recognised_by_address_and_name(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 

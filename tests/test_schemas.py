@@ -29,10 +29,23 @@ from mcp.types import Tool
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 
-UNSUPPORTED = frozenset({
-    "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "patternProperties",
-    "unevaluatedProperties", "unevaluatedItems", "propertyNames", "minProperties", "maxProperties", "contains",
-})
+UNSUPPORTED = frozenset(
+    {
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+        "patternProperties",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "contains",
+    }
+)
 
 
 class NotStrict(Exception):
@@ -64,8 +77,9 @@ def _strict(node: dict[str, Any], root: dict[str, Any], where: str) -> dict[str,
             _strict(sub, root, f"{where}/{defs}/{name}")
     if node.get("type") == "object":
         if node.get("additionalProperties"):
-            raise NotStrict(f"{where}: an open object (additionalProperties={node['additionalProperties']!r}) "
-                            "cannot be made strict")
+            raise NotStrict(
+                f"{where}: an open object (additionalProperties={node['additionalProperties']!r}) cannot be made strict"
+            )
         node["additionalProperties"] = False
     if isinstance(node.get("properties"), dict):
         node["required"] = list(node["properties"])
@@ -75,8 +89,10 @@ def _strict(node: dict[str, Any], root: dict[str, Any], where: str) -> dict[str,
     if isinstance(node.get("anyOf"), list):
         node["anyOf"] = [_strict(v, root, f"{where}/anyOf/{i}") for i, v in enumerate(node["anyOf"])]
     if isinstance(node.get("oneOf"), list):
-        node["anyOf"] = [*node.get("anyOf", []),
-                         *(_strict(v, root, f"{where}/oneOf/{i}") for i, v in enumerate(node.pop("oneOf")))]
+        node["anyOf"] = [
+            *node.get("anyOf", []),
+            *(_strict(v, root, f"{where}/oneOf/{i}") for i, v in enumerate(node.pop("oneOf"))),
+        ]
     if isinstance(node.get("allOf"), list):
         if len(node["allOf"]) == 1:
             node.update(_strict(node.pop("allOf")[0], root, f"{where}/allOf/0"))
@@ -139,7 +155,8 @@ def undescribed(schema: dict[str, Any]) -> list[str]:
     for where, node in _nodes(schema):
         for name, prop in (node.get("properties") or {}).items():
             described = prop.get("description") or (
-                "$ref" in prop and _resolve(schema, prop["$ref"]).get("description"))
+                "$ref" in prop and _resolve(schema, prop["$ref"]).get("description")
+            )
             if not (isinstance(described, str) and described.strip()):
                 missing.append(f"{where}/properties/{name}")
     return missing
@@ -182,23 +199,36 @@ def test_the_conversion_closes_objects_and_requires_every_property() -> None:
 
     assert converted["required"] == ["a", "b", "c"] and converted["additionalProperties"] is False
     assert "default" not in converted["properties"]["b"]
-    assert converted["properties"]["c"] == {"type": "object", "description": "C.", "additionalProperties": False,
-                                            "properties": {"x": {"type": "number", "description": "X."}},
-                                            "required": ["x"]}
+    assert converted["properties"]["c"] == {
+        "type": "object",
+        "description": "C.",
+        "additionalProperties": False,
+        "properties": {"x": {"type": "number", "description": "X."}},
+        "required": ["x"],
+    }
     assert converted["$defs"]["Point"]["additionalProperties"] is False
     assert problems(converted) == []
 
 
-@pytest.mark.parametrize(("schema", "reason"), [
-    ({"type": "object", "additionalProperties": {"type": "number"}}, "open object"),
-    ({"type": "object", "properties": {"p": {"$ref": "#/$defs/Gone", "description": "P."}}}, "does not resolve"),
-])
+@pytest.mark.parametrize(
+    ("schema", "reason"),
+    [
+        ({"type": "object", "additionalProperties": {"type": "number"}}, "open object"),
+        ({"type": "object", "properties": {"p": {"$ref": "#/$defs/Gone", "description": "P."}}}, "does not resolve"),
+    ],
+)
 def test_the_conversion_refuses_what_strict_mode_cannot_express(schema: dict[str, Any], reason: str) -> None:
     with pytest.raises(NotStrict, match=reason):
         strict(schema)
 
 
 def test_unsupported_keywords_are_found() -> None:
-    schema = strict({"type": "object", "properties": {
-        "tags": {"type": "array", "items": {"type": "string"}, "contains": {"const": "x"}, "description": "T."}}})
+    schema = strict(
+        {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "items": {"type": "string"}, "contains": {"const": "x"}, "description": "T."}
+            },
+        }
+    )
     assert problems(schema) == ["#/properties/tags: contains is not supported in strict mode"]

@@ -71,16 +71,19 @@ def test_normalize_drops_case_punctuation_and_articles_and_reads_number_words() 
     assert normalize("No") == "0"
 
 
-@pytest.mark.parametrize(("answer", "expected", "match", "right"), [
-    ("Orange.", "orange", "normalized", True),
-    ("Orange.", "orange", "exact", False),
-    (" orange ", "orange", "exact", True),
-    ("I see two orange shapes", "two", "contains", True),
-    ("I see twenty shapes", "two", "contains", False),
-    ("12 apples", r"\d+ apples?", "regex", True),
-    ("about 12 apples", r"\d+ apples?", "regex", False),
-    ("1", "one", "normalized", True),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected", "match", "right"),
+    [
+        ("Orange.", "orange", "normalized", True),
+        ("Orange.", "orange", "exact", False),
+        (" orange ", "orange", "exact", True),
+        ("I see two orange shapes", "two", "contains", True),
+        ("I see twenty shapes", "two", "contains", False),
+        ("12 apples", r"\d+ apples?", "regex", True),
+        ("about 12 apples", r"\d+ apples?", "regex", False),
+        ("1", "one", "normalized", True),
+    ],
+)
 def test_answers_are_judged_by_the_label_rule(answer: str, expected: str, match: str, right: bool) -> None:
     assert answer_correct(answer, expected, match) is right
 

@@ -29,9 +29,9 @@ from moondream_mcp.client import MoondreamClient, MoondreamError
 from moondream_mcp.config import Settings
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
-from tests.conftest import API_KEY
-from tests.pictures import canvas, save
-from tests.test_cli import server_env
+from tests.support.keys import API_KEY
+from tests.support.pictures import canvas, save
+from tests.support.stdio import server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -62,8 +62,14 @@ def soak_emulator() -> Iterator[RunningEmulator]:
 
 @pytest.fixture
 def soak_settings(soak_emulator: RunningEmulator, workdir: Path, tmp_path: Path) -> Settings:
-    return Settings(api_key=API_KEY, endpoint=soak_emulator.url, allowed_dirs=[workdir], data_dir=tmp_path / "data",
-                    timeout=TIMEOUT, retry_after_cap=0.2)
+    return Settings(
+        api_key=API_KEY,
+        endpoint=soak_emulator.url,
+        allowed_dirs=[workdir],
+        data_dir=tmp_path / "data",
+        timeout=TIMEOUT,
+        retry_after_cap=0.2,
+    )
 
 
 @dataclass
@@ -79,9 +85,11 @@ class Tally:
     steps: list[tuple[str, int]] = field(default_factory=list)
 
     def report(self) -> str:
-        return (f"calls {sum(self.calls.values())} {dict(self.calls)}; ok {sum(self.ok.values())}; "
-                f"failed {sum(self.failed.values())} {dict(self.failed)}; faults armed {sum(self.armed.values())} "
-                f"{dict(self.armed)}; failure reasons {dict(self.reasons)}")
+        return (
+            f"calls {sum(self.calls.values())} {dict(self.calls)}; ok {sum(self.ok.values())}; "
+            f"failed {sum(self.failed.values())} {dict(self.failed)}; faults armed {sum(self.armed.values())} "
+            f"{dict(self.armed)}; failure reasons {dict(self.reasons)}"
+        )
 
 
 class FaultDriver:
@@ -145,8 +153,16 @@ def check_result(tool: str, data: dict[str, Any]) -> None:
 
 
 class Soak:
-    def __init__(self, client: Client, driver: FaultDriver, tally: Tally, image: str, finetunes: list[str],
-                 direct: MoondreamClient, data_url: str) -> None:
+    def __init__(
+        self,
+        client: Client,
+        driver: FaultDriver,
+        tally: Tally,
+        image: str,
+        finetunes: list[str],
+        direct: MoondreamClient,
+        data_url: str,
+    ) -> None:
         self.client = client
         self.driver = driver
         self.tally = tally
@@ -183,15 +199,25 @@ class Soak:
         await self.call(tool, arguments, f"/{tool}")
 
     async def train(self, finetune_id: str) -> None:
-        rollouts = await self.call("generate_rollouts", {
-            "finetune_id": finetune_id, "skill": "detect", "image": self.image, "object": "red", "num_rollouts": 4,
-            "ground_truth": {"boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), BOX))]},
-        }, "/rollouts")
+        rollouts = await self.call(
+            "generate_rollouts",
+            {
+                "finetune_id": finetune_id,
+                "skill": "detect",
+                "image": self.image,
+                "object": "red",
+                "num_rollouts": 4,
+                "ground_truth": {"boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), BOX))]},
+            },
+            "/rollouts",
+        )
         if rollouts is None:
             return
-        step = await self.call("train_step", {"finetune_id": finetune_id,
-                                              "groups": [{"rollout_set_id": rollouts["rollout_set_id"]}]},
-                               "/train_step")
+        step = await self.call(
+            "train_step",
+            {"finetune_id": finetune_id, "groups": [{"rollout_set_id": rollouts["rollout_set_id"]}]},
+            "/train_step",
+        )
         if step is not None:
             self.tally.steps.append((finetune_id, step["step"]))
 
@@ -206,8 +232,11 @@ class Soak:
                     text = (await self.direct.skills.caption(self.data_url, stream=True)).caption
                     assert "red" in text, text
                 else:
-                    text = (await self.direct.skills.query("How many red squares are there?",
-                                                           image_url=self.data_url, stream=True)).answer
+                    text = (
+                        await self.direct.skills.query(
+                            "How many red squares are there?", image_url=self.data_url, stream=True
+                        )
+                    ).answer
                     assert text == "1", text
         except MoondreamError as exc:
             assert str(exc) and API_KEY not in str(exc)
@@ -254,9 +283,12 @@ async def test_hundreds_of_calls_under_faults_end_correctly_or_clearly(
     plan = rng.choices(kinds, weights=[3, 3, 4, 3, 3, 4, 2, 2], k=300)
 
     with anyio.fail_after(90):
-        async with Client(build_server(soak_settings)) as client, MoondreamClient(
-            endpoint=soak_settings.endpoint, api_key=API_KEY, timeout=TIMEOUT, retry_after_cap=0.2
-        ) as direct:
+        async with (
+            Client(build_server(soak_settings)) as client,
+            MoondreamClient(
+                endpoint=soak_settings.endpoint, api_key=API_KEY, timeout=TIMEOUT, retry_after_cap=0.2
+            ) as direct,
+        ):
             finetunes = []
             for n in range(4):  # set up before any fault is armed
                 made = await client.call_tool("create_finetune", {"name": f"soak-{SEED}-{n}", "rank": 8})
@@ -275,8 +307,10 @@ async def test_hundreds_of_calls_under_faults_end_correctly_or_clearly(
                     tasks.start_soon(bounded, choice, index)
 
     with capsys.disabled():
-        sys.stderr.write(f"\nsoak: {tally.report()}; requests {len(emulator.requests)}, faulted "
-                         f"{faulted_requests(emulator, tally)}; train steps applied {len(emulator.train_steps)}\n")
+        sys.stderr.write(
+            f"\nsoak: {tally.report()}; requests {len(emulator.requests)}, faulted "
+            f"{faulted_requests(emulator, tally)}; train steps applied {len(emulator.train_steps)}\n"
+        )
     total = sum(tally.calls.values())
     assert total >= 300
     assert sum(tally.ok.values()) + sum(tally.failed.values()) == total  # every call ended one way or the other
@@ -294,8 +328,11 @@ async def test_32_concurrent_calls_to_one_server_process_over_stdio_all_end(
     rng = random.Random(SEED + 1)
     tally = Tally()
     driver = FaultDriver(soak_emulator.emulator, rng, tally)
-    env = {**server_env(soak_emulator, workdir, tmp_path), "MOONDREAM_TIMEOUT": str(TIMEOUT),
-           "MOONDREAM_MCP_RETRY_AFTER_CAP": "0.2"}
+    env = {
+        **server_env(soak_emulator, workdir, tmp_path),
+        "MOONDREAM_TIMEOUT": str(TIMEOUT),
+        "MOONDREAM_MCP_RETRY_AFTER_CAP": "0.2",
+    }
     params = StdioServerParameters(command=sys.executable, args=["-m", "moondream_mcp", "serve"], env=env)
     outcomes: list[str] = []
 

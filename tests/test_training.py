@@ -15,8 +15,8 @@ from anyio.abc import Process
 
 from moondream_mcp.datasets import Example
 from moondream_mcp.training import RunConfig, choose_examples
-from tests.labelled import detect_dataset
-from tests.test_cli import rpc, server_env
+from tests.support.labelled import detect_dataset
+from tests.support.stdio import rpc, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -30,8 +30,10 @@ class Session:
         self.last_id = 0
 
     async def open(self) -> Session:
-        await self.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
-                                          "clientInfo": {"name": "kill-test", "version": "0"}})
+        await self.request(
+            "initialize",
+            {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "kill-test", "version": "0"}},
+        )
         await self.process.stdin.send(rpc(None, "notifications/initialized"))
         return self
 
@@ -67,8 +69,15 @@ async def test_a_run_killed_mid_step_resumes_after_restart_with_every_step_appli
     with anyio.fail_after(60), open(tmp_path / "server.log", "wb") as log:
         async with await anyio.open_process(command, env=env, stderr=log) as first:
             session = await Session(first).open()
-            started = await session.call("start_training", dataset=str(dataset), name=f"kill-{uuid.uuid4().hex[:8]}",
-                                         steps=steps, groups_per_step=2, rollouts_per_group=2, eval_every=3)
+            started = await session.call(
+                "start_training",
+                dataset=str(dataset),
+                name=f"kill-{uuid.uuid4().hex[:8]}",
+                steps=steps,
+                groups_per_step=2,
+                rollouts_per_group=2,
+                eval_every=3,
+            )
             finetune = started["finetune_id"]
 
             def applied() -> list[int]:

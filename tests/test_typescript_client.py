@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API_KEY
-from tests.pictures import assert_box, canvas, save
-from tests.test_cli import server_env
+from tests.support.keys import API_KEY
+from tests.support.pictures import assert_box, canvas, save
+from tests.support.stdio import server_env
 
 NPM_TIMEOUT = 180
 
@@ -49,7 +49,10 @@ def typescript_sdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         installed = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "@modelcontextprotocol/sdk"],
-            cwd=project, capture_output=True, text=True, timeout=NPM_TIMEOUT,
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
         pytest.skip(f"npm install @modelcontextprotocol/sdk took over {NPM_TIMEOUT} s (no registry reachable?)")
@@ -64,8 +67,14 @@ def test_the_typescript_sdk_lists_the_tools_and_calls_detect_over_stdio(
 ) -> None:
     image = save(canvas(), workdir / "square.png")
     command = json.dumps([sys.executable, "-m", "moondream_mcp", "serve"])
-    done = subprocess.run(["node", "client.mjs", command, image], cwd=typescript_sdk, capture_output=True, text=True,
-                          timeout=90, env=server_env(emulator, workdir, tmp_path))
+    done = subprocess.run(
+        ["node", "client.mjs", command, image],
+        cwd=typescript_sdk,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=server_env(emulator, workdir, tmp_path),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -44,8 +44,7 @@ Handler = Callable[[Request, Received], Awaitable[Response]]
 def _action(request: Request, expected: str) -> None:
     action = request.query_params.get("action")
     if action != expected:
-        raise ApiError(400, f"action must be {expected} here, not {action!r}", param="action",
-                       code="invalid_action")
+        raise ApiError(400, f"action must be {expected} here, not {action!r}", param="action", code="invalid_action")
 
 
 def _upload_id(request: Request) -> str:
@@ -58,24 +57,33 @@ def _upload_id(request: Request) -> str:
 def _part_number(request: Request) -> int:
     raw = request.query_params.get("partNumber", "")
     if not (raw.isdigit() and 1 <= int(raw) <= MAX_PART_NUMBER):
-        raise ApiError(400, f"partNumber must be an integer from 1 to {MAX_PART_NUMBER}", param="partNumber",
-                       code="invalid_field")
+        raise ApiError(
+            400, f"partNumber must be an integer from 1 to {MAX_PART_NUMBER}", param="partNumber", code="invalid_field"
+        )
     return int(raw)
 
 
 def _listed_parts(body: Any) -> list[tuple[int, str]]:
     parts = checks.json_object(body).get("parts")
     if not isinstance(parts, list) or not parts:
-        raise ApiError(400, "parts must be a non-empty list of {partNumber, etag}", param="parts",
-                       code="invalid_field")
+        raise ApiError(400, "parts must be a non-empty list of {partNumber, etag}", param="parts", code="invalid_field")
     listed = []
     for i, part in enumerate(parts):
         number = part.get("partNumber") if isinstance(part, dict) else None
         etag = part.get("etag") if isinstance(part, dict) else None
-        if not (isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= MAX_PART_NUMBER
-                and isinstance(etag, str) and etag):
-            raise ApiError(400, f"parts[{i}] must be {{partNumber: 1-{MAX_PART_NUMBER}, etag: string}}",
-                           param=f"parts[{i}]", code="invalid_field")
+        if not (
+            isinstance(number, int)
+            and not isinstance(number, bool)
+            and 1 <= number <= MAX_PART_NUMBER
+            and isinstance(etag, str)
+            and etag
+        ):
+            raise ApiError(
+                400,
+                f"parts[{i}] must be {{partNumber: 1-{MAX_PART_NUMBER}, etag: string}}",
+                param=f"parts[{i}]",
+                code="invalid_field",
+            )
         listed.append((number, etag))
     return listed
 
@@ -125,9 +133,7 @@ class BatchApi:
             raise ApiError(413, "part too large: each part must be under 100 MB", code="part_too_large")
         if received.spooled is None:  # the client went away mid-body: nobody reads this answer
             raise ApiError(400, "the part did not arrive whole", code="incomplete_body")
-        part = await anyio.to_thread.run_sync(
-            self.uploads.put_part, file_id, upload_id, number, received.spooled
-        )
+        part = await anyio.to_thread.run_sync(self.uploads.put_part, file_id, upload_id, number, received.spooled)
         return JSONResponse({"etag": part.etag, "partNumber": part.number})
 
     async def complete(self, request: Request, received: Received) -> Response:
@@ -169,7 +175,8 @@ class BatchApi:
 
     async def result_file(self, request: Request, received: Received) -> Response:
         path = self.jobs.result_file(
-            request.path_params["batch_id"], request.path_params["index"],
+            request.path_params["batch_id"],
+            request.path_params["index"],
             request.query_params.get("signature", ""),
         )
         return FileResponse(path, media_type="application/x-ndjson")

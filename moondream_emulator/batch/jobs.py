@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..errors import ApiError
 from ..ids import UlidGenerator
@@ -101,6 +101,7 @@ class BatchJobs:
     def wait(self, batch_id: str, statuses: Collection[str], gave_up: threading.Event) -> str | None:
         """Block until the job's status is one of `statuses` (that status) or `gave_up` is set and
         wake() called (None)."""
+
         def reached() -> bool:
             job = self._jobs.get(batch_id)
             return job is None or job.status in statuses or gave_up.is_set()
@@ -134,9 +135,14 @@ class BatchJobs:
         now = datetime.now(UTC)
         with self._changed:
             job = Job(
-                id=self._ids.new(), model=model, size=sum(p.size for p in parts),
-                inputs=[p.path for p in parts], lines_per_file=lines_per_file, fail_first=self._fail_next,
-                token=secrets.token_urlsafe(16), created_at=now,
+                id=self._ids.new(),
+                model=model,
+                size=sum(p.size for p in parts),
+                inputs=[p.path for p in parts],
+                lines_per_file=lines_per_file,
+                fail_first=self._fail_next,
+                token=secrets.token_urlsafe(16),
+                created_at=now,
             )
             self._fail_next = 0
             self._jobs[job.id] = job
@@ -159,8 +165,12 @@ class BatchJobs:
             if cursor is not None:
                 ids = [job.id for job in newest_first]
                 if cursor not in ids:
-                    raise ApiError(400, "invalid cursor: pass next_cursor from the previous page",
-                                   param="cursor", code="invalid_cursor")
+                    raise ApiError(
+                        400,
+                        "invalid cursor: pass next_cursor from the previous page",
+                        param="cursor",
+                        code="invalid_cursor",
+                    )
                 start = ids.index(cursor) + 1
             page = newest_first[start : start + limit]
             has_more = start + limit < len(newest_first)
@@ -176,8 +186,11 @@ class BatchJobs:
             if job is None or job.status != "completed" or not 0 <= index < len(job.outputs):
                 raise ApiError(404, "no such result file", code="not_found")
             if not secrets.compare_digest(token, job.token):
-                raise ApiError(403, "the signature does not match: use the URL exactly as the API gave it",
-                               code="signature_mismatch")
+                raise ApiError(
+                    403,
+                    "the signature does not match: use the URL exactly as the API gave it",
+                    code="signature_mismatch",
+                )
             return job.outputs[index]
 
     @staticmethod
@@ -189,7 +202,8 @@ class BatchJobs:
             "progress": {"total": job.total, "completed": job.completed, "failed": job.failed},
             "usage": {"input_tokens": job.input_tokens, "output_tokens": job.output_tokens},
             "outputs": [{"index": i, "url": url(job, i)} for i in range(len(job.outputs))]
-            if job.status == "completed" else [],
+            if job.status == "completed"
+            else [],
             "created_at": _iso(job.created_at),
             "completed_at": _iso(job.completed_at),
             "expires_at": _iso(job.completed_at + RESULTS_KEPT if job.completed_at else None),
@@ -210,8 +224,7 @@ class BatchJobs:
             if job.cancelled:
                 return  # cleared while it ran: its files vanished under it
             # A bug, or a full disk: the job fails visibly rather than staying "processing" forever.
-            self._finish(job, "failed", {"code": "internal_error",
-                                         "message": "the batch could not be processed"})
+            self._finish(job, "failed", {"code": "internal_error", "message": "the batch could not be processed"})
             raise
         finally:
             for path in job.inputs:
@@ -235,16 +248,18 @@ class BatchJobs:
         for _, line in batch_lines.lines(job.inputs):
             total += 1
             if total > MAX_LINES:
-                self._finish(job, "failed", {"code": "too_many_lines",
-                                             "message": f"the file has over {MAX_LINES} lines"})
+                self._finish(
+                    job, "failed", {"code": "too_many_lines", "message": f"the file has over {MAX_LINES} lines"}
+                )
                 return False
             any_json = any_json or batch_lines.parses(line)
         if total == 0:
             self._finish(job, "failed", {"code": "empty_file", "message": "the file has no lines"})
             return False
         if not any_json:
-            self._finish(job, "failed", {"code": "invalid_file", "message": "the file is not JSONL: no line "
-                                         "is valid JSON"})
+            self._finish(
+                job, "failed", {"code": "invalid_file", "message": "the file is not JSONL: no line is valid JSON"}
+            )
             return False
         self._update(job, status="processing", total=total)
         return True
@@ -254,11 +269,14 @@ class BatchJobs:
             self._changed.wait_for(lambda: job.cancelled or job.released or not self._hold)
         results = self._scratch.path("results", job.id)
         outputs: list[Path] = []
-        out = None
+        out: TextIO | None = None
         try:
             for position, (index, line) in enumerate(batch_lines.lines(job.inputs)):
                 record = batch_lines.answer_line(
-                    index, line, model=job.model, checkpoint_policy=self._checkpoint_policy,
+                    index,
+                    line,
+                    model=job.model,
+                    checkpoint_policy=self._checkpoint_policy,
                     fail=position < job.fail_first,
                 )
                 if position % job.lines_per_file == 0:
@@ -266,6 +284,7 @@ class BatchJobs:
                         out.close()
                     outputs.append(results / f"{len(outputs)}.jsonl")
                     out = outputs[-1].open("w", encoding="utf-8")
+                assert out is not None  # opened at position 0
                 out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
                 usage = record.get("usage", {})
                 self._update(

@@ -78,8 +78,7 @@ def _raw_image(body: dict[str, Any], required: bool) -> bytes:
     if not isinstance(value, str):
         raise ApiError(400, "image must be a base64 string", param="image", code="invalid_image")
     if value.startswith("data:"):
-        raise ApiError(400, "image must be raw base64, without a data: URL prefix", param="image",
-                       code="invalid_image")
+        raise ApiError(400, "image must be raw base64, without a data: URL prefix", param="image", code="invalid_image")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -100,8 +99,7 @@ def _usage(skill: str, body: dict[str, Any], result: dict[str, Any]) -> dict[str
 
 
 def _error(line_index: int, line_id: Any, code: str, message: str) -> dict[str, Any]:
-    return {"line_index": line_index, "id": line_id, "status": "error",
-            "error": {"code": code, "message": message}}
+    return {"line_index": line_index, "id": line_id, "status": "error", "error": {"code": code, "message": message}}
 
 
 def answer_line(
@@ -124,12 +122,17 @@ def answer_line(
         return _error(line_index, None, "invalid_json", "line must be a JSON object")
     line_id = record.get("id")
     if fail:
-        return _error(line_index, line_id, "internal_error", "internal error while processing the line "
-                      "(injected by the emulator)")
+        return _error(
+            line_index, line_id, "internal_error", "internal error while processing the line (injected by the emulator)"
+        )
     skill = record.get("skill")
     if skill not in BATCH_SKILLS:
-        return _error(line_index, line_id, "missing_field" if skill is None else "invalid_skill",
-                      f"skill must be one of {', '.join(BATCH_SKILLS)} (segment is not available in batch)")
+        return _error(
+            line_index,
+            line_id,
+            "missing_field" if skill is None else "invalid_skill",
+            f"skill must be one of {', '.join(BATCH_SKILLS)} (segment is not available in batch)",
+        )
     # The job's model answers every line; a line's own model, or image_url, means nothing here.
     body = {key: value for key, value in record.items() if key not in ("id", "skill", "model", "image_url")}
     if model is not None:
@@ -138,5 +141,10 @@ def answer_line(
         result = PLAIN_ANSWERS[skill](body, _raw_image, checkpoint_policy)
     except ApiError as error:
         return _error(line_index, line_id, error.code, error.message)
-    return {"line_index": line_index, "id": line_id, "status": "ok", "result": result,
-            "usage": _usage(skill, body, result)}
+    return {
+        "line_index": line_index,
+        "id": line_id,
+        "status": "ok",
+        "result": result,
+        "usage": _usage(skill, body, result),
+    }

@@ -122,8 +122,7 @@ class Upload:
 
 
 def _no_such_upload(file_id: str) -> ApiError:
-    return ApiError(404, f"no such upload: {file_id} (unknown, aborted or already completed)",
-                    code="upload_not_found")
+    return ApiError(404, f"no such upload: {file_id} (unknown, aborted or already completed)", code="upload_not_found")
 
 
 class Uploads:
@@ -175,8 +174,12 @@ class Uploads:
             upload = self.find(file_id, upload_id)
             numbers = [number for number, _ in listed]
             if numbers != sorted(set(numbers)):
-                raise ApiError(400, "parts must be listed in ascending partNumber order, each once",
-                               param="parts", code="invalid_part_order")
+                raise ApiError(
+                    400,
+                    "parts must be listed in ascending partNumber order, each once",
+                    param="parts",
+                    code="invalid_part_order",
+                )
             chosen = []
             for i, (number, etag) in enumerate(listed):
                 part = upload.parts.get(number)
@@ -185,7 +188,8 @@ class Uploads:
                         400,
                         f"parts[{i}]: part {number} was not uploaded with etag {etag!r}: list the etag "
                         "each part's upload returned",
-                        param=f"parts[{i}]", code="invalid_part",
+                        param=f"parts[{i}]",
+                        code="invalid_part",
                     )
                 chosen.append(part)
             del self._open[file_id]

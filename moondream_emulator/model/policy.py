@@ -111,7 +111,7 @@ class Policy:
         if not any(r.colour in CONFUSED_WITH for r in scene.regions):
             return False
         greedy = sampling is None or sampling.greedy
-        draw = _unit(digest, "answer", question) if greedy else sampling.rng.random()
+        draw = _unit(digest, "answer", question) if greedy or sampling is None else sampling.rng.random()
         return draw < _clamp(WRONG_ANSWER_RATE * self.scale)
 
 

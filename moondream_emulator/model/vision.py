@@ -84,8 +84,8 @@ class Region:
         w, h = self._size
         mask_rows = _grow(self._runs, ERODE, w, h)
         ring = _trace(mask_rows)
-        ring = _simplify_closed(ring, tolerance)
-        return [(x / w, y / h) for x, y in ring]
+        simplified = _simplify_closed(ring, tolerance)
+        return [(x / w, y / h) for x, y in simplified]
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,7 @@ def _shifted(image: Image.Image, dx: int, dy: int) -> Image.Image:
     """The image moved by (dx, dy); the uncovered edge keeps its own pixels (as if the image went on)."""
     w, h = image.size
     out = image.copy()
-    out.paste(
-        image.crop((max(0, -dx), max(0, -dy), w - max(0, dx), h - max(0, dy))), (max(0, dx), max(0, dy))
-    )
+    out.paste(image.crop((max(0, -dx), max(0, -dy), w - max(0, dx), h - max(0, dy))), (max(0, dx), max(0, dy)))
     return out
 
 

@@ -62,9 +62,7 @@ def image_bytes(body: dict[str, Any], *, required: bool) -> bytes | None:
     try:
         data = base64.b64decode(url[prefix.end() :], validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(
-            400, "image_url is not valid base64", param="image_url", code="invalid_base64"
-        ) from None
+        raise ApiError(400, "image_url is not valid base64", param="image_url", code="invalid_base64") from None
     if not data:
         raise ApiError(400, "undecodable image: no data", param="image_url", code="invalid_image")
     return data
@@ -113,9 +111,7 @@ def settings(body: dict[str, Any]) -> Settings:
         raise ApiError(400, "settings must be an object", param="settings", code="invalid_field")
 
     def bad(name: str, rule: str) -> ApiError:
-        return ApiError(
-            400, f"settings.{name} must be {rule}", param=f"settings.{name}", code="invalid_field"
-        )
+        return ApiError(400, f"settings.{name} must be {rule}", param=f"settings.{name}", code="invalid_field")
 
     temperature, top_p = raw.get("temperature"), raw.get("top_p")
     max_tokens, max_objects = raw.get("max_tokens"), raw.get("max_objects")
@@ -169,8 +165,6 @@ def spatial_refs(body: dict[str, Any]) -> list[list[float]]:
     if not isinstance(value, list):
         raise error
     for ref in value:
-        if not (
-            isinstance(ref, list) and len(ref) in (2, 4) and all(_number(v) and 0 <= v <= 1 for v in ref)
-        ):
+        if not (isinstance(ref, list) and len(ref) in (2, 4) and all(_number(v) and 0 <= v <= 1 for v in ref)):
             raise error
     return [[float(v) for v in ref] for ref in value]

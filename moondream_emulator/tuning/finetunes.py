@@ -126,8 +126,9 @@ def _page(items: Sequence[Any], key: str, limit: int, cursor: str | None, ids: S
     if cursor is not None:
         order = {id_: i for i, id_ in enumerate(ids)}
         if cursor not in order:
-            raise ApiError(400, "invalid cursor: pass next_cursor from the previous page", param="cursor",
-                           code="invalid_cursor")
+            raise ApiError(
+                400, "invalid cursor: pass next_cursor from the previous page", param="cursor", code="invalid_cursor"
+            )
         after = order[cursor]
         start = next((i for i, item in enumerate(items) if order[getattr(item, key)] > after), len(items))
     page = list(items[start : start + limit])
@@ -267,12 +268,12 @@ class TuningState:
             checkpoint = finetune.checkpoints.get(finetune.step)
             if checkpoint is None:
                 raise ApiError(
-                    404, f"no checkpoint to save: finetune {finetune_id} has not been trained yet",
+                    404,
+                    f"no checkpoint to save: finetune {finetune_id} has not been trained yet",
                     code="checkpoint_not_found",
                 )
             if checkpoint.deleted:
-                raise ApiError(410, f"the checkpoint of step {checkpoint.step} was deleted",
-                               code="checkpoint_deleted")
+                raise ApiError(410, f"the checkpoint of step {checkpoint.step} was deleted", code="checkpoint_deleted")
             if not checkpoint.saved:
                 checkpoint.saved = True
                 checkpoint.updated_at_ms = finetune.updated_at_ms = _now_ms()
@@ -290,11 +291,16 @@ class TuningState:
             finetune = self.live(finetune_id)
             checkpoint = finetune.checkpoints.get(step)
             if checkpoint is None or not checkpoint.saved:
-                raise ApiError(404, f"no saved checkpoint at step {step} of finetune {finetune_id}",
-                               param="step", code="checkpoint_not_found")
+                raise ApiError(
+                    404,
+                    f"no saved checkpoint at step {step} of finetune {finetune_id}",
+                    param="step",
+                    code="checkpoint_not_found",
+                )
             if checkpoint.deleted:
-                raise ApiError(410, f"the checkpoint of step {step} was already deleted", param="step",
-                               code="checkpoint_deleted")
+                raise ApiError(
+                    410, f"the checkpoint of step {step} was already deleted", param="step", code="checkpoint_deleted"
+                )
             checkpoint.deleted = True
             checkpoint.updated_at_ms = finetune.updated_at_ms = _now_ms()
             if step == finetune.step:

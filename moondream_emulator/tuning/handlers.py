@@ -100,8 +100,7 @@ class TuningApi:
         rewards: list[float] = []
         for _ in range(count):
             sampled = sample(skill_request, policy, finetune.rng)
-            texts.append((wire_text(skill_request.skill, sampled, skill_request.settings, finetune.rng),
-                          sampled.error))
+            texts.append((wire_text(skill_request.skill, sampled, skill_request.settings, finetune.rng), sampled.error))
             if truth is not None:
                 rewards.append(_reward(sampled, truth))
         self.state.issue(finetune_id, skill_request.body, texts)

@@ -40,9 +40,7 @@ def box_reward(predicted: Sequence[Box], truth: Sequence[Box]) -> float:
     """Greedy IoU matching: the sum of matched IoUs over the larger count (both empty: 1)."""
     if not predicted and not truth:
         return 1.0
-    pairs = sorted(
-        ((iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)), reverse=True
-    )
+    pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)), reverse=True)
     used_p: set[int] = set()
     used_t: set[int] = set()
     total = 0.0
@@ -64,9 +62,7 @@ def point_reward(predicted: Sequence[tuple[float, float]], truth: GroundTruth) -
     if not predicted or not targets:
         return 1.0 if not predicted and not targets else 0.0
     if truth.points is not None:
-        scores = [
-            1 - min(1.0, min(math.dist(p, t) for t in truth.points) / POINT_RADIUS) for p in predicted
-        ]
+        scores = [1 - min(1.0, min(math.dist(p, t) for t in truth.points) / POINT_RADIUS) for p in predicted]
     else:
         scores = [1.0 if any(box.contains(*p) for box in truth.boxes or ()) else 0.0 for p in predicted]
     return sum(scores) / len(scores) * _count_factor(len(predicted), len(targets))

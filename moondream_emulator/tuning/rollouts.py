@@ -77,8 +77,12 @@ def sample(request: SkillRequest, policy: Policy, rng: random.Random) -> Sampled
     if request.skill == "point":
         points = [policy.point(r, digest, sampling) for r in regions]
         errors = [math.dist(p, r.centre) for p, r in zip(points, regions)]
-        out = Sampled({"points": [{"x": _round(x), "y": _round(y)} for x, y in points]}, finish_reason,
-                      _mean(errors), points=points)
+        out = Sampled(
+            {"points": [{"x": _round(x), "y": _round(y)} for x, y in points]},
+            finish_reason,
+            _mean(errors),
+            points=points,
+        )
         out.coords = [_bin(v) for p in points for v in p]
         out.answer_tokens = [_COORD_BASE + c for c in out.coords]
     else:
@@ -89,7 +93,8 @@ def sample(request: SkillRequest, policy: Policy, rng: random.Random) -> Sampled
         out.coords = [_bin(v) for b in boxes for v in ((b.x_min + b.x_max) / 2, (b.y_min + b.y_max) / 2)]
         out.sizes = [_bin(v) for b in boxes for v in (b.x_max - b.x_min, b.y_max - b.y_min)]
         out.answer_tokens = [
-            _COORD_BASE + c for i in range(len(boxes))
+            _COORD_BASE + c
+            for i in range(len(boxes))
             for c in (*out.coords[2 * i : 2 * i + 2], _size_token(out.sizes[2 * i : 2 * i + 2]))
         ]
     out.answer_tokens.append(_EOS)

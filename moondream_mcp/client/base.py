@@ -81,7 +81,8 @@ def parse(model: type[M], body: Any) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         raise UnexpectedResponseError(
-            f"the API's answer is not a valid {model.__name__} ({exc.error_count()} problems)") from None
+            f"the API's answer is not a valid {model.__name__} ({exc.error_count()} problems)"
+        ) from None
 
 
 def _connection_error(exc: httpx2.TransportError, url: str) -> APIConnectionError:

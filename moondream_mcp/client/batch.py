@@ -65,13 +65,14 @@ class Batches:
         self._api = api
 
     async def create_upload(self) -> Upload:
-        return parse(Upload, await self._api.request("POST", "batch", params={"action": "mpu-create"},
-                                                             retry="unsent"))
+        return parse(Upload, await self._api.request("POST", "batch", params={"action": "mpu-create"}, retry="unsent"))
 
     async def upload_part(self, upload: Upload, number: int, data: bytes) -> Part:
         # Re-sending a part replaces it, so parts are retried like any idempotent call.
         body = await self._api.request(
-            "PUT", f"batch/{segment(upload.file_id)}", content=data,
+            "PUT",
+            f"batch/{segment(upload.file_id)}",
+            content=data,
             params={"action": "mpu-uploadpart", "uploadId": upload.upload_id, "partNumber": number},
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -81,13 +82,21 @@ class Batches:
         body: dict[str, Any] = {"parts": [{"partNumber": p.part_number, "etag": p.etag} for p in parts]}
         if model is not None:
             body["model"] = model
-        return parse(BatchJob, await self._api.request(
-            "POST", f"batch/{segment(upload.file_id)}", params={"action": "mpu-complete", "uploadId": upload.upload_id},
-            json=body, retry="unsent"))
+        return parse(
+            BatchJob,
+            await self._api.request(
+                "POST",
+                f"batch/{segment(upload.file_id)}",
+                params={"action": "mpu-complete", "uploadId": upload.upload_id},
+                json=body,
+                retry="unsent",
+            ),
+        )
 
     async def abort(self, upload: Upload) -> None:
-        await self._api.request("DELETE", f"batch/{segment(upload.file_id)}",
-                                params={"action": "mpu-abort", "uploadId": upload.upload_id})
+        await self._api.request(
+            "DELETE", f"batch/{segment(upload.file_id)}", params={"action": "mpu-abort", "uploadId": upload.upload_id}
+        )
 
     async def get(self, batch_id: str) -> BatchJob:
         return parse(BatchJob, await self._api.request("GET", f"batch/{segment(batch_id)}"))

@@ -65,8 +65,15 @@ class StreamError(MoondreamError):
 class APIStatusError(MoondreamError):
     """The API answered with an error status (or a Station-style error body)."""
 
-    def __init__(self, message: str, *, status_code: int, code: str | None = None,
-                 request_id: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code

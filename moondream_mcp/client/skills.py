@@ -201,9 +201,7 @@ class Skills:
             merged.update({k: v for k, v in event.items() if v is not None})
         return parse(SegmentResult, merged)
 
-    async def _stream_text(
-        self, path: str, body: dict[str, Any], on_text: OnText | None
-    ) -> tuple[str, dict[str, Any]]:
+    async def _stream_text(self, path: str, body: dict[str, Any], on_text: OnText | None) -> tuple[str, dict[str, Any]]:
         def forward(event: dict[str, Any]) -> None:
             if on_text is not None and isinstance(event.get("chunk"), str) and event["chunk"]:
                 on_text(event["chunk"])

@@ -87,9 +87,15 @@ def _box(box: Corners) -> dict[str, float]:
     return dict(zip(("x_min", "y_min", "x_max", "y_max"), box, strict=True))
 
 
-def skill_request(skill: str, *, image_url: str | None = None, question: str | None = None,
-                  object: str | None = None, reasoning: bool | None = None,
-                  settings: Sampling | None = None) -> dict[str, Any]:
+def skill_request(
+    skill: str,
+    *,
+    image_url: str | None = None,
+    question: str | None = None,
+    object: str | None = None,
+    reasoning: bool | None = None,
+    settings: Sampling | None = None,
+) -> dict[str, Any]:
     """The `request` of a rollout or SFT group: the skill call it stands for. Refused before sending when
     a piece the skill needs is missing (query: a question; point and detect: an object and an image)."""
     if skill == "query":
@@ -111,16 +117,24 @@ def skill_request(skill: str, *, image_url: str | None = None, question: str | N
     return request
 
 
-def ground_truth(*, points: list[tuple[float, float]] | None = None,
-                 boxes: list[Corners] | None = None) -> dict[str, Any]:
+def ground_truth(
+    *, points: list[tuple[float, float]] | None = None, boxes: list[Corners] | None = None
+) -> dict[str, Any]:
     """What the API scores point and detect rollouts against: points, or boxes (for point: inside = hit)."""
     if points is not None:
         return {"points": [{"x": x, "y": y} for x, y in points]}
     return {"boxes": [_box(b) for b in boxes or ()]}
 
 
-def sft_target(skill: str, *, answer: str | None = None, reasoning: str | None = None, reasoning_on: bool = False,
-               points: list[tuple[float, float]] | None = None, boxes: list[Corners] | None = None) -> dict[str, Any]:
+def sft_target(
+    skill: str,
+    *,
+    answer: str | None = None,
+    reasoning: str | None = None,
+    reasoning_on: bool = False,
+    points: list[tuple[float, float]] | None = None,
+    boxes: list[Corners] | None = None,
+) -> dict[str, Any]:
     """An SFT group's target, checked against the contract's rules before anything is sent."""
     if skill == "query":
         if not answer:
@@ -142,8 +156,7 @@ def sft_target(skill: str, *, answer: str | None = None, reasoning: str | None =
 
 def rl_group(request: str, rollouts: list[str], rewards: list[float]) -> str:
     """An RL group as JSON text: the echoed request and rollouts exactly as received, one reward each."""
-    return (f'{{"mode":"rl","request":{request},"rollouts":[{",".join(rollouts)}],'
-            f'"rewards":{json.dumps(rewards)}}}')
+    return f'{{"mode":"rl","request":{request},"rollouts":[{",".join(rollouts)}],"rewards":{json.dumps(rewards)}}}'
 
 
 def sft_group(request: dict[str, Any], target: dict[str, Any]) -> str:
@@ -166,8 +179,7 @@ class Tuning:
         return parse(Finetune, {"name": name, "rank": rank, **body})
 
     async def list_finetunes(self, *, limit: int | None = None, cursor: str | None = None) -> FinetunePage:
-        return parse(FinetunePage,
-            await self._api.request("GET", "tuning/finetunes", params=_page(limit, cursor)))
+        return parse(FinetunePage, await self._api.request("GET", "tuning/finetunes", params=_page(limit, cursor)))
 
     async def get_finetune(self, finetune_id: str) -> Finetune:
         return parse(Finetune, await self._api.request("GET", f"tuning/finetunes/{segment(finetune_id)}"))
@@ -176,8 +188,14 @@ class Tuning:
         body = await self._api.request("DELETE", f"tuning/finetunes/{segment(finetune_id)}")
         return bool(body.get("ok", True)) if isinstance(body, dict) else True
 
-    async def rollouts(self, finetune_id: str, request: dict[str, Any], *, num_rollouts: int,
-                       ground_truth: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    async def rollouts(
+        self,
+        finetune_id: str,
+        request: dict[str, Any],
+        *,
+        num_rollouts: int,
+        ground_truth: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], str]:
         """POST /rollouts for a `request` from skill_request (and `ground_truth` from ground_truth(), for
         rewards); returns the parsed response and its raw text, kept to send back unchanged."""
         body: dict[str, Any] = {"finetune_id": finetune_id, "num_rollouts": num_rollouts, "request": request}
@@ -194,24 +212,37 @@ class Tuning:
         if lr is not None:  # otherwise the server's default applies
             parts.append(f'"lr":{json.dumps(lr)}')
         answer = await self._api.request(
-            "POST", "tuning/train_step", content=("{" + ",".join(parts) + "}").encode(),
-            headers={"Content-Type": "application/json"}, retry="unsent",
+            "POST",
+            "tuning/train_step",
+            content=("{" + ",".join(parts) + "}").encode(),
+            headers={"Content-Type": "application/json"},
+            retry="unsent",
         )
         return parse(TrainStepResult, answer if isinstance(answer, dict) else {})
 
     async def log_metrics(self, finetune_id: str, step: int, metrics: dict[str, float]) -> MetricsLogged:
-        return parse(MetricsLogged, await self._api.request(
-            "POST", f"tuning/finetunes/{segment(finetune_id)}/metrics", json={"step": step, "metrics": metrics}))
+        return parse(
+            MetricsLogged,
+            await self._api.request(
+                "POST", f"tuning/finetunes/{segment(finetune_id)}/metrics", json={"step": step, "metrics": metrics}
+            ),
+        )
 
     async def list_checkpoints(
         self, finetune_id: str, *, limit: int | None = None, cursor: str | None = None
     ) -> CheckpointPage:
-        return parse(CheckpointPage, await self._api.request(
-            "GET", f"tuning/finetunes/{segment(finetune_id)}/checkpoints", params=_page(limit, cursor)))
+        return parse(
+            CheckpointPage,
+            await self._api.request(
+                "GET", f"tuning/finetunes/{segment(finetune_id)}/checkpoints", params=_page(limit, cursor)
+            ),
+        )
 
     async def save_checkpoint(self, finetune_id: str) -> SavedCheckpoint:
-        return parse(SavedCheckpoint,
-            await self._api.request("POST", f"tuning/finetunes/{segment(finetune_id)}/checkpoints/save"))
+        return parse(
+            SavedCheckpoint,
+            await self._api.request("POST", f"tuning/finetunes/{segment(finetune_id)}/checkpoints/save"),
+        )
 
     async def delete_checkpoint(self, finetune_id: str, step: int) -> bool:
         body = await self._api.request("DELETE", f"tuning/finetunes/{segment(finetune_id)}/checkpoints/{segment(step)}")

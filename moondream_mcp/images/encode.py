@@ -31,8 +31,9 @@ _FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "BMP", "TIFF")
 _DRAFTABLE = frozenset({"JPEG", "MPO"})
 
 # The names taken for images when a folder or glob is listed: the formats prepare() decodes.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff",
-                            ".heic", ".heif", ".avif"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
 
 # Decompression-bomb guard, judged from the header. Formats decoded in full must stay small enough to
 # hold in memory (64 MP RGBA is 256 MB); draft-decoded JPEG may be larger, which keeps 108 MP phone
@@ -44,9 +45,7 @@ DRAFT_DECODE_PIXEL_FLOOR = 160_000_000
 # resample would cost more than the decode (24 MP at 1/4 is 1.5 MP: no resample at a 2 MP budget).
 DRAFT_KEEP_FRACTION = 0.7
 
-_HEIF_BRANDS = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 
 # The transposition that shows each EXIF orientation upright, as PIL.ImageOps.exif_transpose does it.
 # Applied after downscaling, so a 24 MP photo is rotated at 2 MP.
@@ -234,10 +233,7 @@ def _unreadable(data: bytes, label: str) -> str:
             f"{label} is a HEIC/HEIF image, which needs the heif extra (pillow-heif) installed; "
             "install moondream-mcp with the heif extra, or convert the image to JPEG."
         )
-    return (
-        f"{label} is not an image Pillow can read; "
-        "give a JPEG, PNG, GIF, WebP, HEIC, AVIF, BMP or TIFF image."
-    )
+    return f"{label} is not an image Pillow can read; give a JPEG, PNG, GIF, WebP, HEIC, AVIF, BMP or TIFF image."
 
 
 def _bomb(label: str, detail: str) -> str:

@@ -96,7 +96,7 @@ class VettingBackend(httpcore2.AnyIOBackend):
             raise UnresolvableHost(host) from None
         if not candidates:
             raise UnresolvableHost(host)
-        addresses = []
+        addresses: list[str] = []
         for candidate in candidates:
             try:
                 address = ipaddress.ip_address(candidate)
@@ -107,9 +107,9 @@ class VettingBackend(httpcore2.AnyIOBackend):
                 raise AddressRefused(host, str(address))
             addresses.append(str(address))
         failure: Exception | None = None
-        for address in addresses:
+        for vetted in addresses:
             try:
-                return await super().connect_tcp(address, port, timeout, local_address, socket_options)
+                return await super().connect_tcp(vetted, port, timeout, local_address, socket_options)
             except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None
@@ -216,16 +216,13 @@ class UrlFetcher:
             if current.scheme not in ("http", "https"):
                 where = "it redirects to" if hop else "it is"
                 raise ImageError(
-                    f"refused to fetch {label}: {where} a {current.scheme}: URL; "
-                    "only http and https are fetched."
+                    f"refused to fetch {label}: {where} a {current.scheme}: URL; only http and https are fetched."
                 )
             response = await client.send(client.build_request("GET", current), stream=True)
             try:
                 if response.has_redirect_location:
                     if hop == self._max_redirects:
-                        raise ImageError(
-                            f"refused to fetch {label}: more than {self._max_redirects} redirects."
-                        )
+                        raise ImageError(f"refused to fetch {label}: more than {self._max_redirects} redirects.")
                     if response.next_request is None:
                         raise ImageError(f"cannot download {label}: a redirect has an invalid Location.")
                     current = response.next_request.url
@@ -240,8 +237,7 @@ class UrlFetcher:
             raise ImageError(f"cannot download {label}: the server answered HTTP {response.status_code}.")
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise ImageError(f"cannot download {label}: the server sent it {encoding}-compressed, "
-                             "though asked not to.")
+            raise ImageError(f"cannot download {label}: the server sent it {encoding}-compressed, though asked not to.")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ImageError(self._too_large(label))

@@ -64,22 +64,38 @@ class BatchResults(BaseModel):
 def _status(job: BatchJob) -> BatchStatus:
     progress = job.progress
     return BatchStatus(
-        batch_id=job.id, status=job.status, model=job.model,
-        total=progress.total if progress else None, completed=progress.completed if progress else None,
-        failed=progress.failed if progress else None, result_files=len(job.outputs),
-        created_at=job.created_at, completed_at=job.completed_at, expires_at=job.expires_at,
+        batch_id=job.id,
+        status=job.status,
+        model=job.model,
+        total=progress.total if progress else None,
+        completed=progress.completed if progress else None,
+        failed=progress.failed if progress else None,
+        result_files=len(job.outputs),
+        created_at=job.created_at,
+        completed_at=job.completed_at,
+        expires_at=job.expires_at,
     )
 
 
 def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Submit a batch job (Batch API)", annotations=ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True))
+    @server.tool(
+        title="Submit a batch job (Batch API)",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
+    )
     @compact
     async def submit_batch(
         skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill to run.")],
-        images: Annotated[list[str] | str, Field(description=(
-            "The images: a list of references, or one string naming a directory or a glob, inside the allowed "
-            "directories."))],
+        images: Annotated[
+            list[str] | str,
+            Field(
+                description=(
+                    "The images: a list of references, or one string naming a directory or a glob, inside the allowed "
+                    "directories."
+                )
+            ),
+        ],
         ctx: Ctx,
         object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
         question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
@@ -95,8 +111,12 @@ def register(server: MCPServer[AppState]) -> None:
         batch_status; fetch results with batch_results once completed (kept 7 days). For a few hundred
         images or fewer, the batch tool answers sooner."""
         state = ctx.request_context.lifespan_context
-        sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                            max_objects=max_objects if skill == "detect" else None)
+        sampling = Sampling(
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            max_objects=max_objects if skill == "detect" else None,
+        )
         fields = batch_api.line_fields(skill, object=object, question=question, length=length, sampling=sampling)
         with state.errors():
             local_batch.require_prompt(skill, object=object, question=question)
@@ -104,25 +124,36 @@ def register(server: MCPServer[AppState]) -> None:
         staging = state.settings.data_dir / "batch-uploads" / f"{new_id('up')}.jsonl"
         staging.parent.mkdir(parents=True, exist_ok=True)
         try:
-            prepared = await batch_api.write_lines(state.images, refs, staging, skill, fields,
-                                                   explain=state.explain, progress=ctx.report_progress)
+            prepared = await batch_api.write_lines(
+                state.images, refs, staging, skill, fields, explain=state.explain, progress=ctx.report_progress
+            )
             skipped = failures(prepared.skipped)
             if not prepared.lines:
-                raise ToolError("none of the images could be prepared: " + "; ".join(
-                    f"{f.reason} ({f.count})" for f in skipped))
+                raise ToolError(
+                    "none of the images could be prepared: " + "; ".join(f"{f.reason} ({f.count})" for f in skipped)
+                )
             with state.errors():
-                job, parts = await batch_api.upload(state.client, staging, model,
-                                                    part_bytes=state.settings.batch_part_bytes,
-                                                    progress=ctx.report_progress)
+                job, parts = await batch_api.upload(
+                    state.client,
+                    staging,
+                    model,
+                    part_bytes=state.settings.batch_part_bytes,
+                    progress=ctx.report_progress,
+                )
         finally:
             staging.unlink(missing_ok=True)
         lines = prepared.lines
         await state.store.add_batch(job.id, skill, refs)
         size = job.size if job.size is not None else 0
         return Submitted(
-            batch_id=job.id, status=job.status, lines=lines, bytes=size, parts=parts, skipped=skipped,
+            batch_id=job.id,
+            status=job.status,
+            lines=lines,
+            bytes=size,
+            parts=parts,
+            skipped=skipped,
             message=f"queued {lines} images as batch {job.id}; check with batch_status, then fetch with "
-                    "batch_results" + (f"; {sum(f.count for f in skipped)} images skipped" if skipped else ""),
+            "batch_results" + (f"; {sum(f.count for f in skipped)} images skipped" if skipped else ""),
         )
 
     @server.tool(title="Status of a batch job", annotations=READ)
@@ -144,19 +175,34 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.batches.list(limit=limit, cursor=cursor)
-        return BatchList(batches=[_status(b) for b in page.batches], next_cursor=page.next_cursor,
-                         has_more=page.has_more)
+        return BatchList(
+            batches=[_status(b) for b in page.batches], next_cursor=page.next_cursor, has_more=page.has_more
+        )
 
-    @server.tool(title="Fetch a batch job's results", annotations=ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True))
+    @server.tool(
+        title="Fetch a batch job's results",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
+    )
     @compact
     async def batch_results(
         batch_id: BatchId,
-        output: Annotated[str, Field(description="Where to write the JSONL results (inside the allowed "
-                                     "directories); replaced if it exists.")],
+        output: Annotated[
+            str,
+            Field(
+                description="Where to write the JSONL results (inside the allowed directories); replaced if it exists."
+            ),
+        ],
         ctx: Ctx,
-        wait_seconds: Annotated[float, Field(ge=0, le=600, description="Wait up to this long for the job to "
-                                             "complete (with progress updates); 0: don't wait.")] = 0,
+        wait_seconds: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=600,
+                description="Wait up to this long for the job to complete (with progress updates); 0: don't wait.",
+            ),
+        ] = 0,
     ) -> BatchResults:
         """Download a completed batch job's result files and write one line per image, each mapped back to
         the image reference it came from. Coordinates are 0-1, origin top-left of each image."""
@@ -166,5 +212,12 @@ def register(server: MCPServer[AppState]) -> None:
             job = await batch_api.await_completion(state.client, batch_id, wait_seconds, progress=ctx.report_progress)
             refs = await state.store.batch_images(batch_id)
             results = await batch_api.write_results(state.client, job, refs, path)
-        return BatchResults(batch_id=job.id, output=str(path), lines=results.lines, succeeded=results.succeeded,
-                            failed=results.failed, failures=failures(results.failures), samples=results.samples)
+        return BatchResults(
+            batch_id=job.id,
+            output=str(path),
+            lines=results.lines,
+            succeeded=results.succeeded,
+            failed=results.failed,
+            failures=failures(results.failures),
+            samples=results.samples,
+        )

@@ -14,9 +14,16 @@ from ..state import AppState
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
-DatasetPath = Annotated[str, Field(min_length=1, description=(
-    "The dataset: an absolute path to a JSONL file inside the allowed directories, one example a line "
-    "(see inspect_dataset for the format)."))]
+DatasetPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description=(
+            "The dataset: an absolute path to a JSONL file inside the allowed directories, one example a line "
+            "(see inspect_dataset for the format)."
+        ),
+    ),
+]
 
 
 async def read_dataset(state: AppState, path: str) -> tuple[Dataset, list[Problem], int]:
@@ -29,6 +36,7 @@ def refuse(what: str, path: str, problems: list[Problem]) -> ToolError:
     """The error to raise for a dataset with problems: what was refused, and the first few problems."""
     listed = "; ".join(str(p) for p in problems[:REFUSAL_PROBLEMS])
     more = f" (and {len(problems) - REFUSAL_PROBLEMS} more)" if len(problems) > REFUSAL_PROBLEMS else ""
-    return ToolError(f"{what}: the dataset {path} has {len(problems)} problem(s): {listed}{more}. Fix them "
-                     "(inspect_dataset lists them all) and try again.")
-
+    return ToolError(
+        f"{what}: the dataset {path} has {len(problems)} problem(s): {listed}{more}. Fix them "
+        "(inspect_dataset lists them all) and try again."
+    )

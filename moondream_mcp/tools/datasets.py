@@ -39,8 +39,10 @@ class DatasetReport(BaseModel):
     examples: int = Field(description="Lines that parsed as examples.")
     images: int = Field(description="Distinct images.")
     counts: DatasetCounts
-    split_given: bool = Field(description="Whether the file gives splits; if not, images are split 80/20 by a "
-                              "seeded hash, the same for every run and evaluation.")
+    split_given: bool = Field(
+        description="Whether the file gives splits; if not, images are split 80/20 by a "
+        "seeded hash, the same for every run and evaluation."
+    )
     urls_not_checked: int = Field(description="Images given as URLs: not downloaded by this check.")
     problems: list[ProblemOut] = Field(description=f"Up to {MAX_PROBLEMS} problems; fix them before training.")
     problem_count: int
@@ -49,7 +51,7 @@ class DatasetReport(BaseModel):
     message: str
 
 
-class ImportOut(BaseModel):
+class ImportReport(BaseModel):
     output: str = Field(description="The JSONL file written.")
     examples: int
     images: int
@@ -62,36 +64,60 @@ class ImportOut(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-
 def _problems(problems: list[Problem], limit: int = MAX_PROBLEMS) -> list[ProblemOut]:
     return [ProblemOut(line=p.line, problem=p.message) for p in problems[:limit]]
 
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-WRITE_FILE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                             open_world_hint=False)
+WRITE_FILE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
 def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Import a COCO or YOLO dataset", annotations=WRITE_FILE)
     @compact
     async def import_dataset(
-        source: Annotated[str, Field(min_length=1, description=(
-            "coco: the annotations JSON file; yolo: the dataset folder (images/ and labels/, or both side by "
-            "side, with data.yaml or classes.txt). Inside the allowed directories."))],
+        source: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description=(
+                    "coco: the annotations JSON file; yolo: the dataset folder (images/ and labels/, or both side by "
+                    "side, with data.yaml or classes.txt). Inside the allowed directories."
+                ),
+            ),
+        ],
         format: Annotated[Literal["coco", "yolo"], Field(description="The source's format.")],
-        output: Annotated[str, Field(min_length=1, description=(
-            "Where to write the JSONL dataset (absolute path inside the allowed directories; replaced if it "
-            "exists). Image paths in it are relative to its folder when below it."))],
+        output: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description=(
+                    "Where to write the JSONL dataset (absolute path inside the allowed directories; replaced if it "
+                    "exists). Image paths in it are relative to its folder when below it."
+                ),
+            ),
+        ],
         ctx: Ctx,
-        image_dir: Annotated[str | None, Field(description=(
-            "coco: the folder holding the images named by file_name; default: the JSON file's folder."))] = None,
-        classes: Annotated[list[str] | None, Field(description=(
-            "yolo: class names by index, when the folder has no data.yaml / classes.txt."))] = None,
-        split: Annotated[Literal["train", "eval"] | None, Field(description=(
-            "coco: give every example this split (e.g. eval for a val2017 file); yolo takes it from "
-            "train/ val/ test/ subfolders."))] = None,
-    ) -> ImportOut:
+        image_dir: Annotated[
+            str | None,
+            Field(
+                description=("coco: the folder holding the images named by file_name; default: the JSON file's folder.")
+            ),
+        ] = None,
+        classes: Annotated[
+            list[str] | None,
+            Field(description=("yolo: class names by index, when the folder has no data.yaml / classes.txt.")),
+        ] = None,
+        split: Annotated[
+            Literal["train", "eval"] | None,
+            Field(
+                description=(
+                    "coco: give every example this split (e.g. eval for a val2017 file); yolo takes it from "
+                    "train/ val/ test/ subfolders."
+                )
+            ),
+        ] = None,
+    ) -> ImportReport:
         """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
         image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
         state = ctx.request_context.lifespan_context
@@ -106,26 +132,34 @@ def register(server: MCPServer[AppState]) -> None:
         try:
             with state.errors():
                 if format == "coco":
-                    imported = await anyio.to_thread.run_sync(partial(
-                        datasets.import_coco, json_path, image_dir=images_at, output=target, split=split))
+                    imported = await anyio.to_thread.run_sync(
+                        partial(datasets.import_coco, json_path, image_dir=images_at, output=target, split=split)
+                    )
                 else:
-                    imported = await anyio.to_thread.run_sync(partial(
-                        datasets.import_yolo, root, output=target, classes=classes))
+                    imported = await anyio.to_thread.run_sync(
+                        partial(datasets.import_yolo, root, output=target, classes=classes)
+                    )
         except OSError as exc:
             raise ToolError(f"cannot import: {exc.strerror or exc}") from None
         if not imported.records:
             reasons = "; ".join(imported.skipped[:3])
-            raise ToolError(f"nothing to import from {source}: no image had a usable box"
-                            + (f" ({reasons})" if reasons else ""))
+            raise ToolError(
+                f"nothing to import from {source}: no image had a usable box" + (f" ({reasons})" if reasons else "")
+            )
         objects: dict[str, int] = {}
         for record in imported.records:
             objects[record["object"]] = objects.get(record["object"], 0) + 1
-        return ImportOut(
-            output=str(target), examples=len(imported.records), images=imported.images, objects=objects,
-            skipped=imported.skipped_count, skipped_reasons=imported.skipped,
+        return ImportReport(
+            output=str(target),
+            examples=len(imported.records),
+            images=imported.images,
+            objects=objects,
+            skipped=imported.skipped_count,
+            skipped_reasons=imported.skipped,
             message=f"wrote {len(imported.records)} detect examples from {imported.images} images to {target}"
-                    + (f"; {imported.skipped_count} left out" if imported.skipped_count else "")
-                    + ". Next: inspect_dataset.")
+            + (f"; {imported.skipped_count} left out" if imported.skipped_count else "")
+            + ". Next: inspect_dataset.",
+        )
 
     @server.tool(title="Inspect a dataset", annotations=READ)
     @compact
@@ -144,10 +178,23 @@ def register(server: MCPServer[AppState]) -> None:
         assigned = datasets.assign_splits(dataset.examples)
         counted = Dataset(dataset.path, assigned, problems, dataset.samples).counts()
         ready = not problems and bool(dataset.examples)
-        message = (f"{len(dataset.examples)} examples, ready to train and evaluate" if ready else
-                   f"{len(problems)} problem(s) to fix before training" if problems else "no examples")
+        message = (
+            f"{len(dataset.examples)} examples, ready to train and evaluate"
+            if ready
+            else f"{len(problems)} problem(s) to fix before training"
+            if problems
+            else "no examples"
+        )
         return DatasetReport(
-            path=str(dataset.path), examples=len(dataset.examples), images=len({e.ref for e in dataset.examples}),
-            counts=DatasetCounts(**counted), split_given=any(e.split for e in dataset.examples),
-            urls_not_checked=urls, problems=_problems(problems), problem_count=len(problems),
-            samples=dataset.samples, ready=ready, message=message + ".")
+            path=str(dataset.path),
+            examples=len(dataset.examples),
+            images=len({e.ref for e in dataset.examples}),
+            counts=DatasetCounts(**counted),
+            split_given=any(e.split for e in dataset.examples),
+            urls_not_checked=urls,
+            problems=_problems(problems),
+            problem_count=len(problems),
+            samples=dataset.samples,
+            ready=ready,
+            message=message + ".",
+        )

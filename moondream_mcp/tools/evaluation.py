@@ -37,8 +37,10 @@ class DetectMetrics(BaseModel):
 
 class PointMetrics(BaseModel):
     examples: int
-    hit_rate: float = Field(description="Points inside a label box or within 0.05 of a label point, matched one "
-                            "to one; extra and missed points count as misses.")
+    hit_rate: float = Field(
+        description="Points inside a label box or within 0.05 of a label point, matched one "
+        "to one; extra and missed points count as misses."
+    )
 
 
 class QueryMetrics(BaseModel):
@@ -71,7 +73,6 @@ class EvalReport(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-
 def _output_path(state: AppState, output: str | None, folder: str, stem: str) -> Path:
     with state.errors():
         if output is not None:
@@ -92,8 +93,11 @@ def _model_label(model: str | None) -> str | None:
 def _score_row(tally: evaluation.Tally) -> ModelScore:
     metrics = tally.metrics()
     return ModelScore(
-        model=tally.model, score=None if tally.score is None else round(tally.score, 4), examples=tally.examples,
-        errors=tally.errors, first_error=tally.first_error,
+        model=tally.model,
+        score=None if tally.score is None else round(tally.score, 4),
+        examples=tally.examples,
+        errors=tally.errors,
+        first_error=tally.first_error,
         detect=DetectMetrics(**metrics["detect"]) if "detect" in metrics else None,
         point=PointMetrics(**metrics["point"]) if "point" in metrics else None,
         query=QueryMetrics(**metrics["query"]) if "query" in metrics else None,
@@ -110,17 +114,30 @@ def register(server: MCPServer[AppState]) -> None:
     async def evaluate(
         dataset: DatasetPath,
         ctx: Ctx,
-        models: Annotated[list[str] | None, Field(max_length=8, description=(
-            "Finetuned checkpoints to compare, as `moondream3-preview/{finetune_id}@{step}` (from "
-            "training_status or list_checkpoints)."))] = None,
+        models: Annotated[
+            list[str] | None,
+            Field(
+                max_length=8,
+                description=(
+                    "Finetuned checkpoints to compare, as `moondream3-preview/{finetune_id}@{step}` (from "
+                    "training_status or list_checkpoints)."
+                ),
+            ),
+        ] = None,
         include_base: Annotated[bool, Field(description="Also evaluate the base model (first row).")] = True,
-        split: Annotated[Split, Field(description="Which examples: the eval split (default), train, or all.")]
-        = "eval",
-        limit: Annotated[int | None, Field(ge=1, description="At most this many examples (the first of the "
-                                           "split).")] = None,
-        output: Annotated[str | None, Field(description=(
-            "Where to write the per-example JSONL (inside the allowed directories); default: a new file in "
-            "the server's data directory."))] = None,
+        split: Annotated[Split, Field(description="Which examples: the eval split (default), train, or all.")] = "eval",
+        limit: Annotated[
+            int | None, Field(ge=1, description="At most this many examples (the first of the split).")
+        ] = None,
+        output: Annotated[
+            str | None,
+            Field(
+                description=(
+                    "Where to write the per-example JSONL (inside the allowed directories); default: a new file in "
+                    "the server's data directory."
+                )
+            ),
+        ] = None,
     ) -> EvalReport:
         """Score models side by side on a labelled dataset, at temperature 0: detect by mean best-match IoU
         and F1 at IoU 0.5; point by hit rate (inside a label box, or within 0.05 of a label point); query by
@@ -150,14 +167,21 @@ def register(server: MCPServer[AppState]) -> None:
 
         try:
             tallies = await evaluation.evaluate(
-                state.client, state.images, examples, asked, path, progress=progress,
-                explain=state.explain)
+                state.client, state.images, examples, asked, path, progress=progress, explain=state.explain
+            )
         except OSError as exc:
             raise ToolError(f"cannot write {path}: {exc.strerror}") from None
         rows = [_score_row(t) for t in tallies]
         scored = [r for r in rows if r.score is not None]
         best = max(scored, key=lambda r: r.score or 0.0).model if scored else None
         table = ", ".join(f"{r.model}: {r.score:.3f}" if r.score is not None else f"{r.model}: failed" for r in rows)
-        return EvalReport(dataset=str(loaded.path), split=split, examples=len(examples), models=rows,
-                          best_model=best, output=str(path), elapsed_s=round(time.monotonic() - started, 2),
-                          message=f"{len(examples)} examples; {table}.")
+        return EvalReport(
+            dataset=str(loaded.path),
+            split=split,
+            examples=len(examples),
+            models=rows,
+            best_model=best,
+            output=str(path),
+            elapsed_s=round(time.monotonic() - started, 2),
+            message=f"{len(examples)} examples; {table}.",
+        )

@@ -33,41 +33,69 @@ _LOOP = """\
 def register(server: MCPServer[AppState]) -> None:
     @server.prompt(name="finetune-detector", title="Finetune a detector on labelled boxes")
     def finetune_detector(
-        dataset: Annotated[str, Field(description="The JSONL dataset of detect/point examples, or a COCO JSON / "
-                                      "YOLO folder to import first.")],
+        dataset: Annotated[
+            str,
+            Field(
+                description="The JSONL dataset of detect/point examples, or a COCO JSON / YOLO folder to import first."
+            ),
+        ],
         steps: Annotated[str, Field(description="Train steps to take (default 20).")] = "20",
     ) -> str:
         """Walk through finetuning Moondream's detect (or point) skill: inspect, baseline, train, watch, compare,
         use."""
         looks_raw = not dataset.endswith(".jsonl")
-        hint = ("\n   It does not look like a JSONL file: if it is a COCO JSON or a YOLO folder, first call "
+        hint = (
+            (
+                "\n   It does not look like a JSONL file: if it is a COCO JSON or a YOLO folder, first call "
                 f'import_dataset with source="{dataset}", format="coco" or "yolo" and an output .jsonl path, then '
-                "use that output as the dataset below.") if looks_raw else ""
-        return ("You are finetuning Moondream to detect objects better, from labelled boxes.\n\n" + _LOOP.format(
-            dataset=dataset, steps=steps or "20", import_hint=hint,
+                "use that output as the dataset below."
+            )
+            if looks_raw
+            else ""
+        )
+        return "You are finetuning Moondream to detect objects better, from labelled boxes.\n\n" + _LOOP.format(
+            dataset=dataset,
+            steps=steps or "20",
+            import_hint=hint,
             metric="mean IoU and F1 (detect) or hit rate (point)",
             baseline_hint="RL needs the base model to be partly right already: a mean IoU near 0 means the "
-                          "labels or the object names need another look first.",
-            skill_tools="detect (or point)"))
+            "labels or the object names need another look first.",
+            skill_tools="detect (or point)",
+        )
 
     @server.prompt(name="finetune-query", title="Finetune question answering on labelled answers")
     def finetune_query(
-        dataset: Annotated[str, Field(description="The JSONL dataset of query examples (question + answer, "
-                                      "optional choices and match rule).")],
+        dataset: Annotated[
+            str,
+            Field(
+                description="The JSONL dataset of query examples (question + answer, optional choices and match rule)."
+            ),
+        ],
         steps: Annotated[str, Field(description="Train steps to take (default 20).")] = "20",
     ) -> str:
         """Walk through finetuning Moondream's query skill: inspect, baseline, train, watch, compare, use."""
-        return ("You are finetuning Moondream to answer questions about images better, from labelled answers. "
-                "Rewards are computed by each example's match rule (exact / normalized / regex / contains, or "
-                "choices), so check that the rule accepts every right phrasing of an answer.\n\n" + _LOOP.format(
-                    dataset=dataset, steps=steps or "20", import_hint="", metric="accuracy",
-                    baseline_hint="If the base model is already near 100%, there is little to gain; near 0%, "
-                                  "check the labels and the match rule before training.",
-                    skill_tools="query"))
+        return (
+            "You are finetuning Moondream to answer questions about images better, from labelled answers. "
+            "Rewards are computed by each example's match rule (exact / normalized / regex / contains, or "
+            "choices), so check that the rule accepts every right phrasing of an answer.\n\n"
+            + _LOOP.format(
+                dataset=dataset,
+                steps=steps or "20",
+                import_hint="",
+                metric="accuracy",
+                baseline_hint="If the base model is already near 100%, there is little to gain; near 0%, "
+                "check the labels and the match rule before training.",
+                skill_tools="query",
+            )
+        )
 
-    @server.resource(RUN_URI, name="training-run", title="Training run log", mime_type="application/json",
-                     description="A training run's full log: parameters, state, every step's reward, "
-                     "evaluations and checkpoints.")
+    @server.resource(
+        RUN_URI,
+        name="training-run",
+        title="Training run log",
+        mime_type="application/json",
+        description="A training run's full log: parameters, state, every step's reward, evaluations and checkpoints.",
+    )
     async def run_log(run_id: str, ctx: Ctx) -> str:
         state: AppState = ctx.request_context.lifespan_context
         run = await state.store.run(run_id)

@@ -47,15 +47,27 @@ class BatchSummary(BaseModel):
 
 
 def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Run a skill over many images", annotations=ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True))
+    @server.tool(
+        title="Run a skill over many images",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
+    )
     @compact
     async def batch(
-        skill: Annotated[Literal["caption", "query", "detect", "point", "segment"],
-                         Field(description="The skill to run on every image.")],
-        images: Annotated[list[str] | str, Field(description=(
-            "The images: a list of references (paths, file://, http(s) or data URLs), or one string naming a "
-            "directory (its image files) or a glob such as ~/shoot/**/*.jpg, inside the allowed directories."))],
+        skill: Annotated[
+            Literal["caption", "query", "detect", "point", "segment"],
+            Field(description="The skill to run on every image."),
+        ],
+        images: Annotated[
+            list[str] | str,
+            Field(
+                description=(
+                    "The images: a list of references (paths, file://, http(s) or data URLs), or one string naming a "
+                    "directory (its image files) or a glob such as ~/shoot/**/*.jpg, inside the allowed directories."
+                )
+            ),
+        ],
         ctx: Ctx,
         object: Annotated[str | None, Field(description="detect / point / segment: what to look for.")] = None,
         question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
@@ -66,9 +78,15 @@ def register(server: MCPServer[AppState]) -> None:
         temperature: Temperature = None,
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
-        output: Annotated[str | None, Field(description=(
-            "Where to write the JSONL results (inside the allowed directories). Default: a file in the "
-            "server's data directory named after the job. Rerunning with the same output resumes."))] = None,
+        output: Annotated[
+            str | None,
+            Field(
+                description=(
+                    "Where to write the JSONL results (inside the allowed directories). Default: a file in the "
+                    "server's data directory named after the job. Rerunning with the same output resumes."
+                )
+            ),
+        ] = None,
     ) -> BatchSummary:
         """Run one skill on many images and append each result to a JSONL file as it completes. Requests go
         out as fast as the account's rate limit allows (shared with every other tool); rate-limit answers are
@@ -77,9 +95,19 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         with state.errors():
             job = local_batch.SkillJob(
-                skill=skill, object=object, question=question, length=length, reasoning=reasoning, model=model,
-                sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                  max_objects=max_objects if skill == "detect" else None))
+                skill=skill,
+                object=object,
+                question=question,
+                length=length,
+                reasoning=reasoning,
+                model=model,
+                sampling=Sampling(
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_tokens=max_tokens,
+                    max_objects=max_objects if skill == "detect" else None,
+                ),
+            )
             refs = local_batch.expand(images, state.files)
             if output is not None:
                 path = state.files.check(output, for_writing=True)
@@ -92,8 +120,9 @@ def register(server: MCPServer[AppState]) -> None:
             return await job.run(state.vision, ref)
 
         try:
-            outcome = await local_batch.run(refs, work, local_batch.ResultLog(path), job=job.id,
-                                            explain=state.explain, progress=ctx.report_progress)
+            outcome = await local_batch.run(
+                refs, work, local_batch.ResultLog(path), job=job.id, explain=state.explain, progress=ctx.report_progress
+            )
         except OSError as exc:
             raise ToolError(f"cannot write the results file {path}: {exc.strerror}") from None
         processed = outcome.succeeded + outcome.failed
@@ -103,11 +132,15 @@ def register(server: MCPServer[AppState]) -> None:
         if outcome.failed:
             parts.append(f"{outcome.failed} failed (rerun with the same output to retry them)")
         return BatchSummary(
-            skill=skill, total=outcome.total, succeeded=outcome.succeeded, failed=outcome.failed,
-            skipped=outcome.skipped, output=str(path), elapsed_s=round(outcome.elapsed, 3),
+            skill=skill,
+            total=outcome.total,
+            succeeded=outcome.succeeded,
+            failed=outcome.failed,
+            skipped=outcome.skipped,
+            output=str(path),
+            elapsed_s=round(outcome.elapsed, 3),
             images_per_second=round(processed / outcome.elapsed, 3) if outcome.elapsed > 0 else 0.0,
-            failures=failures(outcome.failures), samples=[Sample(**s) for s in outcome.samples],
+            failures=failures(outcome.failures),
+            samples=[Sample(**s) for s in outcome.samples],
             message="; ".join(parts) + ".",
         )
-
-

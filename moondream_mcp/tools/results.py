@@ -29,5 +29,6 @@ def compact(fn: Callable[..., Awaitable[M]]) -> Callable[..., Awaitable[CallTool
 
     # The SDK reads the output schema from the signature: Annotated[CallToolResult, Model] keeps it.
     tool.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        return_annotation=Annotated[CallToolResult, signature.return_annotation])
+        return_annotation=Annotated[CallToolResult, signature.return_annotation]
+    )
     return tool

@@ -40,15 +40,17 @@ class StepOut(BaseModel):
 class EvalOut(BaseModel):
     step: int
     model: str = Field(description="The checkpoint evaluated.")
-    score: float | None = Field(description="Mean example score, 0-1: IoU (detect), hit rate (point), "
-                                "accuracy (query).")
-    metrics: dict[str, dict[str, int | float]] = Field(description="Per skill: detect mean_iou, f1, precision, recall; "
-                                                 "point hit_rate; query accuracy.")
+    score: float | None = Field(
+        description="Mean example score, 0-1: IoU (detect), hit rate (point), accuracy (query)."
+    )
+    metrics: dict[str, dict[str, int | float]] = Field(
+        description="Per skill: detect mean_iou, f1, precision, recall; point hit_rate; query accuracy."
+    )
     errors: int
     output: str | None = Field(description="The per-example JSONL of this evaluation.")
 
 
-class CheckpointOut(BaseModel):
+class CheckpointInfo(BaseModel):
     step: int
     api_step: int
     model: str = Field(description="Pass as `model` to detect / point / query / caption, or to evaluate.")
@@ -67,7 +69,7 @@ class RunStatus(BaseModel):
     config: dict[str, Any]
     steps: list[StepOut] = Field(description="The most recent steps (see `history`), oldest first.")
     evals: list[EvalOut]
-    checkpoints: list[CheckpointOut] = Field(description="Saved checkpoints the run keeps.")
+    checkpoints: list[CheckpointInfo] = Field(description="Saved checkpoints the run keeps.")
     best_model: str | None = Field(description="The best checkpoint's model string, once one is evaluated.")
     last_model: str | None = Field(description="The final checkpoint's model string, once the run ends.")
     elapsed_s: float
@@ -109,7 +111,6 @@ class RunStarted(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-
 async def run_status(state: AppState, run: Run, history: int | None) -> RunStatus:
     """A run's status from the store (also the body of its log resource, with history=None: every step)."""
     steps = await state.store.run_steps(run.id)
@@ -117,22 +118,59 @@ async def run_status(state: AppState, run: Run, history: int | None) -> RunStatu
     checkpoints = await state.store.run_checkpoints(run.id)
     scores = {e.api_step: e.score for e in evals}
     elapsed, eta = training.timing(run, steps, [e.seconds for e in evals if e.seconds is not None])
-    kept = [CheckpointOut(step=c.step, api_step=c.api_step, model=checkpoint_model(run.finetune_id, c.api_step),
-                          best=c.best, last=c.last, score=scores.get(c.api_step))
-            for c in checkpoints if not c.deleted and (c.best or c.last or c.evaluated)]
+    kept = [
+        CheckpointInfo(
+            step=c.step,
+            api_step=c.api_step,
+            model=checkpoint_model(run.finetune_id, c.api_step),
+            best=c.best,
+            last=c.last,
+            score=scores.get(c.api_step),
+        )
+        for c in checkpoints
+        if not c.deleted and (c.best or c.last or c.evaluated)
+    ]
     best = next((c.model for c in kept if c.best), None)
     last = next((c.model for c in kept if c.last), None)
     shown = steps if history is None else steps[-history:] if history else []
     return RunStatus(
-        run_id=run.id, state=run.state, finetune_id=run.finetune_id, dataset=run.dataset,  # type: ignore[arg-type]
-        step=run.steps_done, total_steps=run.total_steps, config=run.config,
-        steps=[StepOut(step=s.step, api_step=s.api_step, reward_mean=_round(s.reward_mean),
-                       reward_std=_round(s.reward_std), seconds=s.seconds) for s in shown],
-        evals=[EvalOut(step=e.step, model=checkpoint_model(run.finetune_id, e.api_step), score=_round(e.score),
-                       metrics=e.metrics, errors=e.errors, output=e.output) for e in evals],
-        checkpoints=kept, best_model=best, last_model=last, elapsed_s=round(elapsed, 1),
-        eta_s=None if eta is None else round(eta, 1), stop_requested=run.stop_requested, last_error=run.error,
-        log=RUN_URI.format(run_id=run.id), message=_message(run, steps, evals, best, last),
+        run_id=run.id,
+        state=run.state,
+        finetune_id=run.finetune_id,
+        dataset=run.dataset,
+        step=run.steps_done,
+        total_steps=run.total_steps,
+        config=run.config,
+        steps=[
+            StepOut(
+                step=s.step,
+                api_step=s.api_step,
+                reward_mean=_round(s.reward_mean),
+                reward_std=_round(s.reward_std),
+                seconds=s.seconds,
+            )
+            for s in shown
+        ],
+        evals=[
+            EvalOut(
+                step=e.step,
+                model=checkpoint_model(run.finetune_id, e.api_step),
+                score=_round(e.score),
+                metrics=e.metrics,
+                errors=e.errors,
+                output=e.output,
+            )
+            for e in evals
+        ],
+        checkpoints=kept,
+        best_model=best,
+        last_model=last,
+        elapsed_s=round(elapsed, 1),
+        eta_s=None if eta is None else round(eta, 1),
+        stop_requested=run.stop_requested,
+        last_error=run.error,
+        log=RUN_URI.format(run_id=run.id),
+        message=_message(run, steps, evals, best, last),
     )
 
 
@@ -159,10 +197,17 @@ def _message(run: Run, steps: list, evals: list, best: str | None, last: str | N
 
 def _summary(run: Run) -> RunSummary:
     return RunSummary(
-        run_id=run.id, state=run.state, finetune_id=run.finetune_id, dataset=run.dataset, step=run.steps_done,
-        total_steps=run.total_steps, best_score=_round(run.best_score),
+        run_id=run.id,
+        state=run.state,
+        finetune_id=run.finetune_id,
+        dataset=run.dataset,
+        step=run.steps_done,
+        total_steps=run.total_steps,
+        best_score=_round(run.best_score),
         best_model=checkpoint_model(run.finetune_id, run.best_api_step) if run.best_api_step is not None else None,
-        created_at=round(run.created_at, 3), last_error=run.error)
+        created_at=round(run.created_at, 3),
+        last_error=run.error,
+    )
 
 
 async def _find_run(state: AppState, run_id: str) -> Run:
@@ -184,23 +229,36 @@ def register(server: MCPServer[AppState]) -> None:
     async def start_training(
         dataset: DatasetPath,
         ctx: Ctx,
-        finetune_id: Annotated[str | None, Field(description="Train this finetune (from list_finetunes); or give "
-                                                 "name + rank instead.")] = None,
-        name: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description=(
-            "Create (or reuse) the finetune with this name: letters, digits, '-', '_', '.'."))] = None,
+        finetune_id: Annotated[
+            str | None, Field(description="Train this finetune (from list_finetunes); or give name + rank instead.")
+        ] = None,
+        name: Annotated[
+            str | None,
+            Field(
+                pattern=r"^[A-Za-z0-9._-]+$",
+                max_length=128,
+                description=("Create (or reuse) the finetune with this name: letters, digits, '-', '_', '.'."),
+            ),
+        ] = None,
         rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank when creating by name.")] = 16,
         steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps to take.")] = 20,
         groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step (one group each).")] = 8,
-        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example; 4-8 works "
-                                                 "best.")] = 4,
-        lr: Annotated[float | None, Field(gt=0, le=1, description="Learning rate; omit for the API's "
-                                          "default.")] = None,
+        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example; 4-8 works best.")] = 4,
+        lr: Annotated[float | None, Field(gt=0, le=1, description="Learning rate; omit for the API's default.")] = None,
         temperature: Annotated[float, Field(ge=0, le=2, description="Rollout sampling temperature.")] = 1.0,
-        eval_every: Annotated[int, Field(ge=0, description="Evaluate on the eval split every this many steps "
-                                         "(and after the last); 0: never.")] = 5,
-        save: Annotated[Literal["best_and_last", "last", "all"], Field(description=(
-            "Which checkpoints to keep: the best by eval score and the last (default), only the last, or every "
-            "evaluated one."))] = "best_and_last",
+        eval_every: Annotated[
+            int,
+            Field(ge=0, description="Evaluate on the eval split every this many steps (and after the last); 0: never."),
+        ] = 5,
+        save: Annotated[
+            Literal["best_and_last", "last", "all"],
+            Field(
+                description=(
+                    "Which checkpoints to keep: the best by eval score and the last (default), only the last, or every "
+                    "evaluated one."
+                )
+            ),
+        ] = "best_and_last",
         seed: Annotated[int, Field(description="Seed for choosing each step's examples.")] = 0,
     ) -> RunStarted:
         """Start RL finetuning in the background and return its run_id at once. Each step samples
@@ -219,8 +277,9 @@ def register(server: MCPServer[AppState]) -> None:
         train = [e for e in assigned if e.split == "train"]
         evals = [e for e in assigned if e.split == "eval"]
         if not train:
-            raise ToolError(f"the dataset {dataset} has no train examples: give some lines split=train, or none a "
-                            "split")
+            raise ToolError(
+                f"the dataset {dataset} has no train examples: give some lines split=train, or none a split"
+            )
         with state.errors():
             if name is not None:
                 finetune = await state.client.tuning.create_finetune(name, rank)
@@ -228,29 +287,52 @@ def register(server: MCPServer[AppState]) -> None:
                 finetune = await state.client.tuning.get_finetune(finetune_id or "")
         busy = [r for r in await state.store.runs(state="running", finetune_id=finetune.finetune_id)]
         if busy:
-            raise ToolError(f"finetune {finetune.finetune_id} is already training in run {busy[0].id}; stop it "
-                            "(stop_training) or wait for it to finish")
-        config = training.RunConfig(steps=steps, groups_per_step=groups_per_step,
-                                    rollouts_per_group=rollouts_per_group, lr=lr, temperature=temperature,
-                                    eval_every=eval_every, save=save, seed=seed)
-        run_id = await state.runner.start(finetune_id=finetune.finetune_id, dataset=str(loaded.path),
-                                          config=config, train=train, evals=evals)
+            raise ToolError(
+                f"finetune {finetune.finetune_id} is already training in run {busy[0].id}; stop it "
+                "(stop_training) or wait for it to finish"
+            )
+        config = training.RunConfig(
+            steps=steps,
+            groups_per_step=groups_per_step,
+            rollouts_per_group=rollouts_per_group,
+            lr=lr,
+            temperature=temperature,
+            eval_every=eval_every,
+            save=save,
+            seed=seed,
+        )
+        run_id = await state.runner.start(
+            finetune_id=finetune.finetune_id, dataset=str(loaded.path), config=config, train=train, evals=evals
+        )
         note = "" if evals or not eval_every else " (no eval examples: no evaluation during the run)"
         return RunStarted(
-            run_id=run_id, finetune_id=finetune.finetune_id, state="running", total_steps=steps,
-            train_examples=len(train), eval_examples=len(evals), log=RUN_URI.format(run_id=run_id),
+            run_id=run_id,
+            finetune_id=finetune.finetune_id,
+            state="running",
+            total_steps=steps,
+            train_examples=len(train),
+            eval_examples=len(evals),
+            log=RUN_URI.format(run_id=run_id),
             message=f"run {run_id} started on finetune {finetune.finetune_id}{note}. Watch it with "
-                    "training_status (wait_seconds to wait for progress, chart=true for curves).")
+            "training_status (wait_seconds to wait for progress, chart=true for curves).",
+        )
 
     @server.tool(title="Training run status", annotations=READ)
     async def training_status(
         run_id: RunId,
         ctx: Ctx,
-        chart: Annotated[bool, Field(description="Also return a PNG chart of reward per step and eval "
-                                     "score.")] = False,
-        wait_seconds: Annotated[float, Field(ge=0, le=300, description=(
-            "Wait up to this long for the run to record a step, an evaluation or a new state before answering "
-            "(progress notifications meanwhile); 0 answers at once."))] = 0,
+        chart: Annotated[bool, Field(description="Also return a PNG chart of reward per step and eval score.")] = False,
+        wait_seconds: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=300,
+                description=(
+                    "Wait up to this long for the run to record a step, an evaluation or a new state before answering "
+                    "(progress notifications meanwhile); 0 answers at once."
+                ),
+            ),
+        ] = 0,
         history: Annotated[int, Field(ge=0, le=10_000, description="How many recent steps to list.")] = 20,
     ) -> Annotated[CallToolResult, RunStatus]:
         """A run's state (running / completed / failed / stopped), step / total, reward mean and spread per
@@ -281,14 +363,12 @@ def register(server: MCPServer[AppState]) -> None:
         evals = [(e.step, e.score) for e in await state.store.run_evals(run.id) if e.score is not None]
         best_step = next((c.step for c in status.checkpoints if c.best), None)
         title = f"run {run.id} · {run.state}, step {run.steps_done}/{run.total_steps}\nfinetune {run.finetune_id}"
-        try:
-            png = await anyio.to_thread.run_sync(
-                lambda: charts.training_chart(title, rewards, evals, best_step, run.total_steps))
-        except ImportError:
-            raise ToolError("charts need matplotlib, which is not installed here: pip install matplotlib; "
-                            "or call training_status without chart") from None
-        return structured(status, ImageContent(type="image", data=base64.b64encode(png).decode(),
-                                               mime_type="image/png"))
+        png = await anyio.to_thread.run_sync(
+            lambda: charts.training_chart(title, rewards, evals, best_step, run.total_steps)
+        )
+        return structured(
+            status, ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
+        )
 
     @server.tool(title="Stop a training run", annotations=STOP)
     @compact
@@ -306,8 +386,9 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def list_runs(
         ctx: Ctx,
-        state: Annotated[Literal["running", "completed", "failed", "stopped"] | None,
-                         Field(description="Only runs in this state.")] = None,
+        state: Annotated[
+            Literal["running", "completed", "failed", "stopped"] | None, Field(description="Only runs in this state.")
+        ] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="Most runs to list.")] = 20,
     ) -> RunList:
         """Training runs this server knows, newest first, with their progress and best checkpoint."""

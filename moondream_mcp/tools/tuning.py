@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..client import APIConnectionError, Sampling, ServerError, StreamError, tuning
 from ..client.rawjson import array_items, member
@@ -22,62 +22,201 @@ from ..client.tuning import (
 )
 from ..state import AppState, Ctx
 from .results import compact
-from .tuning_models import (
-    CheckpointList,
-    CheckpointOut,
-    FinetuneList,
-    FinetuneOut,
-    GroundTruth,
-    Metric,
-    MetricsOut,
-    Ok,
-    RLGroup,
-    RolloutOutput,
-    RolloutsOut,
-    SavedOut,
-    SFTGroup,
-    Skill,
-    TrainStepOut,
-)
+
+# ---- parameter and result models ------------------------------------------------------------
+
+Skill = Literal["query", "point", "detect"]
+
+
+class XY(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float = Field(ge=0, le=1, description="0-1 from the left.")
+    y: float = Field(ge=0, le=1, description="0-1 from the top.")
+
+
+class BoxIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x_min: float = Field(ge=0, le=1, description="Left edge, 0-1.")
+    y_min: float = Field(ge=0, le=1, description="Top edge, 0-1.")
+    x_max: float = Field(ge=0, le=1, description="Right edge, 0-1.")
+    y_max: float = Field(ge=0, le=1, description="Bottom edge, 0-1.")
+
+
+class GroundTruth(BaseModel):
+    """The right answer for point/detect rollouts, so the API computes each rollout's reward."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[XY] | None = Field(default=None, description="Correct points (point skill).")
+    boxes: list[BoxIn] | None = Field(default=None, description="Correct boxes (detect; or point: reward if inside).")
+
+
+class Metric(BaseModel):
+    # A list of these rather than a {name: value} object: agent frameworks' strict schemas refuse open objects.
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="The metric's name, e.g. eval_accuracy.")
+    value: float = Field(description="Its value.")
+
+
+class RLGroup(BaseModel):
+    """Train on a stored rollout set with one reward per rollout."""
+
+    model_config = ConfigDict(extra="forbid")
+    rollout_set_id: str = Field(description="The id generate_rollouts returned.")
+    rewards: list[float] | None = Field(
+        default=None,
+        description="One reward per rollout, same order as outputs; omit to use the ground-truth "
+        "rewards computed when the rollouts were generated.",
+    )
+
+
+class SFTTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: str | None = Field(default=None, description="query: the correct answer.")
+    reasoning: str | None = Field(default=None, description="query with reasoning on: the reasoning text.")
+    points: list[XY] | None = Field(default=None, description="point: the correct points (or give boxes).")
+    boxes: list[BoxIn] | None = Field(default=None, description="detect: the correct boxes; point: boxes instead.")
+
+
+class SFTGroup(BaseModel):
+    """Supervised example: an image, a question or object, and the right answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    skill: Skill = Field(description="query, point or detect.")
+    image: str | None = Field(default=None, description="Image path / URL / data URL (required for point and detect).")
+    question: str | None = Field(default=None, description="query: the question.")
+    object: str | None = Field(default=None, description="point/detect: what to find.")
+    reasoning: bool = Field(default=False, description="query: whether the request has reasoning on.")
+    target: SFTTarget = Field(description="The correct output.")
+
+
+# ---- results ----------------------------------------------------------------------------------
+
+
+class FinetuneInfo(BaseModel):
+    finetune_id: str
+    name: str | None
+    rank: int | None
+    created_at_ms: int | None = None
+    updated_at_ms: int | None = None
+
+
+class FinetuneList(BaseModel):
+    finetunes: list[FinetuneInfo]
+    next_cursor: str | None
+    has_more: bool
+
+
+class Ok(BaseModel):
+    ok: bool
+
+
+class RolloutView(BaseModel):
+    answer: str | None = Field(default=None, description="query: the answer.")
+    reasoning: str | None = Field(default=None, description="query with reasoning: the reasoning text.")
+    points: list[dict[str, float]] | None = Field(default=None, description="point: the points, 0-1.")
+    objects: list[dict[str, float]] | None = Field(default=None, description="detect: the boxes, 0-1.")
+
+
+class Rollouts(BaseModel):
+    rollout_set_id: str = Field(description="Pass to train_step; the full rollout data stays on this server.")
+    skill: Skill
+    outputs: list[RolloutView] = Field(description="One per rollout, in order.")
+    rewards: list[float] | None = Field(description="Ground-truth rewards per rollout, or null without ground truth.")
+
+
+class StepApplied(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    step: int | None = Field(description="The finetune's step after this one (null if the API did not say).")
+    applied: bool | None
+    metrics: dict[str, Any] = Field(description="Whatever else the API reported (kl, grad_norm, reward_mean, ...).")
+
+
+class CheckpointInfo(BaseModel):
+    checkpoint_id: str | None
+    finetune_id: str
+    step: int
+    model: str = Field(description="Pass as `model` to detect / point / query / caption to use this checkpoint.")
+    created_at_ms: int | None = None
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[CheckpointInfo]
+    next_cursor: str | None
+    has_more: bool
+
+
+class Saved(BaseModel):
+    checkpoint: CheckpointInfo | None
+    model: str | None = Field(description="The `model` string of the saved checkpoint.")
+
+
+class LoggedMetrics(BaseModel):
+    ok: bool
+    step: int | None = None
+    logged_count: int | None = None
+
 
 # ---- parameters -------------------------------------------------------------------------------
 
 FinetuneId = Annotated[
-    str, Field(min_length=1, description="The finetune's id (from create_finetune or list_finetunes).")]
+    str, Field(min_length=1, description="The finetune's id (from create_finetune or list_finetunes).")
+]
 Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")]
 Cursor = Annotated[str | None, Field(description="next_cursor from the previous page; omit for the first page.")]
 
 # ---- helpers ----------------------------------------------------------------------------------
 
 
+def _finetune(f: Finetune) -> FinetuneInfo:
+    return FinetuneInfo(
+        finetune_id=f.finetune_id,
+        name=f.name,
+        rank=f.rank,
+        created_at_ms=f.created_at_ms,
+        updated_at_ms=f.updated_at_ms,
+    )
 
-def _finetune(f: Finetune) -> FinetuneOut:
-    return FinetuneOut(finetune_id=f.finetune_id, name=f.name, rank=f.rank,
-                       created_at_ms=f.created_at_ms, updated_at_ms=f.updated_at_ms)
+
+def _checkpoint(c: Checkpoint) -> CheckpointInfo:
+    return CheckpointInfo(
+        checkpoint_id=c.checkpoint_id,
+        finetune_id=c.finetune_id,
+        step=c.step,
+        model=checkpoint_model(c.finetune_id, c.step),
+        created_at_ms=c.created_at_ms,
+    )
 
 
-def _checkpoint(c: Checkpoint) -> CheckpointOut:
-    return CheckpointOut(checkpoint_id=c.checkpoint_id, finetune_id=c.finetune_id, step=c.step,
-                         model=checkpoint_model(c.finetune_id, c.step), created_at_ms=c.created_at_ms)
-
-
-def _compact(rollout: dict[str, Any]) -> RolloutOutput:
+def _compact(rollout: dict[str, Any]) -> RolloutView:
     output = rollout.get("output") or {}
     reasoning = output.get("reasoning")
     if isinstance(reasoning, dict):
         reasoning = reasoning.get("text")
-    return RolloutOutput(answer=output.get("answer"), reasoning=reasoning,
-                         points=output.get("points"), objects=output.get("objects"))
+    return RolloutView(
+        answer=output.get("answer"), reasoning=reasoning, points=output.get("points"), objects=output.get("objects")
+    )
 
 
 def _sft_wire(group: SFTGroup, image_url: str | None) -> str:
     t = group.target
-    request = skill_request(group.skill, question=group.question, object=group.object, image_url=image_url,
-                            reasoning=group.reasoning if group.skill == "query" else None)
-    return sft_group(request, sft_target(
-        group.skill, answer=t.answer, reasoning=t.reasoning, reasoning_on=group.reasoning,
-        points=[(p.x, p.y) for p in t.points] if t.points is not None else None,
-        boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in t.boxes] if t.boxes is not None else None))
+    request = skill_request(
+        group.skill,
+        question=group.question,
+        object=group.object,
+        image_url=image_url,
+        reasoning=group.reasoning if group.skill == "query" else None,
+    )
+    return sft_group(
+        request,
+        sft_target(
+            group.skill,
+            answer=t.answer,
+            reasoning=t.reasoning,
+            reasoning_on=group.reasoning,
+            points=[(p.x, p.y) for p in t.points] if t.points is not None else None,
+            boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in t.boxes] if t.boxes is not None else None,
+        ),
+    )
 
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -90,11 +229,13 @@ def register(server: MCPServer[AppState]) -> None:
     @server.tool(title="Create a finetune", annotations=CREATE)
     @compact
     async def create_finetune(
-        name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128,
-                                   description="Name: letters, digits, '-', '_', '.'.")],
+        name: Annotated[
+            str,
+            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Name: letters, digits, '-', '_', '.'."),
+        ],
         rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank: 8, 16, 24 or 32.")],
         ctx: Ctx,
-    ) -> FinetuneOut:
+    ) -> FinetuneInfo:
         """Create a finetune of Moondream (or get the existing one with the same name and rank).
         The same name with another rank is refused."""
         state = ctx.request_context.lifespan_context
@@ -108,12 +249,13 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.tuning.list_finetunes(limit=limit, cursor=cursor)
-        return FinetuneList(finetunes=[_finetune(f) for f in page.finetunes],
-                            next_cursor=page.next_cursor, has_more=page.has_more)
+        return FinetuneList(
+            finetunes=[_finetune(f) for f in page.finetunes], next_cursor=page.next_cursor, has_more=page.has_more
+        )
 
     @server.tool(title="Get a finetune", annotations=READ)
     @compact
-    async def get_finetune(finetune_id: FinetuneId, ctx: Ctx) -> FinetuneOut:
+    async def get_finetune(finetune_id: FinetuneId, ctx: Ctx) -> FinetuneInfo:
         """One finetune by id."""
         state = ctx.request_context.lifespan_context
         with state.errors():
@@ -133,8 +275,10 @@ def register(server: MCPServer[AppState]) -> None:
         finetune_id: FinetuneId,
         skill: Annotated[Skill, Field(description="query, point or detect.")],
         ctx: Ctx,
-        image: Annotated[str | None, Field(description="The image (path, file://, http(s) or data URL); "
-                                           "required for point and detect.")] = None,
+        image: Annotated[
+            str | None,
+            Field(description="The image (path, file://, http(s) or data URL); required for point and detect."),
+        ] = None,
         question: Annotated[str | None, Field(description="query: the question.")] = None,
         object: Annotated[str | None, Field(description="point / detect: what to find.")] = None,
         num_rollouts: Annotated[int, Field(ge=1, le=16, description="How many samples, 1-16.")] = 4,
@@ -143,9 +287,11 @@ def register(server: MCPServer[AppState]) -> None:
         top_p: Annotated[float | None, Field(gt=0, le=1, description="top_p (API default 1.0).")] = None,
         max_tokens: Annotated[int | None, Field(gt=0, description="Most tokens per rollout.")] = None,
         max_objects: Annotated[int | None, Field(gt=0, description="detect: most boxes per rollout.")] = None,
-        ground_truth: Annotated[GroundTruth | None, Field(description="point / detect: the right answer, so the "
-                                                          "API scores each rollout (rewards).")] = None,
-    ) -> RolloutsOut:
+        ground_truth: Annotated[
+            GroundTruth | None,
+            Field(description="point / detect: the right answer, so the API scores each rollout (rewards)."),
+        ] = None,
+    ) -> Rollouts:
         """Sample the finetune's current policy several times on one example. Returns a compact view of
         each rollout and, with ground truth, their rewards; the full rollout data (needed by
         train_step) stays on this server under rollout_set_id. Coordinates are 0-1, origin top-left."""
@@ -154,38 +300,52 @@ def register(server: MCPServer[AppState]) -> None:
             raise ToolError("ground_truth is for point and detect; score query rollouts yourself and pass rewards")
         with state.errors():
             prepared = await state.images.load(image) if image is not None else None
-            request = skill_request(skill, question=question, object=object,
-                                    image_url=prepared.data_url if prepared else None,
-                                    reasoning=reasoning if skill == "query" else None,
-                                    settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                                      max_objects=max_objects))
+            request = skill_request(
+                skill,
+                question=question,
+                object=object,
+                image_url=prepared.data_url if prepared else None,
+                reasoning=reasoning if skill == "query" else None,
+                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, max_objects=max_objects),
+            )
             truth = None
             if ground_truth is not None:
                 truth = tuning.ground_truth(
                     points=[(p.x, p.y) for p in ground_truth.points] if ground_truth.points is not None else None,
-                    boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in ground_truth.boxes or ()])
-            answer, raw = await state.client.tuning.rollouts(finetune_id, request, num_rollouts=num_rollouts,
-                                                             ground_truth=truth)
+                    boxes=[(b.x_min, b.y_min, b.x_max, b.y_max) for b in ground_truth.boxes or ()],
+                )
+            answer, raw = await state.client.tuning.rollouts(
+                finetune_id, request, num_rollouts=num_rollouts, ground_truth=truth
+            )
         rollouts = answer.get("rollouts") or []
         rewards = answer.get("rewards")
         set_id = await state.store.add_rollout_set(
-            finetune_id=finetune_id, skill=skill, response=raw, rewards=rewards, num_rollouts=len(rollouts))
+            finetune_id=finetune_id, skill=skill, response=raw, rewards=rewards, num_rollouts=len(rollouts)
+        )
         await state.store.purge_rollout_sets(state.settings.rollout_ttl_hours * 3600)
-        return RolloutsOut(rollout_set_id=set_id, skill=skill, outputs=[_compact(r) for r in rollouts],
-                           rewards=rewards)
+        return Rollouts(rollout_set_id=set_id, skill=skill, outputs=[_compact(r) for r in rollouts], rewards=rewards)
 
     @server.tool(title="Apply one training step", annotations=ADD)
     @compact
     async def train_step(
         finetune_id: FinetuneId,
-        groups: Annotated[list[RLGroup | SFTGroup], Field(min_length=1, description=(
-            "The step's groups. RL: {rollout_set_id, rewards?}. SFT: {skill, image?, question?/object?, "
-            "target}. Modes and skills may be mixed."))],
+        groups: Annotated[
+            list[RLGroup | SFTGroup],
+            Field(
+                min_length=1,
+                description=(
+                    "The step's groups. RL: {rollout_set_id, rewards?}. SFT: {skill, image?, question?/object?, "
+                    "target}. Modes and skills may be mixed."
+                ),
+            ),
+        ],
         ctx: Ctx,
         lr: Annotated[float | None, Field(gt=0, description="Learning rate; omit for the API's default.")] = None,
-        allow_reuse: Annotated[bool, Field(description="Allow rollout sets already used in a step (stale: they "
-                                           "came from an older policy).")] = False,
-    ) -> TrainStepOut:
+        allow_reuse: Annotated[
+            bool,
+            Field(description="Allow rollout sets already used in a step (stale: they came from an older policy)."),
+        ] = False,
+    ) -> StepApplied:
         """Apply one training step to the finetune. Not idempotent: every call that reaches the API advances
         the step. If the outcome is unknown (timeout, server error), check list_checkpoints before
         calling again."""
@@ -210,11 +370,13 @@ def register(server: MCPServer[AppState]) -> None:
                     f"train_step outcome unknown: the request reached the API but no clear answer came back "
                     f"({_reason(exc)}). The step may or may not have been applied. Check list_checkpoints "
                     f"for {finetune_id} (a new step appears when one is applied) before calling train_step "
-                    "again; the rollout sets were left unused.") from None
+                    "again; the rollout sets were left unused."
+                ) from None
         await state.store.mark_used(used, result.step)
         extra = result.model_extra or {}
-        return TrainStepOut(step=result.step, applied=result.applied,
-                            metrics={k: v for k, v in extra.items() if v is not None})
+        return StepApplied(
+            step=result.step, applied=result.applied, metrics={k: v for k, v in extra.items() if v is not None}
+        )
 
     @server.tool(title="List saved checkpoints", annotations=READ)
     @compact
@@ -225,20 +387,21 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.tuning.list_checkpoints(finetune_id, limit=limit, cursor=cursor)
-        return CheckpointList(checkpoints=[_checkpoint(c) for c in page.checkpoints],
-                              next_cursor=page.next_cursor, has_more=page.has_more)
+        return CheckpointList(
+            checkpoints=[_checkpoint(c) for c in page.checkpoints], next_cursor=page.next_cursor, has_more=page.has_more
+        )
 
     @server.tool(title="Save the current checkpoint", annotations=CREATE)
     @compact
-    async def save_checkpoint(finetune_id: FinetuneId, ctx: Ctx) -> SavedOut:
+    async def save_checkpoint(finetune_id: FinetuneId, ctx: Ctx) -> Saved:
         """Save the finetune's current step as a checkpoint, usable as `model` by the skill tools."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             saved = await state.client.tuning.save_checkpoint(finetune_id)
         if saved.checkpoint is None:
-            return SavedOut(checkpoint=None, model=None)
+            return Saved(checkpoint=None, model=None)
         out = _checkpoint(saved.checkpoint)
-        return SavedOut(checkpoint=out, model=out.model)
+        return Saved(checkpoint=out, model=out.model)
 
     @server.tool(title="Delete a checkpoint", annotations=DELETE)
     @compact
@@ -259,12 +422,12 @@ def register(server: MCPServer[AppState]) -> None:
         step: Annotated[int, Field(ge=0, description="The step the metrics belong to.")],
         metrics: Annotated[list[Metric], Field(min_length=1, description="The metrics, each a name and a number.")],
         ctx: Ctx,
-    ) -> MetricsOut:
+    ) -> LoggedMetrics:
         """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             logged = await state.client.tuning.log_metrics(finetune_id, step, {m.name: m.value for m in metrics})
-        return MetricsOut(ok=logged.ok, step=logged.step, logged_count=logged.logged_count)
+        return LoggedMetrics(ok=logged.ok, step=logged.step, logged_count=logged.logged_count)
 
 
 def _reason(exc: Exception) -> str:
@@ -279,13 +442,15 @@ async def _rl_wire(state: AppState, finetune_id: str, group: RLGroup, allow_reus
     if stored.finetune_id != finetune_id:
         raise ToolError(f"rollout set {stored.id} belongs to finetune {stored.finetune_id}, not {finetune_id}")
     if stored.used and not allow_reuse:
-        raise ToolError(f"rollout set {stored.id} was already used in step {stored.used_step}; its rollouts come "
-                        "from an older policy. Generate new rollouts, or pass allow_reuse=true.")
+        raise ToolError(
+            f"rollout set {stored.id} was already used in step {stored.used_step}; its rollouts come "
+            "from an older policy. Generate new rollouts, or pass allow_reuse=true."
+        )
     rewards = group.rewards if group.rewards is not None else stored.rewards
     if rewards is None:
         raise ToolError(f"rollout set {stored.id} has no ground-truth rewards: pass rewards (one per rollout)")
     if len(rewards) != stored.num_rollouts:
-        raise ToolError(f"rollout set {stored.id} has {stored.num_rollouts} rollouts but {len(rewards)} rewards "
-                        "were given")
+        raise ToolError(
+            f"rollout set {stored.id} has {stored.num_rollouts} rollouts but {len(rewards)} rewards were given"
+        )
     return rl_group(member(stored.response, "request"), array_items(stored.response, "rollouts"), list(rewards))
-

@@ -16,8 +16,19 @@ def response(status: int, *, json: object = None, text: str | None = None, heade
 
 
 def test_a_nested_error_body_gives_message_and_code() -> None:
-    err = errors.status_error(response(400, json={"error": {"message": "object is required", "type": "invalid",
-                                                           "param": "object", "code": "missing_object"}}))
+    err = errors.status_error(
+        response(
+            400,
+            json={
+                "error": {
+                    "message": "object is required",
+                    "type": "invalid",
+                    "param": "object",
+                    "code": "missing_object",
+                }
+            },
+        )
+    )
     assert isinstance(err, errors.BadRequestError)
     assert (err.message, err.code, err.status_code) == ("object is required", "missing_object", 400)
 
@@ -34,9 +45,15 @@ def test_a_plain_text_body_gives_its_text() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(401, errors.AuthenticationError), (409, errors.ConflictError), (410, errors.GoneError),
-     (413, errors.PayloadTooLargeError), (429, errors.RateLimitError), (502, errors.ServerError),
-     (418, errors.APIStatusError)],
+    [
+        (401, errors.AuthenticationError),
+        (409, errors.ConflictError),
+        (410, errors.GoneError),
+        (413, errors.PayloadTooLargeError),
+        (429, errors.RateLimitError),
+        (502, errors.ServerError),
+        (418, errors.APIStatusError),
+    ],
 )
 def test_each_status_has_its_own_error(status: int, kind: type) -> None:
     assert type(errors.status_error(response(status, json={"error": "x"}))) is kind

@@ -12,8 +12,8 @@ from moondream_emulator import Emulator, EmulatorConfig, RunningEmulator, runnin
 from moondream_mcp.client import APIStatusError, MoondreamClient, NotConfiguredError, StreamError
 from moondream_mcp.client.base import APIClient
 from moondream_mcp.client.skills import Skills
-from tests.conftest import API_KEY
-from tests.pictures import canvas
+from tests.support.keys import API_KEY
+from tests.support.pictures import canvas
 
 pytestmark = pytest.mark.anyio
 

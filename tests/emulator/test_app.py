@@ -28,11 +28,6 @@ KEY = "md-emulator-test-key"
 AUTH = {"X-Moondream-Auth": KEY}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def _cloud() -> Iterator[RunningEmulator]:
     with running_emulator(Emulator(EmulatorConfig(keys=frozenset({KEY})))) as running:
@@ -74,9 +69,7 @@ TWO_RED_ONE_BLUE = data_url(
 )
 
 
-async def post(
-    running: RunningEmulator, path: str, body: object, headers: dict[str, str] = AUTH
-) -> httpx2.Response:
+async def post(running: RunningEmulator, path: str, body: object, headers: dict[str, str] = AUTH) -> httpx2.Response:
     with anyio.fail_after(10):
         async with httpx2.AsyncClient(base_url=running.url, headers=headers) as http:
             if isinstance(body, bytes):
@@ -84,9 +77,7 @@ async def post(
             return await http.post(path, json=body)
 
 
-async def events(
-    running: RunningEmulator, path: str, body: dict, headers: dict[str, str] = AUTH
-) -> list[dict]:
+async def events(running: RunningEmulator, path: str, body: dict, headers: dict[str, str] = AUTH) -> list[dict]:
     """The events of a streamed answer, checking the framing: one `data:` line per event, nothing else."""
     response = await post(running, path, body, headers)
     assert response.status_code == 200, response.text
@@ -128,9 +119,7 @@ async def test_detect_returns_the_box_of_each_red_square_largest_first(cloud: Ru
 
 
 async def test_detect_finds_a_square_in_a_jpeg_to_within_a_hundredth(cloud: RunningEmulator) -> None:
-    response = await post(
-        cloud, "/detect", {"image_url": data_url(picture(), "JPEG"), "object": "the Red box"}
-    )
+    response = await post(cloud, "/detect", {"image_url": data_url(picture(), "JPEG"), "object": "the Red box"})
     (box,) = response.json()["objects"]
     assert box == pytest.approx({"x_min": 0.25, "y_min": 0.2, "x_max": 0.5, "y_max": 0.6}, abs=0.01)
 
@@ -216,9 +205,7 @@ async def test_captions_are_deterministic_sentences_about_the_shapes(
 
 
 async def test_a_long_caption_says_where_each_shape_is(cloud: RunningEmulator) -> None:
-    caption = (await post(cloud, "/caption", {"image_url": TWO_RED_ONE_BLUE, "length": "long"})).json()[
-        "caption"
-    ]
+    caption = (await post(cloud, "/caption", {"image_url": TWO_RED_ONE_BLUE, "length": "long"})).json()["caption"]
     assert "a red shape at the top left" in caption and "a blue shape at the top right" in caption
 
 
@@ -270,16 +257,12 @@ async def test_max_tokens_cuts_the_text_and_the_finish_reason_says_so(cloud: Run
 
 
 async def test_unknown_request_keys_are_ignored(cloud: RunningEmulator) -> None:
-    response = await post(
-        cloud, "/point", {"image_url": RED_SQUARE, "object": "red", "future_option": [1, 2]}
-    )
+    response = await post(cloud, "/point", {"image_url": RED_SQUARE, "object": "red", "future_option": [1, 2]})
     assert response.status_code == 200 and len(response.json()["points"]) == 1
 
 
 async def test_the_base_model_may_be_named(cloud: RunningEmulator) -> None:
-    response = await post(
-        cloud, "/detect", {"image_url": RED_SQUARE, "object": "red", "model": "moondream3-preview"}
-    )
+    response = await post(cloud, "/detect", {"image_url": RED_SQUARE, "object": "red", "model": "moondream3-preview"})
     assert response.status_code == 200
 
 
@@ -354,9 +337,7 @@ async def test_a_missing_or_unknown_key_is_refused_with_401(cloud: RunningEmulat
 
 async def test_any_non_empty_key_is_accepted_when_no_keys_are_configured() -> None:
     with running_emulator() as running:
-        response = await post(
-            running, "/caption", {"image_url": RED_SQUARE}, {"X-Moondream-Auth": "anything"}
-        )
+        response = await post(running, "/caption", {"image_url": RED_SQUARE}, {"X-Moondream-Auth": "anything"})
         assert response.status_code == 200
         nested_error(await post(running, "/caption", {"image_url": RED_SQUARE}, {}), 401)
 
@@ -372,9 +353,7 @@ async def test_unknown_paths_and_methods_get_json_errors(cloud: RunningEmulator)
 
 async def test_a_streamed_caption_concatenates_to_the_plain_one(cloud: RunningEmulator) -> None:
     plain = (await post(cloud, "/caption", {"image_url": TWO_RED_ONE_BLUE, "length": "long"})).json()
-    streamed = await events(
-        cloud, "/caption", {"image_url": TWO_RED_ONE_BLUE, "length": "long", "stream": True}
-    )
+    streamed = await events(cloud, "/caption", {"image_url": TWO_RED_ONE_BLUE, "length": "long", "stream": True})
     assert len(streamed) > 2
     assert all(e["completed"] is False for e in streamed[:-1]) and streamed[-1]["completed"] is True
     assert "".join(e["chunk"] for e in streamed) == plain["caption"]
@@ -394,9 +373,7 @@ async def test_a_streamed_segment_sends_the_bbox_then_a_coarse_path_then_the_fin
     cloud: RunningEmulator,
 ) -> None:
     plain = (await post(cloud, "/segment", {"image_url": RED_SQUARE, "object": "red"})).json()
-    bbox, delta, final = await events(
-        cloud, "/segment", {"image_url": RED_SQUARE, "object": "red", "stream": True}
-    )
+    bbox, delta, final = await events(cloud, "/segment", {"image_url": RED_SQUARE, "object": "red", "stream": True})
     assert bbox == {"type": "bbox", "bbox": plain["bbox"]}
     assert delta["type"] == "path_delta" and delta["completed"] is False and path_points(delta["chunk"])
     assert {k: v for k, v in final.items() if k != "request_id"} == {
@@ -517,9 +494,7 @@ async def test_concurrent_requests_with_large_images_are_all_answered(cloud: Run
     big = data_url(picture([("red", (500, 500, 1500, 1500))], size=(2000, 2000)))
     async with anyio.create_task_group() as tasks:
         for i in range(4):
-            tasks.start_soon(
-                post, cloud, "/detect", {"image_url": big if i % 2 else RED_SQUARE, "object": "red"}
-            )
+            tasks.start_soon(post, cloud, "/detect", {"image_url": big if i % 2 else RED_SQUARE, "object": "red"})
     assert [r.status for r in cloud.emulator.requests] == [200] * 4
 
 
@@ -541,9 +516,9 @@ async def test_control_endpoints_inject_faults_list_the_log_without_images_and_c
 ) -> None:
     root = cloud.url.removesuffix("/v1")
     async with httpx2.AsyncClient(base_url=root) as http:
-        assert (
-            await http.post("/_emulator/faults", json={"status": 502, "times": 1, "path": "/caption"})
-        ).json() == {"ok": True}
+        assert (await http.post("/_emulator/faults", json={"status": 502, "times": 1, "path": "/caption"})).json() == {
+            "ok": True
+        }
         assert (await http.post("/_emulator/faults", json={"nothing": 1})).status_code == 400
         assert (await post(cloud, "/caption", {"image_url": RED_SQUARE})).status_code == 502
         (entry,) = (await http.get("/_emulator/requests")).json()["requests"]
@@ -560,4 +535,3 @@ def test_running_emulator_stops_listening_when_the_block_ends() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
-

@@ -16,18 +16,13 @@ from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_emulator.batch import jobs as batch_jobs
 from moondream_emulator.batch import lines as batch_lines
 from moondream_emulator.batch import uploads as batch_uploads
-from tests.pictures import Rect, assert_box, canvas
+from tests.support.pictures import Rect, assert_box, canvas
 
 pytestmark = pytest.mark.anyio
 
 KEY = "md-batch-test-key"
 AUTH = {"X-Moondream-Auth": KEY}
 SQUARES: list[Rect] = [(0.1, 0.1, 0.4, 0.5), (0.5, 0.2, 0.9, 0.6), (0.3, 0.55, 0.6, 0.95)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def png(rect: Rect) -> bytes:
@@ -77,8 +72,13 @@ class Batches:
 
     async def put(self, upload: dict[str, Any], number: Any, data: bytes) -> httpx2.Response:
         params = {"action": "mpu-uploadpart", "uploadId": upload["uploadId"], "partNumber": number}
-        return await self.call("PUT", f"/batch/{upload['fileId']}", params=params, content=data,
-                               headers={"Content-Type": "application/octet-stream"})
+        return await self.call(
+            "PUT",
+            f"/batch/{upload['fileId']}",
+            params=params,
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
 
     async def complete(self, upload: dict[str, Any], parts: list[Any], **extra: Any) -> httpx2.Response:
         params = {"action": "mpu-complete", "uploadId": upload["uploadId"]}
@@ -154,8 +154,11 @@ async def test_a_file_uploaded_in_parts_over_http_is_detected_line_by_line() -> 
     ((index, url),) = [(o["index"], o["url"]) for o in job["outputs"]]
     assert index == 0 and url.startswith(f"{storage}/files/batch/{job['id']}/0.jsonl?signature=")
     assert job["created_at"] <= job["completed_at"] < job["expires_at"]
-    assert [(r["line_index"], r["id"], r["status"]) for r in results] == [(0, "0", "ok"), (1, "1", "ok"),
-                                                                          (2, "2", "ok")]
+    assert [(r["line_index"], r["id"], r["status"]) for r in results] == [
+        (0, "0", "ok"),
+        (1, "1", "ok"),
+        (2, "2", "ok"),
+    ]
     for record, rect in zip(results, SQUARES, strict=True):
         (found,) = record["result"]["objects"]
         assert_box(found, rect)
@@ -181,8 +184,7 @@ async def test_each_line_is_answered_as_its_skill_endpoint_answers(
     image = png(SQUARES[0])
     job = await api.finished((await api.submit(jsonl([line(7, skill, image, **fields)])))["id"])
     ((record,),) = await api.results(job)
-    endpoint = await api.ok("POST", f"/{skill}", json={"image_url": "data:image/png;base64," + b64(image),
-                                                      **fields})
+    endpoint = await api.ok("POST", f"/{skill}", json={"image_url": "data:image/png;base64," + b64(image), **fields})
     del endpoint["request_id"]
     assert record["result"] == endpoint
     assert (record["line_index"], record["id"], record["status"]) == (0, "7", "ok")
@@ -201,21 +203,23 @@ async def test_bad_lines_get_their_own_errors_and_the_rest_are_answered(
 ) -> None:
     monkeypatch.setattr(batch_lines, "MAX_LINE_BYTES", 4096)
     image = png(SQUARES[0])
-    data = jsonl([
-        line(0, image=image, object="red"),
-        line(1, image="not base64!", object="red"),
-        line(2, image=image),
-        line(3, "segment", image, object="red"),
-        b'{"id": "4", "skill": "detect",',
-        line(5, image="data:image/png;base64," + b64(image), object="red"),
-        b"[1, 2]",
-        b"   ",
-        line(8, "query", question="What is this?"),
-        line(9, image=b64(b"not an image"), object="red"),
-        line(10, image=image, object="red", settings={"max_objects": 0}),
-        line(11, "caption", b"x" * 4096),
-        line(12, "point", image, object="red"),
-    ])
+    data = jsonl(
+        [
+            line(0, image=image, object="red"),
+            line(1, image="not base64!", object="red"),
+            line(2, image=image),
+            line(3, "segment", image, object="red"),
+            b'{"id": "4", "skill": "detect",',
+            line(5, image="data:image/png;base64," + b64(image), object="red"),
+            b"[1, 2]",
+            b"   ",
+            line(8, "query", question="What is this?"),
+            line(9, image=b64(b"not an image"), object="red"),
+            line(10, image=image, object="red", settings={"max_objects": 0}),
+            line(11, "caption", b"x" * 4096),
+            line(12, "point", image, object="red"),
+        ]
+    )
     job = await api.finished((await api.submit(data))["id"])
     ((*errors, last),) = await api.results(job)
     assert [(e["line_index"], e["id"], e["status"], e["error"]["code"]) for e in errors[1:]] == [
@@ -230,8 +234,7 @@ async def test_bad_lines_get_their_own_errors_and_the_rest_are_answered(
         (10, "10", "error", "invalid_field"),
         (11, None, "error", "line_too_large"),
     ]
-    assert all(set(e) == {"line_index", "id", "status", "error"} and e["error"]["message"]
-               for e in errors[1:])
+    assert all(set(e) == {"line_index", "id", "status", "error"} and e["error"]["message"] for e in errors[1:])
     assert (errors[0]["status"], last["status"], last["line_index"]) == ("ok", "ok", 12)
     assert job["progress"] == {"total": 12, "completed": 2, "failed": 10}
 
@@ -246,9 +249,7 @@ async def test_a_file_that_is_not_jsonl_at_all_fails_the_job(api: Batches, data:
     assert job["completed_at"] is not None
 
 
-async def test_a_file_over_the_line_limit_fails_the_job(
-    api: Batches, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_file_over_the_line_limit_fails_the_job(api: Batches, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batch_jobs, "MAX_LINES", 3)
     job = await api.finished((await api.submit(jsonl(detect_lines(4))))["id"])
     assert (job["status"], job["error"]["code"], job["outputs"]) == ("failed", "too_many_lines", [])
@@ -292,9 +293,7 @@ async def test_a_part_at_the_size_limit_is_refused_with_413(api: Batches) -> Non
     assert api.emulator.requests[-2].body_text is None
 
 
-async def test_parts_adding_up_to_over_2_gb_are_refused_with_413(
-    api: Batches, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_parts_adding_up_to_over_2_gb_are_refused_with_413(api: Batches, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batch_uploads, "MAX_FILE_BYTES", 100)
     upload = await api.create()
     assert (await api.put(upload, 1, b"x" * 60)).status_code == 200
@@ -329,8 +328,7 @@ async def test_completing_needs_the_uploaded_parts_in_order_with_their_etags(
 ) -> None:
     upload = await api.create()
     etags = {f"{{{n}}}": (await api.put(upload, n, jsonl(detect_lines(1)))).json()["etag"] for n in (1, 2)}
-    refused(await api.complete(upload, [{**p, "etag": etags.get(p["etag"], p["etag"])} for p in parts]), 400,
-            param)
+    refused(await api.complete(upload, [{**p, "etag": etags.get(p["etag"], p["etag"])} for p in parts]), 400, param)
     # A refused completion leaves the upload open; a subset of the parts is enough.
     listed = [{"partNumber": 2, "etag": etags["{2}"]}]
     job = await api.finished((await api.complete(upload, listed)).json()["id"])
@@ -345,8 +343,9 @@ async def saved_checkpoint(api: Batches) -> str:
     finetune_id = (await api.ok("POST", "/tuning/finetunes", json={"name": "b", "rank": 8}))["finetune_id"]
     image_url = "data:image/png;base64," + b64(png(SQUARES[0]))
     request = {"skill": "detect", "object": "red", "image_url": image_url}
-    batch = await api.ok("POST", "/tuning/rollouts", json={"finetune_id": finetune_id, "num_rollouts": 2,
-                                                          "request": request})
+    batch = await api.ok(
+        "POST", "/tuning/rollouts", json={"finetune_id": finetune_id, "num_rollouts": 2, "request": request}
+    )
     group = {"mode": "rl", "request": batch["request"], "rollouts": batch["rollouts"], "rewards": [1, 0]}
     await api.ok("POST", "/tuning/train_step", json={"finetune_id": finetune_id, "groups": [group]})
     await api.ok("POST", f"/tuning/finetunes/{finetune_id}/checkpoints/save")
@@ -357,8 +356,7 @@ async def test_the_model_is_the_base_model_or_a_saved_checkpoint(api: Batches) -
     upload = await api.create()
     parts = [(await api.put(upload, 1, jsonl(detect_lines(1)))).json()]
     refused(await api.complete(upload, parts, model="moondream2"), 400, "model")
-    refused(await api.complete(upload, parts, model="moondream3-preview/01JUNKNOWNFINETUNE00000000@1"), 404,
-            "model")
+    refused(await api.complete(upload, parts, model="moondream3-preview/01JUNKNOWNFINETUNE00000000@1"), 404, "model")
     model = await saved_checkpoint(api)
     job = await api.finished((await api.complete(upload, parts, model=model)).json()["id"])
     assert (job["model"], job["progress"]["completed"]) == (model, 1)
@@ -375,7 +373,11 @@ async def test_held_batches_stay_processing_until_released(api: Batches) -> None
     assert await api.wait(batch_id, "processing") == "processing"
     held = await api.ok("GET", f"/batch/{batch_id}")
     assert (held["status"], held["progress"], held["outputs"], held["completed_at"]) == (
-        "processing", {"total": 2, "completed": 0, "failed": 0}, [], None)
+        "processing",
+        {"total": 2, "completed": 0, "failed": 0},
+        [],
+        None,
+    )
     api.emulator.release_batches()
     assert (await api.finished(batch_id))["progress"] == {"total": 2, "completed": 2, "failed": 0}
 
@@ -384,8 +386,7 @@ async def test_failed_lines_hit_only_the_first_lines_of_the_next_batch(api: Batc
     api.emulator.fail_batch_lines(2)
     job = await api.finished((await api.submit(jsonl(detect_lines(3))))["id"])
     ((*failed, answered),) = await api.results(job)
-    assert [(r["id"], r["error"]["code"]) for r in failed] == [("0", "internal_error"),
-                                                                ("1", "internal_error")]
+    assert [(r["id"], r["error"]["code"]) for r in failed] == [("0", "internal_error"), ("1", "internal_error")]
     assert answered["status"] == "ok"
     later = await api.finished((await api.submit(jsonl(detect_lines(3))))["id"])
     assert later["progress"] == {"total": 3, "completed": 3, "failed": 0}

@@ -67,6 +67,9 @@ def test_the_product_imports_the_emulator_only_to_launch_it() -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         launchers = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "_emulator"]
         allowed = {id(n) for f in launchers for n in ast.walk(f)} if path.name == "cli.py" else set()
-        found += [f"{path.relative_to(PRODUCT)}:{n.lineno}" for n in ast.walk(tree)
-                  if imports_emulator(n) and id(n) not in allowed]
+        found += [
+            f"{path.relative_to(PRODUCT)}:{n.lineno}"
+            for n in ast.walk(tree)
+            if imports_emulator(n) and id(n) not in allowed
+        ]
     assert found == []

@@ -94,7 +94,8 @@ def test_answers_hinging_on_a_hard_colour_are_wrong_about_as_often_as_the_scale_
     assert base_rate == pytest.approx(0.5, abs=0.04) and tuned_rate == pytest.approx(0.1, abs=0.03)
     # Deterministic per question at temperature 0; drawn afresh when sampling.
     assert [BASE.confuses(scene, DIGEST, q) for q in questions[:50]] == [
-        BASE.confuses(scene, DIGEST, q) for q in questions[:50]]
+        BASE.confuses(scene, DIGEST, q) for q in questions[:50]
+    ]
     rng = sampling(3)
     assert 0.4 < mean(BASE.confuses(scene, DIGEST, questions[0], rng) for _ in range(1000)) < 0.6
     assert [r.colour for r in confused(scene).regions] == ["yellow", "red"]

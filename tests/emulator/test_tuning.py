@@ -20,7 +20,7 @@ from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_emulator.ids import is_ulid, timestamp_ms
 from moondream_emulator.model.vision import Box
 from moondream_emulator.tuning.rewards import iou
-from tests.pictures import Rect, canvas
+from tests.support.pictures import Rect, canvas
 
 pytestmark = pytest.mark.anyio
 
@@ -28,11 +28,6 @@ AUTH = {"X-Moondream-Auth": "md-tuning-test-key"}
 ORANGE = (0.3, 0.25, 0.6, 0.7)
 RED = (0.1, 0.1, 0.35, 0.4)
 BOX_KEYS = ("x_min", "y_min", "x_max", "y_max")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def data_url(image: Image.Image) -> str:
@@ -84,14 +79,14 @@ class Api:
     async def finetune(self, name: str = "roofs", rank: int = 8) -> str:
         return (await self.ok("POST", "/tuning/finetunes", {"name": name, "rank": rank}))["finetune_id"]
 
-    async def rollouts(self, finetune_id: str, request: dict[str, Any] | None = None, n: int = 4,
-                       **extra: Any) -> httpx2.Response:
+    async def rollouts(
+        self, finetune_id: str, request: dict[str, Any] | None = None, n: int = 4, **extra: Any
+    ) -> httpx2.Response:
         body = {"finetune_id": finetune_id, "num_rollouts": n, "request": request or detect(), **extra}
         return await self.call("POST", "/tuning/rollouts", body)
 
     async def step(self, finetune_id: str, groups: list[Any], **extra: Any) -> httpx2.Response:
-        return await self.call("POST", "/tuning/train_step", {"finetune_id": finetune_id, "groups": groups,
-                                                              **extra})
+        return await self.call("POST", "/tuning/train_step", {"finetune_id": finetune_id, "groups": groups, **extra})
 
     async def rl_step(self, finetune_id: str) -> dict[str, Any]:
         batch = (await self.rollouts(finetune_id)).json()
@@ -101,8 +96,12 @@ class Api:
 
 
 def rl(batch: dict[str, Any], rewards: list[float] | None = None) -> dict[str, Any]:
-    return {"mode": "rl", "request": batch["request"], "rollouts": batch["rollouts"],
-            "rewards": batch["rewards"] if rewards is None else rewards}
+    return {
+        "mode": "rl",
+        "request": batch["request"],
+        "rollouts": batch["rollouts"],
+        "rewards": batch["rewards"] if rewards is None else rewards,
+    }
 
 
 @pytest.fixture
@@ -179,8 +178,10 @@ async def test_finetunes_are_listed_oldest_first_page_by_page(api: Api) -> None:
     assert [f["name"] for f in listed] == [f"page-{i}" for i in range(5)]
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"cursor": "nope"},
-                                    {"cursor": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}])
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 101}, {"limit": "ten"}, {"cursor": "nope"}, {"cursor": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}],
+)
 async def test_bad_limits_and_cursors_are_refused(api: Api, params: dict) -> None:
     await api.finetune()
     assert refused(await api.call("GET", "/tuning/finetunes", **params), 400)["param"] in params
@@ -191,9 +192,13 @@ async def test_get_answers_the_finetune_wrapped_and_unknown_ids_are_404(api: Api
     got = await api.ok("GET", f"/tuning/finetunes/{finetune_id}")
     assert set(got) == {"finetune"}
     assert {k: got["finetune"][k] for k in ("finetune_id", "name", "rank")} == {
-        "finetune_id": finetune_id, "name": "roofs", "rank": 24}
+        "finetune_id": finetune_id,
+        "name": "roofs",
+        "rank": 24,
+    }
     assert refused(await api.call("GET", "/tuning/finetunes/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 404)["type"] == (
-        "not_found_error")
+        "not_found_error"
+    )
 
 
 async def test_a_deleted_finetune_is_gone_everywhere_and_its_name_can_be_used_again(api: Api) -> None:
@@ -214,18 +219,28 @@ async def test_a_deleted_finetune_is_gone_everywhere_and_its_name_can_be_used_ag
 async def test_rollouts_echo_the_request_as_received_and_each_carries_output_and_metadata(api: Api) -> None:
     finetune_id = await api.finetune()
     # Raw JSON text, braces and all: %-formatting keeps it readable.
-    raw = ('{"finetune_id": "%s", "num_rollouts": 3,\n "request": {"object": "orange", "skill": "detect", '  # noqa: UP031
-           '"image_url": "%s", "settings": {"temperature": 1.0, "max_objects": 5}}}') % (finetune_id, ROOF)
+    raw = (  # noqa: UP031
+        '{"finetune_id": "%s", "num_rollouts": 3,\n "request": {"object": "orange", "skill": "detect", '
+        '"image_url": "%s", "settings": {"temperature": 1.0, "max_objects": 5}}}'
+    ) % (finetune_id, ROOF)
     response = await api.post_text("/tuning/rollouts", raw)
     assert response.status_code == 200, response.text
-    echoed = response.text[len('{"request":'):].split(',"rollouts":')[0]
+    echoed = response.text[len('{"request":') :].split(',"rollouts":')[0]
     assert echoed == raw.split('"request": ')[1][:-1]
     body = response.json()
     assert set(body) == {"request", "rollouts", "rewards"} and body["rewards"] is None
     assert len(body["rollouts"]) == 3
     for rollout in body["rollouts"]:
-        assert list(rollout)[:8] == ["skill", "output", "finish_reason", "answer_tokens", "thinking_tokens",
-                                     "has_answer_separator", "coords", "sizes"]
+        assert list(rollout)[:8] == [
+            "skill",
+            "output",
+            "finish_reason",
+            "answer_tokens",
+            "thinking_tokens",
+            "has_answer_separator",
+            "coords",
+            "sizes",
+        ]
         assert rollout["skill"] == "detect" and rollout["finish_reason"] == "stop"
         (found,) = rollout["output"]["objects"]
         assert set(found) == set(BOX_KEYS) and all(0 <= v <= 1 for v in found.values())
@@ -304,8 +319,10 @@ async def test_rollouts_for_an_unknown_finetune_are_404(api: Api) -> None:
         (detect(), {"boxes": [box(ORANGE)], "points": []}),
         (detect(), {"boxes": [{"x_min": 0.5, "y_min": 0.1, "x_max": 0.4, "y_max": 0.2}]}),
         ({"skill": "point", "object": "orange", "image_url": ROOF}, {}),
-        ({"skill": "point", "object": "orange", "image_url": ROOF},
-         {"points": [{"x": 0.5, "y": 0.5}], "boxes": [box(ORANGE)]}),
+        (
+            {"skill": "point", "object": "orange", "image_url": ROOF},
+            {"points": [{"x": 0.5, "y": 0.5}], "boxes": [box(ORANGE)]},
+        ),
         ({"skill": "point", "object": "orange", "image_url": ROOF}, {"points": [{"x": 1.5, "y": 0.5}]}),
         (detect(), [box(ORANGE)]),
     ],
@@ -331,10 +348,12 @@ async def test_ground_truth_rewards_are_one_for_a_perfect_answer_and_low_for_a_w
     point = {"skill": "point", "object": "red", "image_url": BARN, "settings": {"temperature": 0}}
     centre = {"points": [{"x": 0.225, "y": 0.25}]}
     assert (await api.rollouts(finetune_id, point, n=1, ground_truth=centre)).json()["rewards"] == [
-        pytest.approx(1, abs=0.1)]
+        pytest.approx(1, abs=0.1)
+    ]
     near = {"points": [{"x": 0.225 + 0.05, "y": 0.25}]}
     assert (await api.rollouts(finetune_id, point, n=1, ground_truth=near)).json()["rewards"] == [
-        pytest.approx(0.5, abs=0.1)]
+        pytest.approx(0.5, abs=0.1)
+    ]
     inside = {"boxes": [box(RED)]}
     assert (await api.rollouts(finetune_id, point, n=1, ground_truth=inside)).json()["rewards"] == [1]
     outside = {"boxes": [box((0.6, 0.6, 0.9, 0.9))]}
@@ -360,8 +379,17 @@ async def test_each_step_advances_the_counter_and_reports_training_numbers(api: 
     batch = (await api.rollouts(finetune_id, ground_truth={"boxes": [box(ORANGE)]})).json()
     first = (await api.step(finetune_id, [rl(batch)])).json()
     assert first["step"] == 1 and first["applied"] is True
-    assert set(first) == {"step", "applied", "kl", "router_kl", "grad_norm", "reward_mean", "reward_std",
-                          "sft_loss", "tokens_processed"}
+    assert set(first) == {
+        "step",
+        "applied",
+        "kl",
+        "router_kl",
+        "grad_norm",
+        "reward_mean",
+        "reward_std",
+        "sft_loss",
+        "tokens_processed",
+    }
     assert first["reward_mean"] == pytest.approx(mean(batch["rewards"]), abs=1e-5)
     assert first["sft_loss"] is None and first["kl"] >= 0 and first["grad_norm"] > 0
     second = (await api.step(finetune_id, [rl(batch)], lr=1e-3)).json()
@@ -428,17 +456,26 @@ async def test_an_rl_group_without_mode_is_accepted_as_older_docs_show_it(api: A
     [
         ({"skill": "query", "question": "Colour?", "image_url": ROOF}, {"answer": "orange"}, True),
         ({"skill": "query", "question": "Colour?"}, {"answer": "orange"}, True),
-        ({"skill": "query", "question": "Colour?", "reasoning": True},
-         {"answer": "orange", "reasoning": {"text": "It is orange."}}, True),
+        (
+            {"skill": "query", "question": "Colour?", "reasoning": True},
+            {"answer": "orange", "reasoning": {"text": "It is orange."}},
+            True,
+        ),
         ({"skill": "query", "question": "Colour?", "reasoning": True}, {"answer": "orange"}, False),
         ({"skill": "query", "question": "Colour?"}, {"answer": "orange", "reasoning": {"text": "hm"}}, False),
-        ({"skill": "query", "question": "Colour?", "reasoning": True},
-         {"answer": "orange", "reasoning": "It is orange."}, False),
+        (
+            {"skill": "query", "question": "Colour?", "reasoning": True},
+            {"answer": "orange", "reasoning": "It is orange."},
+            False,
+        ),
         ({"skill": "query", "question": "Colour?"}, {"answer": ""}, False),
         ({"skill": "point", "object": "orange", "image_url": ROOF}, {"points": [{"x": 0.4, "y": 0.5}]}, True),
         ({"skill": "point", "object": "orange", "image_url": ROOF}, {"boxes": [box(ORANGE)]}, True),
-        ({"skill": "point", "object": "orange", "image_url": ROOF},
-         {"points": [{"x": 0.4, "y": 0.5}], "boxes": [box(ORANGE)]}, False),
+        (
+            {"skill": "point", "object": "orange", "image_url": ROOF},
+            {"points": [{"x": 0.4, "y": 0.5}], "boxes": [box(ORANGE)]},
+            False,
+        ),
         ({"skill": "point", "object": "orange", "image_url": ROOF}, {}, False),
         (detect(), {"boxes": [box(ORANGE)]}, True),
         (detect(), {"boxes": []}, True),
@@ -465,11 +502,16 @@ async def test_one_step_may_mix_skills_and_modes(api: Api) -> None:
     batch = (await api.rollouts(finetune_id)).json()
     query = {"skill": "query", "question": "How many orange shapes?", "image_url": ROOF}
     answers = (await api.rollouts(finetune_id, query, n=2)).json()
-    out = (await api.step(finetune_id, [
-        rl(batch, [0.9, 0.1, 0.5, 0.5]),
-        {"mode": "sft", "request": query, "target": {"answer": "1"}},
-        rl(answers, [1, 0]),
-    ])).json()
+    out = (
+        await api.step(
+            finetune_id,
+            [
+                rl(batch, [0.9, 0.1, 0.5, 0.5]),
+                {"mode": "sft", "request": query, "target": {"answer": "1"}},
+                rl(answers, [1, 0]),
+            ],
+        )
+    ).json()
     assert out["step"] == 1 and out["sft_loss"] is not None
     assert out["reward_mean"] == pytest.approx(mean([0.9, 0.1, 0.5, 0.5, 1, 0]))
 
@@ -596,8 +638,9 @@ async def test_a_deleted_finetunes_checkpoints_are_no_model(api: Api) -> None:
 
 async def test_metrics_are_logged_against_a_step(api: Api) -> None:
     finetune_id = await api.finetune()
-    out = await api.ok("POST", f"/tuning/finetunes/{finetune_id}/metrics",
-                       {"step": 3, "metrics": {"eval_iou": 0.71, "accuracy": 1}})
+    out = await api.ok(
+        "POST", f"/tuning/finetunes/{finetune_id}/metrics", {"step": 3, "metrics": {"eval_iou": 0.71, "accuracy": 1}}
+    )
     assert out == {"ok": True, "step": 3, "logged_count": 2}
 
 
@@ -629,8 +672,10 @@ async def test_tuning_passes_the_same_gate_as_the_skills(api: Api) -> None:
     refused(await api.http.get("/tuning/finetunes", headers={"X-Moondream-Auth": ""}), 401)
     api.emulator.inject(503, path="/tuning/finetunes")
     refused(await api.call("POST", "/tuning/finetunes", {"name": "x", "rank": 8}), 503)
-    assert [(r.path, r.status) for r in api.emulator.requests] == [("/v1/tuning/finetunes", 401),
-                                                                   ("/v1/tuning/finetunes", 503)]
+    assert [(r.path, r.status) for r in api.emulator.requests] == [
+        ("/v1/tuning/finetunes", 401),
+        ("/v1/tuning/finetunes", 503),
+    ]
 
 
 async def test_moondream_station_has_no_tuning_api() -> None:
@@ -659,8 +704,11 @@ async def test_a_delayed_train_step_is_applied_although_the_client_gave_up_waiti
             batch = (await api.rollouts(finetune_id)).json()
             running.emulator.inject_delay(1.0, path="/train_step")
             with pytest.raises(httpx2.ReadTimeout):
-                await http.post("/tuning/train_step", timeout=0.3,
-                                json={"finetune_id": finetune_id, "groups": [rl(batch, [1, 0, 0, 0])]})
+                await http.post(
+                    "/tuning/train_step",
+                    timeout=0.3,
+                    json={"finetune_id": finetune_id, "groups": [rl(batch, [1, 0, 0, 0])]},
+                )
             (applied,) = running.emulator.train_steps
             assert (applied.finetune_id, applied.step) == (finetune_id, 1)
             # The fault is used up: the same rollouts go again, at once, as step 2.
@@ -709,8 +757,9 @@ async def test_rl_with_shuffled_rewards_does_not_raise_it() -> None:
     curves = []
     for shuffle in (False, True):  # one emulator each: the same name is the same seed
         emulator = Emulator()
-        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=emulator.app),
-                                      base_url="http://emulator/v1", headers=AUTH) as http:
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=emulator.app), base_url="http://emulator/v1", headers=AUTH
+        ) as http:
             curves.append(await reward_curve(Api(emulator, http), "same-seed", shuffle=shuffle))
     truthful, shuffled = curves
     assert truthful[0] == shuffled[0]  # the same start
@@ -724,8 +773,11 @@ async def test_a_trained_checkpoint_detects_a_hard_colour_better_than_the_base_m
     await reward_curve(api, "evaluated", steps=10)
     finetune_id = (await api.ok("GET", "/tuning/finetunes"))["finetunes"][0]["finetune_id"]
     model = (await api.ok("POST", f"/tuning/finetunes/{finetune_id}/checkpoints/save"))["checkpoint"]
-    tuned = (await api.ok("POST", "/detect", {"image_url": ROOF, "object": "orange",
-                                              "model": f"moondream3-preview/{finetune_id}@{model['step']}"}))
+    tuned = await api.ok(
+        "POST",
+        "/detect",
+        {"image_url": ROOF, "object": "orange", "model": f"moondream3-preview/{finetune_id}@{model['step']}"},
+    )
     truth = Box(*ORANGE)
     base_iou, tuned_iou = iou(as_box(base[0]), truth), iou(as_box(tuned["objects"][0]), truth)
     assert base_iou < 0.8 and tuned_iou > base_iou + 0.1, (base_iou, tuned_iou)

@@ -62,9 +62,7 @@ def test_a_large_image_is_measured_relative_to_its_full_size() -> None:
 
 
 def test_a_two_megapixel_jpeg_is_analysed_in_well_under_a_second() -> None:
-    image = reencoded(
-        solid((1632, 1224), [("red", (100, 100, 800, 700)), ("blue", (900, 300, 1500, 1100))]), "JPEG"
-    )
+    image = reencoded(solid((1632, 1224), [("red", (100, 100, 800, 700)), ("blue", (900, 300, 1500, 1100))]), "JPEG")
     started = time.perf_counter()
     image.load()
     scene = analyse(image)
@@ -99,9 +97,7 @@ def test_a_region_of_the_background_colour_inside_another_is_a_region() -> None:
 
 
 def test_a_region_touching_the_border_reaches_the_border() -> None:
-    scene = analyse(
-        reencoded(solid(shapes=[("blue", (0, 0, 120, 90)), ("red", (280, 210, 400, 300))]), "JPEG")
-    )
+    scene = analyse(reencoded(solid(shapes=[("blue", (0, 0, 120, 90)), ("red", (280, 210, 400, 300))]), "JPEG"))
     assert {r.colour: (r.box.x_min, r.box.y_min, r.box.x_max, r.box.y_max) for r in scene.regions} == {
         "blue": pytest.approx((0.0, 0.0, 0.3, 0.3), abs=0.01),
         "red": pytest.approx((0.7, 0.7, 1.0, 1.0), abs=0.01),

@@ -13,8 +13,8 @@ from PIL import Image, ImageFile, JpegImagePlugin
 
 from moondream_mcp.images import ImageError, ImageLoader, encode
 from moondream_mcp.images.encode import MAX_DATA_URL_CHARS, encode_jpeg, fit_within
-from tests.images.samples import BLUE, RED, WHITE, colour_at, jpeg_bomb, jpeg_bytes, near, png_bomb, sent
-from tests.pictures import canvas
+from tests.support.pictures import canvas
+from tests.support.samples import BLUE, RED, WHITE, colour_at, jpeg_bomb, jpeg_bytes, near, png_bomb, sent
 
 pytestmark = pytest.mark.anyio
 
@@ -190,9 +190,7 @@ async def test_a_transparent_gif_is_flattened_onto_white(loader: ImageLoader, al
 
 
 @pytest.mark.parametrize("suffix", ["gif", "png", "webp"])
-async def test_an_animation_is_sent_as_its_first_frame(
-    loader: ImageLoader, allowed: Path, suffix: str
-) -> None:
+async def test_an_animation_is_sent_as_its_first_frame(loader: ImageLoader, allowed: Path, suffix: str) -> None:
     first, second = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (64, 48), "blue")
     path = allowed / f"animated.{suffix}"
     first.save(path, save_all=True, append_images=[second], duration=100, loop=0)
@@ -290,10 +288,7 @@ async def test_a_png_decompression_bomb_is_refused_before_decoding(
     with pytest.raises(ImageError) as caught:
         await loader.load(str(path))
 
-    assert str(caught.value) == (
-        f"refused: {path} is too large to decode safely ({detail}); "
-        "give a smaller image."
-    )
+    assert str(caught.value) == (f"refused: {path} is too large to decode safely ({detail}); give a smaller image.")
     assert no_pixel_decoding == []
 
 
@@ -313,16 +308,11 @@ async def test_a_jpeg_decompression_bomb_is_refused_before_decoding(
     with pytest.raises(ImageError) as caught:
         await loader.load(str(path))
 
-    assert str(caught.value) == (
-        f"refused: {path} is too large to decode safely ({detail}); "
-        "give a smaller image."
-    )
+    assert str(caught.value) == (f"refused: {path} is too large to decode safely ({detail}); give a smaller image.")
     assert no_pixel_decoding == []
 
 
-async def test_text_named_like_a_jpeg_is_refused_without_echoing_it(
-    loader: ImageLoader, allowed: Path
-) -> None:
+async def test_text_named_like_a_jpeg_is_refused_without_echoing_it(loader: ImageLoader, allowed: Path) -> None:
     (allowed / "notes.jpg").write_text("api_key = SECRET-TOKEN-123\n" * 20)
 
     with pytest.raises(ImageError) as caught:
@@ -349,10 +339,7 @@ async def test_a_truncated_jpeg_is_reported_as_corrupt(loader: ImageLoader, allo
     with pytest.raises(ImageError) as caught:
         await loader.load(str(allowed / "cut.jpg"))
 
-    assert str(caught.value) == (
-        f"{allowed / 'cut.jpg'} could not be decoded: "
-        "the image data is truncated or corrupt."
-    )
+    assert str(caught.value) == (f"{allowed / 'cut.jpg'} could not be decoded: the image data is truncated or corrupt.")
 
 
 def test_an_encoding_over_budget_is_made_smaller_until_it_fits() -> None:
@@ -369,9 +356,7 @@ def test_an_encoding_over_budget_is_made_smaller_until_it_fits() -> None:
     ("size", "max_pixels"),
     [((6000, 4000), 2_000_000), ((100_000, 3), 10_000), ((3, 100_000), 10_000), ((1999, 1001), 2_000_000)],
 )
-def test_fitting_keeps_the_aspect_and_never_exceeds_the_pixel_budget(
-    size: tuple[int, int], max_pixels: int
-) -> None:
+def test_fitting_keeps_the_aspect_and_never_exceeds_the_pixel_budget(size: tuple[int, int], max_pixels: int) -> None:
     width, height = fit_within(*size, max_pixels)
 
     assert width * height <= max_pixels

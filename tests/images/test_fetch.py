@@ -17,9 +17,9 @@ import pytest
 
 from moondream_mcp.images import ImageError, ImageLoader
 from moondream_mcp.images.fetch import IPAddress, is_public_address
-from tests.images.samples import RED, colour_at, near
-from tests.images.servers import Request, body, declares, drip, endless, redirect, serving
-from tests.pictures import canvas
+from tests.support.pictures import canvas
+from tests.support.samples import RED, colour_at, near
+from tests.support.scripted_http import Request, body, declares, drip, endless, redirect, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -41,10 +41,31 @@ def only(*addresses: str) -> Callable[[IPAddress], bool]:
 @pytest.mark.parametrize(
     "address",
     [
-        "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254",
-        "100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "198.18.0.1", "192.0.0.170",
-        "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "fec0::1", "ff02::1",
-        "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a00:1", "2002:7f00:1::", "2001::1",
+        "127.0.0.1",
+        "127.255.255.254",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "198.18.0.1",
+        "192.0.0.170",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "fd12:3456::1",
+        "fec0::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "64:ff9b::a00:1",
+        "2002:7f00:1::",
+        "2001::1",
     ],
 )
 def test_non_public_addresses_are_refused_by_the_default_policy(address: str) -> None:
@@ -81,9 +102,7 @@ async def test_loopback_is_refused_however_it_is_spelled(loader: ImageLoader, sp
 
 
 @pytest.mark.parametrize("spelling", ["0177.0.0.1", "127.000.000.001"])
-async def test_zero_padded_spellings_of_loopback_are_refused_as_invalid(
-    loader: ImageLoader, spelling: str
-) -> None:
+async def test_zero_padded_spellings_of_loopback_are_refused_as_invalid(loader: ImageLoader, spelling: str) -> None:
     # Octal or decimal is ambiguous between resolvers; the URL parser refuses them outright.
     async with serving() as server:
         with pytest.raises(ImageError) as caught:
@@ -113,9 +132,7 @@ async def test_ipv6_loopback_is_refused(loader: ImageLoader) -> None:
         "https://192.168.0.1/cat.png",
     ],
 )
-async def test_private_and_link_local_addresses_are_refused_before_connecting(
-    loader: ImageLoader, url: str
-) -> None:
+async def test_private_and_link_local_addresses_are_refused_before_connecting(loader: ImageLoader, url: str) -> None:
     with anyio.fail_after(5):
         with pytest.raises(ImageError) as caught:
             await loader.load(url)
@@ -142,9 +159,10 @@ async def test_a_hostname_with_one_private_answer_among_public_ones_is_refused(a
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1", "10.1.2.3"]
 
-    async with serving() as server, ImageLoader(
-        allowed_dirs=[allowed], address_policy=only("127.0.0.1"), resolver=resolver
-    ) as images:
+    async with (
+        serving() as server,
+        ImageLoader(allowed_dirs=[allowed], address_policy=only("127.0.0.1"), resolver=resolver) as images,
+    ):
         server.routes["/cat.png"] = body(png())
         with pytest.raises(ImageError, match=r"resolves to 10\.1\.2\.3"):
             await images.load(f"http://mixed.test:{server.port}/cat.png")
@@ -153,27 +171,28 @@ async def test_a_hostname_with_one_private_answer_among_public_ones_is_refused(a
 
 
 async def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused(allowed: Path) -> None:
-    async with serving("127.0.0.1") as public, serving("127.0.0.2") as private, ImageLoader(
-        allowed_dirs=[allowed], address_policy=only("127.0.0.1")
-    ) as images:
+    async with (
+        serving("127.0.0.1") as public,
+        serving("127.0.0.2") as private,
+        ImageLoader(allowed_dirs=[allowed], address_policy=only("127.0.0.1")) as images,
+    ):
         private.routes["/secret.png"] = body(png())
         public.routes["/cat.png"] = redirect(f"{private.url}/secret.png")
         with pytest.raises(ImageError) as caught:
             await images.load(f"{public.url}/cat.png")
 
-    assert str(caught.value) == (
-        f"refused to fetch {public.url}/cat.png: "
-        f"127.0.0.2 {NON_PUBLIC} {ALLOW_PRIVATE}"
-    )
+    assert str(caught.value) == (f"refused to fetch {public.url}/cat.png: 127.0.0.2 {NON_PUBLIC} {ALLOW_PRIVATE}")
     assert [r.path for r in public.requests] == ["/cat.png"]
     assert private.requests == []
 
 
 async def test_the_same_redirect_is_followed_when_both_hosts_are_allowed(allowed: Path) -> None:
     # The control for the test above: the redirect itself works, only the address policy stopped it.
-    async with serving("127.0.0.1") as first, serving("127.0.0.2") as second, ImageLoader(
-        allowed_dirs=[allowed], address_policy=only("127.0.0.1", "127.0.0.2")
-    ) as images:
+    async with (
+        serving("127.0.0.1") as first,
+        serving("127.0.0.2") as second,
+        ImageLoader(allowed_dirs=[allowed], address_policy=only("127.0.0.1", "127.0.0.2")) as images,
+    ):
         second.routes["/secret.png"] = body(png())
         first.routes["/cat.png"] = redirect(f"{second.url}/secret.png")
         prepared = await images.load(f"{first.url}/cat.png")
@@ -190,9 +209,11 @@ async def test_dns_rebinding_cannot_move_the_connection_after_the_check(allowed:
     async def rebinding_resolver(host: str, port: int) -> list[str]:
         return next(answers, ["127.0.0.2"])
 
-    async with serving("127.0.0.1") as public, serving("127.0.0.2", public.port) as private, ImageLoader(
-        allowed_dirs=[allowed], address_policy=only("127.0.0.1"), resolver=rebinding_resolver
-    ) as images:
+    async with (
+        serving("127.0.0.1") as public,
+        serving("127.0.0.2", public.port) as private,
+        ImageLoader(allowed_dirs=[allowed], address_policy=only("127.0.0.1"), resolver=rebinding_resolver) as images,
+    ):
         public.routes["/cat.png"] = body(png())
         private.routes["/cat.png"] = body(png((10, 10)))
         prepared = await images.load(f"http://pictures.test:{public.port}/cat.png")
@@ -203,9 +224,10 @@ async def test_dns_rebinding_cannot_move_the_connection_after_the_check(allowed:
 
 
 async def test_a_download_that_never_finishes_is_cut_off_at_the_time_cap(allowed: Path) -> None:
-    async with serving() as server, ImageLoader(
-        allowed_dirs=[allowed], allow_private_urls=True, fetch_timeout=0.5
-    ) as images:
+    async with (
+        serving() as server,
+        ImageLoader(allowed_dirs=[allowed], allow_private_urls=True, fetch_timeout=0.5) as images,
+    ):
         # A byte every 20 ms: no single read ever waits long, only the whole is too slow.
         server.routes["/slow.png"] = drip(0.02)
         with anyio.fail_after(5):
@@ -219,9 +241,10 @@ async def test_a_download_that_never_finishes_is_cut_off_at_the_time_cap(allowed
 
 
 async def test_an_endless_body_is_cut_off_at_the_byte_cap(allowed: Path) -> None:
-    async with serving() as server, ImageLoader(
-        allowed_dirs=[allowed], allow_private_urls=True, max_file_bytes=200_000
-    ) as images:
+    async with (
+        serving() as server,
+        ImageLoader(allowed_dirs=[allowed], allow_private_urls=True, max_file_bytes=200_000) as images,
+    ):
         server.routes["/huge.png"] = endless()
         with anyio.fail_after(5):
             with pytest.raises(ImageError) as caught:
@@ -235,9 +258,12 @@ async def test_an_endless_body_is_cut_off_at_the_byte_cap(allowed: Path) -> None
 
 async def test_a_declared_length_over_the_cap_is_refused_before_reading(allowed: Path) -> None:
     # The server then sends nothing at all: only trusting the header can end this before the time cap.
-    async with serving() as server, ImageLoader(
-        allowed_dirs=[allowed], allow_private_urls=True, max_file_bytes=200_000, fetch_timeout=60
-    ) as images:
+    async with (
+        serving() as server,
+        ImageLoader(
+            allowed_dirs=[allowed], allow_private_urls=True, max_file_bytes=200_000, fetch_timeout=60
+        ) as images,
+    ):
         server.routes["/huge.png"] = declares(10**12)
         with anyio.fail_after(5):
             with pytest.raises(ImageError, match="the download is too large"):
@@ -268,8 +294,7 @@ async def test_a_redirect_to_another_scheme_is_refused(allowed: Path) -> None:
             await images.load(f"{server.url}/cat.png")
 
     assert str(caught.value) == (
-        f"refused to fetch {server.url}/cat.png: it redirects to a file: URL; "
-        "only http and https are fetched."
+        f"refused to fetch {server.url}/cat.png: it redirects to a file: URL; only http and https are fetched."
     )
 
 

@@ -12,8 +12,8 @@ import pytest
 from moondream_mcp.config import Settings
 from moondream_mcp.images import ImageError, ImageLoader, PreparedImage, data_urls
 from moondream_mcp.images import loader as loader_module
-from tests.images.samples import BLUE, RED, colour_at, near
-from tests.pictures import canvas
+from tests.support.pictures import canvas
+from tests.support.samples import BLUE, RED, colour_at, near
 
 pytestmark = pytest.mark.anyio
 

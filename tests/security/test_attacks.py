@@ -24,15 +24,17 @@ from moondream_mcp.config import Settings
 from moondream_mcp.files import FileGuard
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
-from tests.conftest import API_KEY
-from tests.images.samples import jpeg_bomb, png_bomb
-from tests.images.servers import body, declares, drip, endless, redirect, serving
-from tests.pictures import canvas, save
+from tests.support.keys import API_KEY
+from tests.support.pictures import canvas, save
+from tests.support.samples import jpeg_bomb, png_bomb
+from tests.support.scripted_http import body, declares, drip, endless, redirect, serving
 
 pytestmark = pytest.mark.anyio
 
-NON_PUBLIC = ("is a loopback, private, link-local or otherwise non-public address. "
-              "Set MOONDREAM_MCP_ALLOW_PRIVATE_URLS=true to allow it.")
+NON_PUBLIC = (
+    "is a loopback, private, link-local or otherwise non-public address. "
+    "Set MOONDREAM_MCP_ALLOW_PRIVATE_URLS=true to allow it."
+)
 # Every refusal here is decided locally, before any upload: well under a second. The bound is what a
 # hang would hit.
 BOUND = 20
@@ -74,8 +76,10 @@ async def refused(client: Client, logs: pytest.LogCaptureFixture, tool: str, **a
 
 
 def outside_message(ref: str, workdir: Path) -> str:
-    return (f"the file is outside the allowed directories: {ref}; allowed: {workdir}. "
-            "Set MOONDREAM_MCP_ALLOWED_DIRS to allow more.")
+    return (
+        f"the file is outside the allowed directories: {ref}; allowed: {workdir}. "
+        "Set MOONDREAM_MCP_ALLOWED_DIRS to allow more."
+    )
 
 
 def emulator_port(emulator) -> int:
@@ -92,8 +96,9 @@ async def everything_readable(settings: Settings) -> AsyncIterator[Client]:
 @pytest.fixture
 async def private_urls_allowed(settings: Settings) -> AsyncIterator[Client]:
     """A server that may fetch loopback URLs (where the test servers are), with tight fetch limits."""
-    tight = settings.model_copy(update={"allow_private_urls": True, "fetch_timeout": 1.0,
-                                        "max_file_bytes": 1024 * 1024})
+    tight = settings.model_copy(
+        update={"allow_private_urls": True, "fetch_timeout": 1.0, "max_file_bytes": 1024 * 1024}
+    )
     async with Client(build_server(tight)) as client:
         yield client
 
@@ -146,9 +151,15 @@ async def test_files_in_hidden_directories_are_refused(
     assert emulator.emulator.requests == []
 
 
-@pytest.mark.parametrize(("path", "filesystem"), [
-    ("/proc/self/environ", "proc"), ("/proc/self/cmdline", "proc"), ("/dev/zero", "dev"), ("/dev/urandom", "dev"),
-])
+@pytest.mark.parametrize(
+    ("path", "filesystem"),
+    [
+        ("/proc/self/environ", "proc"),
+        ("/proc/self/cmdline", "proc"),
+        ("/dev/zero", "dev"),
+        ("/dev/urandom", "dev"),
+    ],
+)
 async def test_proc_and_device_files_are_refused_even_when_everything_is_allowed(
     everything_readable: Client, logs, emulator, path: str, filesystem: str
 ) -> None:
@@ -177,18 +188,23 @@ async def test_a_2_gb_sparse_file_is_refused_by_its_size(client: Client, logs, w
     huge.touch()
     os.truncate(huge, 2 * 1024**3)  # sparse: takes no disk, would take 2 GB of memory to read
     text = await refused(client, logs, "detect", image=str(huge), object="red")
-    assert text == (f"the file is too large: {huge} is over the limit of {64 * 1024 * 1024} bytes; "
-                    "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+    assert text == (
+        f"the file is too large: {huge} is over the limit of {64 * 1024 * 1024} bytes; "
+        "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES."
+    )
     assert emulator.emulator.requests == []
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize(("kind", "side", "detail"), [
-    ("png", 9000, "9000x9000 pixels, over the 64 megapixel limit"),
-    ("png", 30000, "its header claims more pixels than Pillow will decode"),
-    ("jpeg", 13000, "13000x13000 pixels, over the 160 megapixel limit"),
-    ("jpeg", 65000, "its header claims more pixels than Pillow will decode"),
-])
+@pytest.mark.parametrize(
+    ("kind", "side", "detail"),
+    [
+        ("png", 9000, "9000x9000 pixels, over the 64 megapixel limit"),
+        ("png", 30000, "its header claims more pixels than Pillow will decode"),
+        ("jpeg", 13000, "13000x13000 pixels, over the 160 megapixel limit"),
+        ("jpeg", 65000, "its header claims more pixels than Pillow will decode"),
+    ],
+)
 async def test_decompression_bombs_are_refused_before_decoding(
     client: Client, logs, workdir: Path, emulator, kind: str, side: int, detail: str
 ) -> None:
@@ -204,8 +220,10 @@ async def test_decompression_bombs_are_refused_before_decoding(
 async def test_a_data_url_of_100_mb_is_refused_unread(client: Client, logs, emulator) -> None:
     ref = "data:image/png;base64," + "A" * (100 * 1024 * 1024)
     text = await refused(client, logs, "detect", image=ref, object="red")
-    assert text == (f"the data URL is too large: data:image/png;base64,… holds over {64 * 1024 * 1024} bytes; "
-                    "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+    assert text == (
+        f"the data URL is too large: data:image/png;base64,… holds over {64 * 1024 * 1024} bytes; "
+        "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES."
+    )
     assert emulator.emulator.requests == []
 
 
@@ -215,8 +233,9 @@ async def test_non_image_bytes_with_an_image_extension_are_refused_without_echoi
     notes = workdir / "holiday.jpg"
     notes.write_text(f"MOONDREAM_API_KEY={API_KEY}\npassword = hunter2\n" * 50)
     text = await refused(client, logs, "caption", image=str(notes))
-    assert text == (f"{notes} is not an image Pillow can read; "
-                    "give a JPEG, PNG, GIF, WebP, HEIC, AVIF, BMP or TIFF image.")
+    assert text == (
+        f"{notes} is not an image Pillow can read; give a JPEG, PNG, GIF, WebP, HEIC, AVIF, BMP or TIFF image."
+    )
     assert emulator.emulator.requests == []
 
 
@@ -226,7 +245,8 @@ async def test_non_image_bytes_with_an_image_extension_are_refused_without_echoi
 async def test_a_url_to_127_0_0_1_is_refused_before_connecting(client: Client, logs, emulator) -> None:
     url = f"http://127.0.0.1:{emulator_port(emulator)}/v1/detect"
     assert await refused(client, logs, "detect", image=url, object="red") == (
-        f"refused to fetch {url}: 127.0.0.1 {NON_PUBLIC}")
+        f"refused to fetch {url}: 127.0.0.1 {NON_PUBLIC}"
+    )
     assert emulator.emulator.requests == []
 
 
@@ -235,23 +255,28 @@ async def test_a_url_to_ipv6_loopback_is_refused_before_connecting(client: Clien
         url = f"{witness.url}/cat.png"
         witness.routes["/cat.png"] = body(b"never served")
         assert await refused(client, logs, "detect", image=url, object="red") == (
-            f"refused to fetch {url}: ::1 {NON_PUBLIC}")
+            f"refused to fetch {url}: ::1 {NON_PUBLIC}"
+        )
     assert witness.requests == []
     assert emulator.emulator.requests == []
 
 
-@pytest.mark.parametrize(("url", "address"), [
-    ("http://10.0.0.1/cat.png", "10.0.0.1"),
-    ("http://10.255.255.254:8080/cat.png", "10.255.255.254"),
-    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "169.254.169.254"),
-    ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254"),
-])
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://10.0.0.1/cat.png", "10.0.0.1"),
+        ("http://10.255.255.254:8080/cat.png", "10.255.255.254"),
+        ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "169.254.169.254"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254"),
+    ],
+)
 async def test_urls_to_private_and_metadata_addresses_are_refused_before_connecting(
     client: Client, logs, emulator, url: str, address: str
 ) -> None:
     # Refused on the address alone: no packet is ever sent to these ranges.
     assert await refused(client, logs, "detect", image=url, object="red") == (
-        f"refused to fetch {url}: {address} {NON_PUBLIC}")
+        f"refused to fetch {url}: {address} {NON_PUBLIC}"
+    )
     assert emulator.emulator.requests == []
 
 
@@ -261,7 +286,8 @@ async def test_decimal_hex_and_octal_spellings_of_loopback_are_refused(
 ) -> None:
     url = f"http://{spelling}:{emulator_port(emulator)}/v1/detect"
     assert await refused(client, logs, "detect", image=url, object="red") == (
-        f"refused to fetch {url}: {spelling} resolves to 127.0.0.1, which {NON_PUBLIC}")
+        f"refused to fetch {url}: {spelling} resolves to 127.0.0.1, which {NON_PUBLIC}"
+    )
     assert emulator.emulator.requests == []
 
 
@@ -295,17 +321,25 @@ async def test_a_redirect_from_an_allowed_host_to_a_private_one_is_refused(
     # loader is told to treat as public (build_server's `images` seam); every other address keeps the
     # default policy: forbidden.
     def loader(s: Settings, files: FileGuard) -> ImageLoader:
-        return ImageLoader(allowed_dirs=s.allowed_dirs, max_file_bytes=s.max_file_bytes, files=files,
-                           fetch_timeout=s.fetch_timeout, address_policy=only("127.0.0.1"))
+        return ImageLoader(
+            allowed_dirs=s.allowed_dirs,
+            max_file_bytes=s.max_file_bytes,
+            files=files,
+            fetch_timeout=s.fetch_timeout,
+            address_policy=only("127.0.0.1"),
+        )
 
-    async with serving("127.0.0.1") as public, serving("127.0.0.2") as witness, Client(
-        build_server(settings, images=loader)
-    ) as client:
+    async with (
+        serving("127.0.0.1") as public,
+        serving("127.0.0.2") as witness,
+        Client(build_server(settings, images=loader)) as client,
+    ):
         target = f"{witness.url}/secret.png" if private == "127.0.0.2" else f"http://{private}/latest/meta-data/"
         public.routes["/cat.png"] = redirect(target)
         url = f"{public.url}/cat.png"
         assert await refused(client, logs, "detect", image=url, object="red") == (
-            f"refused to fetch {url}: {private} {NON_PUBLIC}")
+            f"refused to fetch {url}: {private} {NON_PUBLIC}"
+        )
 
     assert [r.path for r in public.requests] == ["/cat.png"]
     assert witness.requests == []
@@ -322,8 +356,9 @@ async def test_an_endless_slow_response_is_cut_off_at_the_time_cap(
         url = f"{slow.url}/cat.png"
         with anyio.fail_after(10):  # the fetch timeout is 1 s
             text = await refused(private_urls_allowed, logs, "detect", image=url, object="red")
-    assert text == (f"downloading {url} took longer than 1 s; try a smaller or faster source, "
-                    "or raise MOONDREAM_MCP_FETCH_TIMEOUT.")
+    assert text == (
+        f"downloading {url} took longer than 1 s; try a smaller or faster source, or raise MOONDREAM_MCP_FETCH_TIMEOUT."
+    )
     assert emulator.emulator.requests == []
 
 
@@ -336,8 +371,10 @@ async def test_a_response_larger_than_the_byte_cap_is_refused(
         big.routes["/cat.png"] = endless() if handler == "endless" else declares(5 * 1024**3)
         url = f"{big.url}/cat.png"
         text = await refused(private_urls_allowed, logs, "detect", image=url, object="red")
-    assert text == (f"the download is too large: {url} is over the limit of {1024 * 1024} bytes; "
-                    "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES.")
+    assert text == (
+        f"the download is too large: {url} is over the limit of {1024 * 1024} bytes; "
+        "give a smaller image or raise MOONDREAM_MCP_MAX_FILE_BYTES."
+    )
     assert emulator.emulator.requests == []
 
 
@@ -388,11 +425,15 @@ def coco(workdir: Path) -> Path:
     """A one-image COCO file inside the allowed directory: a valid source, so only the output is wrong."""
     save(canvas(), workdir / "square.png")
     source = workdir / "instances.json"
-    source.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "square.png", "width": 400, "height": 300}],
-        "categories": [{"id": 1, "name": "red square"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 60, 100, 120]}],
-    }))
+    source.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "square.png", "width": 400, "height": 300}],
+                "categories": [{"id": 1, "name": "red square"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 60, 100, 120]}],
+            }
+        )
+    )
     return source
 
 
@@ -406,8 +447,11 @@ async def test_import_dataset_output_outside_the_allowed_directories_is_refused(
     client: Client, logs, workdir: Path, outside: Path, emulator, coco: Path, where: str
 ) -> None:
     await require_tool(client, "import_dataset")
-    output = {"outside": str(outside / "dataset.jsonl"), "traversal": f"{workdir}/../outside/dataset.jsonl",
-              "hidden": str(workdir / ".git" / "dataset.jsonl")}[where]
+    output = {
+        "outside": str(outside / "dataset.jsonl"),
+        "traversal": f"{workdir}/../outside/dataset.jsonl",
+        "hidden": str(workdir / ".git" / "dataset.jsonl"),
+    }[where]
     if where == "hidden":
         (workdir / ".git").mkdir()
 
@@ -425,8 +469,9 @@ async def test_import_dataset_source_outside_the_allowed_directories_is_refused(
     await require_tool(client, "import_dataset")
     stolen = outside / "instances.json"
     stolen.write_text(coco.read_text())
-    text = await refused(client, logs, "import_dataset", source=str(stolen), format="coco",
-                         output=str(workdir / "dataset.jsonl"))
+    text = await refused(
+        client, logs, "import_dataset", source=str(stolen), format="coco", output=str(workdir / "dataset.jsonl")
+    )
     assert text == outside_message(str(stolen), workdir)
     assert not (workdir / "dataset.jsonl").exists()
 
@@ -437,8 +482,9 @@ async def test_evaluate_output_outside_the_allowed_directories_is_refused(
     await require_tool(client, "import_dataset")
     await require_tool(client, "evaluate")
     with anyio.fail_after(BOUND):
-        made = await client.call_tool("import_dataset", {"source": str(coco), "format": "coco",
-                                                         "output": str(workdir / "dataset.jsonl")})
+        made = await client.call_tool(
+            "import_dataset", {"source": str(coco), "format": "coco", "output": str(workdir / "dataset.jsonl")}
+        )
     assert not made.is_error, made.content[0].text
     emulator.emulator.clear()
     output = str(outside / "per-example.jsonl")

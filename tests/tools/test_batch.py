@@ -12,9 +12,9 @@ from mcp import Client
 from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import call
-from tests.conftest import API_KEY
-from tests.pictures import assert_box, canvas, save
+from tests.support.calls import call
+from tests.support.keys import API_KEY
+from tests.support.pictures import assert_box, canvas, save
 
 pytestmark = pytest.mark.anyio
 
@@ -37,8 +37,14 @@ async def test_a_folder_is_detected_image_by_image_into_jsonl(client: Client, wo
     made = dict(shoot(workdir / "shoot", 5))
     (workdir / "shoot" / "notes.txt").write_text("not an image")
     save(canvas(), workdir / "shoot" / ".hidden.png")
-    out = await call(client, "batch", skill="detect", images=str(workdir / "shoot"), object="red",
-                     output=str(workdir / "boxes.jsonl"))
+    out = await call(
+        client,
+        "batch",
+        skill="detect",
+        images=str(workdir / "shoot"),
+        object="red",
+        output=str(workdir / "boxes.jsonl"),
+    )
     assert (out["total"], out["succeeded"], out["failed"], out["skipped"]) == (5, 5, 0, 0)
     records = lines(out["output"])
     assert sorted(r["image"] for r in records) == sorted(made)
@@ -82,7 +88,10 @@ async def test_failures_are_reported_per_image_and_grouped(client: Client, workd
     assert len(reasons) == 2
     assert max(f["count"] for f in out["failures"]) == 2
     assert {r["image"]: r["ok"] for r in lines(out["output"])} == {
-        **{g: True for g in good}, **{b: False for b in broken}, outside: False}
+        **{g: True for g in good},
+        **{b: False for b in broken},
+        outside: False,
+    }
 
 
 async def test_progress_is_reported_up_to_the_total(client: Client, workdir: Path) -> None:
@@ -92,8 +101,9 @@ async def test_progress_is_reported_up_to_the_total(client: Client, workdir: Pat
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total, message))
 
-    result = await client.call_tool("batch", {"skill": "detect", "images": str(workdir / "pr"), "object": "red"},
-                                    progress_callback=on_progress)
+    result = await client.call_tool(
+        "batch", {"skill": "detect", "images": str(workdir / "pr"), "object": "red"}, progress_callback=on_progress
+    )
     assert not result.is_error
     assert [p for p, _, _ in seen] == [1, 2, 3] and all(t == 3 for _, t, _ in seen)
 
@@ -102,8 +112,10 @@ async def test_an_output_outside_the_allowed_directories_is_refused(
     client: Client, workdir: Path, tmp_path: Path
 ) -> None:
     shoot(workdir / "o", 1)
-    result = await client.call_tool("batch", {"skill": "detect", "images": str(workdir / "o"), "object": "red",
-                                              "output": str(tmp_path / "elsewhere.jsonl")})
+    result = await client.call_tool(
+        "batch",
+        {"skill": "detect", "images": str(workdir / "o"), "object": "red", "output": str(tmp_path / "elsewhere.jsonl")},
+    )
     assert result.is_error and "outside the allowed directories" in result.content[0].text
 
 
@@ -133,16 +145,16 @@ async def test_a_cancelled_batch_leaves_whole_lines_and_a_rerun_finishes_it(
     finally:
         emulator.emulator.config.latency = 0.0
     assert rest["skipped"] == len(written) and rest["succeeded"] == 12 - len(written)
-    assert sorted(r["image"] for r in lines(args["output"])) == sorted(
-        str(p) for p in (workdir / "c").iterdir())
+    assert sorted(r["image"] for r in lines(args["output"])) == sorted(str(p) for p in (workdir / "c").iterdir())
 
 
 async def test_the_rate_limit_is_never_exceeded(workdir: Path, tmp_path: Path) -> None:
     shoot(workdir / "r", 12)
     limited = Emulator(EmulatorConfig(keys=frozenset({API_KEY}), rate_limit=4))
     with running_emulator(limited) as running:
-        settings = Settings(api_key=API_KEY, endpoint=running.url, allowed_dirs=[workdir],
-                            data_dir=tmp_path / "data", rate_limit=4)
+        settings = Settings(
+            api_key=API_KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=tmp_path / "data", rate_limit=4
+        )
         async with Client(build_server(settings)) as client:
             out = await call(client, "batch", skill="detect", images=str(workdir / "r"), object="red")
     assert out["succeeded"] == 12

@@ -10,8 +10,8 @@ from mcp import Client
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import call
-from tests.pictures import assert_box, canvas, save
+from tests.support.calls import call
+from tests.support.pictures import assert_box, canvas, save
 
 pytestmark = pytest.mark.anyio
 
@@ -44,8 +44,13 @@ async def test_a_batch_job_round_trips_with_every_result_mapped_to_its_image(
     assert len(uploads) == submitted["parts"]
     assert list((settings_dir := workdir.parent / "data" / "batch-uploads").iterdir()) == [], settings_dir
 
-    results = await call(small_parts, "batch_results", batch_id=submitted["batch_id"],
-                         output=str(workdir / "results.jsonl"), wait_seconds=30)
+    results = await call(
+        small_parts,
+        "batch_results",
+        batch_id=submitted["batch_id"],
+        output=str(workdir / "results.jsonl"),
+        wait_seconds=30,
+    )
     assert (results["lines"], results["succeeded"], results["failed"]) == (5, 5, 0)
     lines = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
     assert sorted(line["image"] for line in lines) == sorted(made)
@@ -62,8 +67,9 @@ async def test_results_of_a_job_still_processing_say_so(client: Client, workdir:
         submitted = await call(client, "submit_batch", skill="caption", images=str(workdir / "h"), length="short")
         status = await call(client, "batch_status", batch_id=submitted["batch_id"])
         assert status["status"] in ("chunking", "processing")
-        result = await client.call_tool("batch_results", {"batch_id": submitted["batch_id"],
-                                                          "output": str(workdir / "early.jsonl")})
+        result = await client.call_tool(
+            "batch_results", {"batch_id": submitted["batch_id"], "output": str(workdir / "early.jsonl")}
+        )
         assert result.is_error and "still" in result.content[0].text
         assert not (workdir / "early.jsonl").exists()
     finally:
@@ -77,8 +83,9 @@ async def test_failed_lines_come_back_as_failed_images(client: Client, workdir: 
     made = photos(workdir / "f", 3)
     emulator.emulator.fail_batch_lines(2)
     submitted = await call(client, "submit_batch", skill="point", images=list(made), object="red")
-    results = await call(client, "batch_results", batch_id=submitted["batch_id"],
-                         output=str(workdir / "f.jsonl"), wait_seconds=30)
+    results = await call(
+        client, "batch_results", batch_id=submitted["batch_id"], output=str(workdir / "f.jsonl"), wait_seconds=30
+    )
     assert (results["succeeded"], results["failed"]) == (1, 2)
     assert results["failures"][0]["count"] == 2
     assert all(image in made for image in results["failures"][0]["images"])
@@ -87,7 +94,8 @@ async def test_failed_lines_come_back_as_failed_images(client: Client, workdir: 
 async def test_a_failed_upload_is_aborted(small_parts: Client, workdir: Path, emulator) -> None:
     photos(workdir / "a", 3)
     emulator.emulator.inject(413, method="PUT", times=10)
-    result = await small_parts.call_tool("submit_batch", {"skill": "detect", "images": str(workdir / "a"),
-                                                           "object": "red"})
+    result = await small_parts.call_tool(
+        "submit_batch", {"skill": "detect", "images": str(workdir / "a"), "object": "red"}
+    )
     assert result.is_error and "413" in result.content[0].text
     assert [r.method for r in emulator.emulator.requests if r.method == "DELETE"] == ["DELETE"]

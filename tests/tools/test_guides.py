@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from tests.calls import call, unique
-from tests.labelled import detect_dataset
-from tests.watching import finished, wait_for
+from tests.support.calls import call, unique
+from tests.support.labelled import detect_dataset
+from tests.support.watching import finished, wait_for
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource(
-    client: Client, workdir: Path
-) -> None:
+async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource(client: Client, workdir: Path) -> None:
     prompts = {p.name for p in (await client.list_prompts()).prompts}
     assert {"finetune-detector", "finetune-query"} <= prompts
     guide = await client.get_prompt("finetune-detector", {"dataset": "/data/boxes.jsonl"})
@@ -27,8 +25,16 @@ async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource
     assert text.index("inspect_dataset") < text.index("start_training") < text.index("training_status")
 
     dataset = detect_dataset(workdir, count=3)
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        steps=2,
+        groups_per_step=2,
+        rollouts_per_group=2,
+        eval_every=0,
+    )
     await wait_for(client, started["run_id"], finished)
     read = await client.read_resource(started["log"])
     log = json.loads(read.contents[0].text)

@@ -14,10 +14,10 @@ from PIL import Image
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import call, refusal, unique
-from tests.labelled import as_box, detect_dataset, query_dataset, write_jsonl
-from tests.pictures import canvas, save
-from tests.watching import applied, finished, wait_for
+from tests.support.calls import call, refusal, unique
+from tests.support.labelled import as_box, detect_dataset, query_dataset, write_jsonl
+from tests.support.pictures import canvas, save
+from tests.support.watching import applied, finished, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -26,8 +26,18 @@ async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_
     client: Client, workdir: Path, emulator
 ) -> None:
     dataset = detect_dataset(workdir)
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), rank=8, steps=8,
-                         groups_per_step=8, rollouts_per_group=4, lr=0.002, eval_every=4)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        rank=8,
+        steps=8,
+        groups_per_step=8,
+        rollouts_per_group=4,
+        lr=0.002,
+        eval_every=4,
+    )
     assert (started["state"], started["train_examples"], started["eval_examples"]) == ("running", 8, 2)
     status = await wait_for(client, started["run_id"], finished)
 
@@ -53,12 +63,18 @@ async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_
     assert len(lines) == 20 and {line["model"] for line in lines} == {base["model"], tuned["model"]}
 
 
-async def test_training_status_draws_reward_and_eval_curves_as_a_png(
-    client: Client, workdir: Path
-) -> None:
+async def test_training_status_draws_reward_and_eval_curves_as_a_png(client: Client, workdir: Path) -> None:
     dataset = detect_dataset(workdir, count=4)
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=1)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        steps=2,
+        groups_per_step=2,
+        rollouts_per_group=2,
+        eval_every=1,
+    )
     await wait_for(client, started["run_id"], finished)
     result = await client.call_tool("training_status", {"run_id": started["run_id"], "chart": True})
     assert not result.is_error
@@ -74,8 +90,16 @@ async def test_stop_training_ends_the_run_after_the_current_step_and_keeps_its_l
 ) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")  # slow enough to stop mid-run
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=50,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        steps=50,
+        groups_per_step=2,
+        rollouts_per_group=2,
+        eval_every=0,
+    )
     await wait_for(client, started["run_id"], lambda s: s["step"] >= 1)
     summary = await call(client, "stop_training", run_id=started["run_id"])
     assert summary["state"] in ("running", "stopped")
@@ -93,8 +117,16 @@ async def test_a_step_whose_answer_timed_out_is_recorded_once_and_never_applied_
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(2.5, path="/train_step")  # step 1 is applied; its answer comes too late
     async with Client(build_server(settings.model_copy(update={"timeout": 1.0}))) as client:
-        started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=3,
-                             groups_per_step=2, rollouts_per_group=2, eval_every=0)
+        started = await call(
+            client,
+            "start_training",
+            dataset=str(dataset),
+            name=unique(),
+            steps=3,
+            groups_per_step=2,
+            rollouts_per_group=2,
+            eval_every=0,
+        )
         status = await wait_for(client, started["run_id"], finished)
     assert status["state"] == "completed"
     assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
@@ -104,8 +136,16 @@ async def test_a_step_whose_answer_timed_out_is_recorded_once_and_never_applied_
 async def test_a_step_refused_with_503_is_redone_exactly_once(client: Client, workdir: Path, emulator) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject(503, path="/train_step")
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=3,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        steps=3,
+        groups_per_step=2,
+        rollouts_per_group=2,
+        eval_every=0,
+    )
     status = await wait_for(client, started["run_id"], finished)
     assert status["state"] == "completed"
     assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
@@ -115,8 +155,16 @@ async def test_a_step_refused_with_503_is_redone_exactly_once(client: Client, wo
 async def test_a_run_the_api_refuses_fails_with_the_reason(client: Client, workdir: Path, emulator) -> None:
     dataset = detect_dataset(workdir, count=3)
     emulator.emulator.inject(400, path="/rollouts", times=100)
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=3,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        steps=3,
+        groups_per_step=2,
+        rollouts_per_group=2,
+        eval_every=0,
+    )
     status = await wait_for(client, started["run_id"], finished)
     assert (status["state"], status["step"]) == ("failed", 0)
     assert status["last_error"].startswith("the Moondream API refused the request (HTTP 400)")
@@ -129,8 +177,16 @@ async def test_a_run_interrupted_by_a_server_shutdown_resumes_on_the_next_start(
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.2, times=10_000, path="/rollouts")  # ~0.2 s a step
     async with Client(build_server(settings)) as first:
-        started = await call(first, "start_training", dataset=str(dataset), name=unique(), steps=6,
-                             groups_per_step=2, rollouts_per_group=2, eval_every=3)
+        started = await call(
+            first,
+            "start_training",
+            dataset=str(dataset),
+            name=unique(),
+            steps=6,
+            groups_per_step=2,
+            rollouts_per_group=2,
+            eval_every=3,
+        )
         midway = await wait_for(first, started["run_id"], lambda s: s["step"] >= 2)
     assert midway["state"] == "running" and midway["step"] < 6
     async with Client(build_server(settings)) as second:
@@ -144,8 +200,16 @@ async def test_a_query_run_rewards_each_rollout_by_the_label_match_rule(
     client: Client, workdir: Path, emulator
 ) -> None:
     dataset = query_dataset(workdir)
-    started = await call(client, "start_training", dataset=str(dataset), name=unique(), steps=2,
-                         groups_per_step=4, rollouts_per_group=4, eval_every=2)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=unique(),
+        steps=2,
+        groups_per_step=4,
+        rollouts_per_group=4,
+        eval_every=2,
+    )
     status = await wait_for(client, started["run_id"], finished)
     assert status["state"] == "completed"
     groups = [g for s in emulator.emulator.train_steps for g in s.groups]
@@ -162,20 +226,39 @@ async def test_a_query_run_rewards_each_rollout_by_the_label_match_rule(
 async def test_one_step_mixes_detect_point_and_query_groups(client: Client, workdir: Path, emulator) -> None:
     purple = (0.25, 0.25, 0.6, 0.75)
     save(canvas((160, 120), [("purple", purple)]), workdir / "purple.png")
-    path = write_jsonl(workdir / "mixed.jsonl", [
-        {"image": "purple.png", "skill": "detect", "object": "purple", "boxes": [as_box(purple)], "split": "train"},
-        {"image": "purple.png", "skill": "point", "object": "purple", "points": [[0.425, 0.5]], "split": "train"},
-        {"image": "purple.png", "skill": "query", "question": "How many purple shapes?", "answer": "1",
-         "split": "train"},
-    ])
-    started = await call(client, "start_training", dataset=str(path), name=unique(), steps=1, groups_per_step=3,
-                         rollouts_per_group=2, eval_every=0)
+    path = write_jsonl(
+        workdir / "mixed.jsonl",
+        [
+            {"image": "purple.png", "skill": "detect", "object": "purple", "boxes": [as_box(purple)], "split": "train"},
+            {"image": "purple.png", "skill": "point", "object": "purple", "points": [[0.425, 0.5]], "split": "train"},
+            {
+                "image": "purple.png",
+                "skill": "query",
+                "question": "How many purple shapes?",
+                "answer": "1",
+                "split": "train",
+            },
+        ],
+    )
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(path),
+        name=unique(),
+        steps=1,
+        groups_per_step=3,
+        rollouts_per_group=2,
+        eval_every=0,
+    )
     status = await wait_for(client, started["run_id"], finished)
     assert (status["state"], status["step"], started["eval_examples"]) == ("completed", 1, 0)
     [step] = emulator.emulator.train_steps
     assert sorted(g["request"]["skill"] for g in step.groups) == ["detect", "point", "query"]
-    truths = [r.json["ground_truth"] for r in emulator.emulator.requests
-              if r.path.endswith("/rollouts") and "ground_truth" in r.json]
+    truths = [
+        r.json["ground_truth"]
+        for r in emulator.emulator.requests
+        if r.path.endswith("/rollouts") and "ground_truth" in r.json
+    ]
     assert sorted(truths, key=json.dumps) == [{"boxes": [as_box(purple)]}, {"points": [{"x": 0.425, "y": 0.5}]}]
 
 
@@ -183,8 +266,16 @@ async def test_a_second_run_on_a_busy_finetune_is_refused(client: Client, workdi
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")
     name = unique()
-    started = await call(client, "start_training", dataset=str(dataset), name=name, steps=20,
-                         groups_per_step=2, rollouts_per_group=2, eval_every=0)
+    started = await call(
+        client,
+        "start_training",
+        dataset=str(dataset),
+        name=name,
+        steps=20,
+        groups_per_step=2,
+        rollouts_per_group=2,
+        eval_every=0,
+    )
     text = await refusal(client, "start_training", dataset=str(dataset), finetune_id=started["finetune_id"])
     assert "already training" in text and started["run_id"] in text
     await call(client, "stop_training", run_id=started["run_id"])

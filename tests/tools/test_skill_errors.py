@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import refusal
-from tests.conftest import API_KEY
-from tests.pictures import canvas, save
+from tests.support.calls import refusal
+from tests.support.keys import API_KEY
+from tests.support.pictures import canvas, save
 
 pytestmark = pytest.mark.anyio
 
@@ -24,8 +24,9 @@ def square(workdir: Path) -> str:
 
 
 async def test_without_a_key_the_tools_are_listed_but_calls_name_the_setting(workdir: Path, square: str) -> None:
-    settings = Settings(api_key=None, endpoint="https://api.moondream.ai/v1", allowed_dirs=[workdir],
-                        data_dir=workdir.parent / "data")
+    settings = Settings(
+        api_key=None, endpoint="https://api.moondream.ai/v1", allowed_dirs=[workdir], data_dir=workdir.parent / "data"
+    )
     async with Client(build_server(settings)) as client:
         assert len((await client.list_tools()).tools) >= 5
         text = await refusal(client, "detect", image=square, object="red")
@@ -45,6 +46,7 @@ async def test_the_key_is_sent_only_in_its_header(client: Client, square: str, e
     assert request.headers["user-agent"].startswith("moondream-mcp/")
 
 
+@pytest.mark.real_backoff
 async def test_a_429_is_retried_after_the_time_the_api_asked_for(client: Client, square: str, emulator) -> None:
     emulator.emulator.inject(429, retry_after=1, path="/detect")
     result = await client.call_tool("detect", {"image": square, "object": "red"})

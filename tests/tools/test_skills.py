@@ -10,8 +10,8 @@ import pytest
 from mcp import Client
 from PIL import Image
 
-from tests.calls import call
-from tests.pictures import assert_box, canvas, save
+from tests.support.calls import call
+from tests.support.pictures import assert_box, canvas, save
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +137,7 @@ async def test_query_with_reasoning_returns_grounded_points(client: Client, work
     grounding = out["reasoning"]["grounding"]
     assert grounding, out
     text = out["reasoning"]["text"]
-    assert "red" in text[grounding[0]["start_idx"]:grounding[0]["end_idx"]]
+    assert "red" in text[grounding[0]["start_idx"] : grounding[0]["end_idx"]]
     point = grounding[0]["points"][0]
     assert point == pytest.approx({"x": 0.375, "y": 0.4}, abs=0.02)
 

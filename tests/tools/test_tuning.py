@@ -14,15 +14,14 @@ from mcp import Client, StdioServerParameters
 from moondream_mcp.client import rawjson
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.calls import call, refusal, unique
-from tests.pictures import assert_box, canvas, save
-from tests.test_cli import server_env
+from tests.support.calls import call, refusal, unique
+from tests.support.pictures import assert_box, canvas, save
+from tests.support.stdio import server_env
 
 pytestmark = pytest.mark.anyio
 
 ORANGE = (0.3, 0.25, 0.6, 0.7)
 TRUTH = {"boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), ORANGE))]}
-
 
 
 @pytest.fixture
@@ -31,8 +30,17 @@ def photo(workdir: Path) -> str:
 
 
 async def rollouts(client: Client, finetune_id: str, photo: str, **extra: object) -> dict:
-    return await call(client, "generate_rollouts", finetune_id=finetune_id, skill="detect", image=photo,
-                      object="orange panel", num_rollouts=4, ground_truth=TRUTH, **extra)
+    return await call(
+        client,
+        "generate_rollouts",
+        finetune_id=finetune_id,
+        skill="detect",
+        image=photo,
+        object="orange panel",
+        num_rollouts=4,
+        ground_truth=TRUTH,
+        **extra,
+    )
 
 
 async def test_the_rl_loop_raises_reward_and_the_saved_checkpoint_detects(client: Client, photo: str) -> None:
@@ -42,8 +50,12 @@ async def test_the_rl_loop_raises_reward_and_the_saved_checkpoint_detects(client
     for _ in range(12):
         batch = await rollouts(client, finetune["finetune_id"], photo)
         means.append(mean(batch["rewards"]))
-        step = await call(client, "train_step", finetune_id=finetune["finetune_id"],
-                          groups=[{"rollout_set_id": batch["rollout_set_id"]}])
+        step = await call(
+            client,
+            "train_step",
+            finetune_id=finetune["finetune_id"],
+            groups=[{"rollout_set_id": batch["rollout_set_id"]}],
+        )
         assert step["applied"] is not False
     assert mean(means[-3:]) > mean(means[:3]) + 0.05, means
 
@@ -56,17 +68,19 @@ async def test_the_rl_loop_raises_reward_and_the_saved_checkpoint_detects(client
     assert_box(found["objects"][0], ORANGE, tolerance=0.05)
 
 
-async def test_train_step_sends_back_the_rollouts_byte_for_byte_in_order(
-    client: Client, photo: str, emulator
-) -> None:
+async def test_train_step_sends_back_the_rollouts_byte_for_byte_in_order(client: Client, photo: str, emulator) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=16)
     batch = await rollouts(client, finetune["finetune_id"], photo)
-    await call(client, "train_step", finetune_id=finetune["finetune_id"],
-               groups=[{"rollout_set_id": batch["rollout_set_id"], "rewards": [0.1, 0.2, 0.3, 0.4]}])
+    await call(
+        client,
+        "train_step",
+        finetune_id=finetune["finetune_id"],
+        groups=[{"rollout_set_id": batch["rollout_set_id"], "rewards": [0.1, 0.2, 0.3, 0.4]}],
+    )
     log = emulator.emulator.requests
     sent = next(r for r in log if r.path.endswith("/tuning/rollouts")).response_text
     step = next(r for r in log if r.path.endswith("/tuning/train_step")).body_text
-    (group_start, _), = [rawjson.items(step, rawjson.members(step)["groups"][0])[0]]
+    ((group_start, _),) = [rawjson.items(step, rawjson.members(step)["groups"][0])[0]]
     group = rawjson.members(step, group_start)
     received = [step[a:b] for a, b in rawjson.items(step, group["rollouts"][0])]
     assert received == rawjson.array_items(sent, "rollouts")
@@ -78,9 +92,16 @@ async def test_train_step_sends_back_the_rollouts_byte_for_byte_in_order(
 
 async def test_the_agent_sees_neither_token_data_nor_the_image(client: Client, photo: str) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
-    result = await client.call_tool("generate_rollouts", {
-        "finetune_id": finetune["finetune_id"], "skill": "detect", "image": photo, "object": "orange",
-        "ground_truth": TRUTH})
+    result = await client.call_tool(
+        "generate_rollouts",
+        {
+            "finetune_id": finetune["finetune_id"],
+            "skill": "detect",
+            "image": photo,
+            "object": "orange",
+            "ground_truth": TRUTH,
+        },
+    )
     text = result.content[0].text + json.dumps(result.structured_content)
     assert "data:image" not in text and "tokens" not in text
     assert len(result.structured_content["outputs"]) == 4
@@ -100,8 +121,12 @@ async def test_a_used_rollout_set_is_refused_unless_reuse_is_allowed(client: Cli
 async def test_rewards_must_match_the_rollout_count(client: Client, photo: str) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
     batch = await rollouts(client, finetune["finetune_id"], photo)
-    text = await refusal(client, "train_step", finetune_id=finetune["finetune_id"],
-                         groups=[{"rollout_set_id": batch["rollout_set_id"], "rewards": [1.0]}])
+    text = await refusal(
+        client,
+        "train_step",
+        finetune_id=finetune["finetune_id"],
+        groups=[{"rollout_set_id": batch["rollout_set_id"], "rewards": [1.0]}],
+    )
     assert "4 rollouts" in text
 
 
@@ -124,8 +149,9 @@ async def test_a_server_error_on_train_step_is_not_retried(client: Client, photo
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
     batch = await rollouts(client, finetune["finetune_id"], photo)
     emulator.emulator.inject(503, path="/train_step")
-    text = await refusal(client, "train_step", finetune_id=finetune["finetune_id"],
-                         groups=[{"rollout_set_id": batch["rollout_set_id"]}])
+    text = await refusal(
+        client, "train_step", finetune_id=finetune["finetune_id"], groups=[{"rollout_set_id": batch["rollout_set_id"]}]
+    )
     assert "outcome unknown" in text and "503" in text
     assert len([r for r in emulator.emulator.requests if r.path.endswith("/train_step")]) == 1
 
@@ -134,23 +160,29 @@ async def test_a_429_on_train_step_is_retried(client: Client, photo: str, emulat
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
     batch = await rollouts(client, finetune["finetune_id"], photo)
     emulator.emulator.inject(429, retry_after=0.2, path="/train_step")
-    out = await call(client, "train_step", finetune_id=finetune["finetune_id"],
-                     groups=[{"rollout_set_id": batch["rollout_set_id"]}])
+    out = await call(
+        client, "train_step", finetune_id=finetune["finetune_id"], groups=[{"rollout_set_id": batch["rollout_set_id"]}]
+    )
     assert out["step"] == 1
 
 
 async def test_a_restarted_server_process_still_applies_stored_rollouts(
     emulator, workdir: Path, tmp_path: Path, photo: str
 ) -> None:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "moondream_mcp"],
-                                   env=server_env(emulator, workdir, tmp_path))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "moondream_mcp"], env=server_env(emulator, workdir, tmp_path)
+    )
     with anyio.fail_after(60):
         async with Client(params) as first:
             finetune = await call(first, "create_finetune", name=unique(), rank=8)
             batch = await rollouts(first, finetune["finetune_id"], photo)
         async with Client(params) as second:
-            out = await call(second, "train_step", finetune_id=finetune["finetune_id"],
-                             groups=[{"rollout_set_id": batch["rollout_set_id"]}])
+            out = await call(
+                second,
+                "train_step",
+                finetune_id=finetune["finetune_id"],
+                groups=[{"rollout_set_id": batch["rollout_set_id"]}],
+            )
     assert out["step"] == 1
 
 
@@ -169,23 +201,36 @@ async def test_deleting_an_unknown_checkpoint_is_a_clear_error(client: Client) -
     assert "404" in text
 
 
-async def test_an_sft_target_breaking_the_rules_is_refused_before_sending(
-    client: Client, photo: str, emulator
-) -> None:
+async def test_an_sft_target_breaking_the_rules_is_refused_before_sending(client: Client, photo: str, emulator) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
-    text = await refusal(client, "train_step", finetune_id=finetune["finetune_id"], groups=[{
-        "skill": "point", "image": photo, "object": "orange",
-        "target": {"points": [{"x": 0.4, "y": 0.4}], "boxes": [TRUTH["boxes"][0]]}}])
+    text = await refusal(
+        client,
+        "train_step",
+        finetune_id=finetune["finetune_id"],
+        groups=[
+            {
+                "skill": "point",
+                "image": photo,
+                "object": "orange",
+                "target": {"points": [{"x": 0.4, "y": 0.4}], "boxes": [TRUTH["boxes"][0]]},
+            }
+        ],
+    )
     assert "exactly one" in text
     assert not [r for r in emulator.emulator.requests if r.path.endswith("/train_step")]
 
 
 async def test_an_sft_step_applies(client: Client, photo: str, emulator) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
-    out = await call(client, "train_step", finetune_id=finetune["finetune_id"], groups=[
-        {"skill": "detect", "image": photo, "object": "orange", "target": {"boxes": TRUTH["boxes"]}},
-        {"skill": "query", "image": photo, "question": "What colour is the panel?", "target": {"answer": "orange"}},
-    ])
+    out = await call(
+        client,
+        "train_step",
+        finetune_id=finetune["finetune_id"],
+        groups=[
+            {"skill": "detect", "image": photo, "object": "orange", "target": {"boxes": TRUTH["boxes"]}},
+            {"skill": "query", "image": photo, "question": "What colour is the panel?", "target": {"answer": "orange"}},
+        ],
+    )
     assert out["step"] == 1
     groups = json.loads(next(r for r in emulator.emulator.requests if r.path.endswith("/train_step")).body_text)
     assert [g["mode"] for g in groups["groups"]] == ["sft", "sft"]
@@ -208,6 +253,7 @@ async def test_finetunes_are_listed_page_by_page_and_deleted(client: Client) -> 
 
 async def test_metrics_are_logged_against_a_step(client: Client) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
-    out = await call(client, "log_metrics", finetune_id=finetune["finetune_id"], step=0,
-                     metrics=[{"name": "acc", "value": 0.5}])
+    out = await call(
+        client, "log_metrics", finetune_id=finetune["finetune_id"], step=0, metrics=[{"name": "acc", "value": 0.5}]
+    )
     assert out["ok"] is True and out["logged_count"] == 1

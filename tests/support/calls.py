@@ -7,7 +7,7 @@ import uuid
 import anyio
 from mcp import Client
 
-from tests.conftest import API_KEY
+from tests.support.keys import API_KEY
 
 BOUND = 60  # seconds: no call in these tests may hang
 

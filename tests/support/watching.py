@@ -7,7 +7,7 @@ from collections.abc import Callable
 import anyio
 from mcp import Client
 
-from tests.calls import call
+from tests.support.calls import call
 
 
 async def wait_for(client: Client, run_id: str, done: Callable[[dict], bool]) -> dict:

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from tests.pictures import canvas, save
+from tests.support.pictures import canvas, save
 
 SIZE = (160, 120)  # small: every image is decoded and sent many times in a run
 
@@ -29,16 +29,23 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
-def detect_dataset(folder: Path, *, count: int = 10, colour: str = "orange", seed: int = 3,
-                   name: str = "panels.jsonl") -> Path:
+def detect_dataset(
+    folder: Path, *, count: int = 10, colour: str = "orange", seed: int = 3, name: str = "panels.jsonl"
+) -> Path:
     """`count` pictures of one `colour` panel each (a hard colour for the base model), one detect example each."""
     rng = random.Random(seed)
     records = []
     for i in range(count):
         box = _box(rng)
         save(canvas(SIZE, [(colour, box)]), folder / f"{colour}-{seed}-{i}.png")
-        records.append({"image": f"{colour}-{seed}-{i}.png", "skill": "detect", "object": f"{colour} panel",
-                        "boxes": [as_box(box)]})
+        records.append(
+            {
+                "image": f"{colour}-{seed}-{i}.png",
+                "skill": "detect",
+                "object": f"{colour} panel",
+                "boxes": [as_box(box)],
+            }
+        )
     return write_jsonl(folder / name, records)
 
 
@@ -49,9 +56,17 @@ def query_dataset(folder: Path, *, count: int = 6, seed: int = 5, name: str = "c
     records = []
     for i in range(count):
         n = 1 + i % 3
-        squares = [("orange", (0.05 + 0.3 * k, 0.1 + 0.1 * (rng.random() > 0.5), 0.25 + 0.3 * k, 0.5))
-                   for k in range(n)]
+        squares = [
+            ("orange", (0.05 + 0.3 * k, 0.1 + 0.1 * (rng.random() > 0.5), 0.25 + 0.3 * k, 0.5)) for k in range(n)
+        ]
         save(canvas(SIZE, squares), folder / f"count-{seed}-{i}.png")
-        records.append({"image": f"count-{seed}-{i}.png", "skill": "query", "question": "How many orange shapes?",
-                        "answer": words[n], "match": "normalized"})
+        records.append(
+            {
+                "image": f"count-{seed}-{i}.png",
+                "skill": "query",
+                "question": "How many orange shapes?",
+                "answer": words[n],
+                "match": "normalized",
+            }
+        )
     return write_jsonl(folder / name, records)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 import uvicorn.config
@@ -55,21 +56,21 @@ def _origin(sock: socket.socket) -> str:
 
 
 @contextmanager
-def _in_background(emulator: Emulator, host: str, port: int) -> Iterator[str]:
-    """Serve the emulator's app on host:port (0: any free port) in a background thread; yields its origin URL."""
+def serving_app(app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off") -> Iterator[str]:
+    """Serve any ASGI app on host:port (0: any free port) in a background thread; yields its origin URL.
+
+    The emulator runs in-process this way, and tests serve other apps (the HTTP transport) with it too."""
     sock = _listening_socket(host, port)
     # log_config=None: leave the process's logging alone (pytest captures uvicorn's records as they are).
-    config = uvicorn.Config(
-        emulator.app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1
-    )
+    config = uvicorn.Config(app, lifespan=lifespan, log_config=None, access_log=False, timeout_graceful_shutdown=1)
     server = _Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="emulator-server", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="asgi-server", daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + _START_TIMEOUT
         while not server.ready.wait(0.05):
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator did not start")
+                raise RuntimeError("the server did not start")
         yield _origin(sock)
     finally:
         server.should_exit = True
@@ -83,7 +84,7 @@ def running_emulator(
 ) -> Iterator[RunningEmulator]:
     """Serve an emulator on host:port (0: any free port) in a background thread while the block runs."""
     emulator = emulator if emulator is not None else Emulator()
-    with _in_background(emulator, host, port) as origin:
+    with serving_app(emulator.app, host=host, port=port) as origin:
         yield RunningEmulator(emulator=emulator, url=f"{origin}/v1")
 
 

@@ -15,13 +15,13 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
+from moondream_emulator.serve import serving_app
 from moondream_mcp import cli
 from moondream_mcp.config import Settings
 from moondream_mcp.http_transport import HTTPConfigError, allowed_hosts, http_app, is_loopback
 from moondream_mcp.server import build_server
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
-from tests.support.serving import serving_app
 
 pytestmark = pytest.mark.anyio
 

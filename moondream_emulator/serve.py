@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 import uvicorn.config
@@ -56,7 +56,9 @@ def _origin(sock: socket.socket) -> str:
 
 
 @contextmanager
-def serving_app(app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off") -> Iterator[str]:
+def serving_app(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: Literal["auto", "on", "off"] = "off"
+) -> Iterator[str]:
     """Serve any ASGI app on host:port (0: any free port) in a background thread; yields its origin URL.
 
     The emulator runs in-process this way, and tests serve other apps (the HTTP transport) with it too."""

@@ -215,7 +215,7 @@ def parse_example(record: Any, line: int, base: Path) -> Example:
         labels = points if points is not None else boxes
         # `points: []` says the object is absent, as `boxes: []` does for detect.
         if not isinstance(labels, list) or (not labels and points is None):
-            raise ValueError("empty label: `points` must be a list ([] when the object is absent), `boxes` a non-empty one")
+            raise ValueError("empty label: `points` must be a list ([]: absent), `boxes` a non-empty list")
         if points is not None:
             fields["points"] = tuple(_point(p) for p in labels)
         else:

@@ -1,0 +1,161 @@
+"""Labelling photos into a dataset through the protocol: label_images (both engines), review_labels,
+fix_labels and export_dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mcp import Client
+from PIL import Image
+
+from tests.support.calls import call, refusal
+from tests.support.pictures import canvas, save
+
+pytestmark = pytest.mark.anyio
+
+RED = (0.1, 0.2, 0.4, 0.6)
+BLUE = (0.55, 0.3, 0.9, 0.8)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def close(box: dict, expected: tuple[float, float, float, float], tolerance: float = 0.02) -> bool:
+    got = (box["x_min"], box["y_min"], box["x_max"], box["y_max"])
+    return all(abs(a - e) <= tolerance for a, e in zip(got, expected))
+
+
+def shoot(folder: Path) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
+    """Three photos: red and blue, red only (stored sideways with an EXIF turn), and blue only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save(canvas((400, 300), [("red", RED), ("blue", BLUE)]), folder / "both.png")
+    sideways = canvas((400, 300), [("red", RED)]).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn it 90° clockwise: displayed, it is the 400x300 picture
+    save(sideways, folder / "phone.jpg", exif=exif, quality=95)
+    save(canvas((400, 300), [("blue", BLUE)]), folder / "sky.png")
+    return {
+        "both.png": [("red", RED), ("blue", BLUE)],
+        "phone.jpg": [("red", RED)],
+        "sky.png": [("blue", BLUE)],
+    }
+
+
+async def test_label_images_writes_one_unreviewed_example_per_image_and_class_in_displayed_orientation(
+    client: Client, workdir: Path, emulator
+) -> None:
+    truth = shoot(workdir / "shoot")
+    out = await call(
+        client, "label_images", images=str(workdir / "shoot"), classes=["red", "blue"], output=str(workdir / "d.jsonl")
+    )
+    assert (out["status"], out["images"], out["labelled"], out["examples"], out["failed"]) == ("done", 3, 3, 6, 0)
+    assert {c["name"]: (c["examples"], c["empty"], c["found"]) for c in out["classes"]} == {
+        "red": (3, 1, 2),
+        "blue": (3, 1, 2),
+    }
+    examples = lines(workdir / "d.jsonl")
+    assert sorted((e["image"], e["object"]) for e in examples) == sorted(
+        (f"shoot/{name}", cls) for name in truth for cls in ("red", "blue")
+    )
+    for e in examples:
+        assert (e["skill"], e["reviewed"], e["labelled_by"]) == ("detect", False, "moondream3-preview")
+        expected = [box for colour, box in truth[e["image"].split("/")[1]] if colour == e["object"]]
+        assert len(e["boxes"]) == len(expected) and all(close(b, x) for b, x in zip(e["boxes"], expected)), e
+    # Each class is its own prompt: never "red, blue" in one request.
+    asked = [r.json["object"] for r in emulator.emulator.requests if r.path.endswith("/detect")]
+    assert sorted(asked) == ["blue"] * 3 + ["red"] * 3
+    report = await call(client, "inspect_dataset", path=str(workdir / "d.jsonl"))
+    assert report["ready"] and report["examples"] == 6
+
+
+async def test_a_rerun_labels_only_what_is_missing_and_a_new_class_only_adds_its_examples(
+    client: Client, workdir: Path, emulator
+) -> None:
+    shoot(workdir / "shoot")
+    dataset = str(workdir / "d.jsonl")
+    emulator.emulator.inject(400, path="/detect")  # one image fails: a refusal is not retried
+    first = await call(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=dataset)
+    assert (first["labelled"], first["failed"], first["examples"]) == (2, 1, 2)
+    assert first["failures"][0]["count"] == 1
+
+    emulator.emulator.clear()
+    second = await call(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=dataset)
+    assert (second["labelled"], second["skipped"], second["examples"]) == (1, 2, 1)
+    assert len([r for r in emulator.emulator.requests if r.path.endswith("/detect")]) == 1
+
+    emulator.emulator.clear()
+    third = await call(client, "label_images", images=str(workdir / "shoot"), classes=["red", "blue"], output=dataset)
+    assert (third["labelled"], third["examples"]) == (3, 3)
+    assert [r.json["object"] for r in emulator.emulator.requests if r.path.endswith("/detect")] == ["blue"] * 3
+    assert len(lines(workdir / "d.jsonl")) == 6
+
+
+async def test_point_labels_record_an_empty_list_where_nothing_was_found(client: Client, workdir: Path) -> None:
+    shoot(workdir / "shoot")
+    out = await call(
+        client,
+        "label_images",
+        images=str(workdir / "shoot"),
+        classes=["red"],
+        skill="point",
+        output=str(workdir / "p.jsonl"),
+    )
+    assert out["examples"] == 3
+    points = {e["image"]: e["points"] for e in lines(workdir / "p.jsonl")}
+    assert points["shoot/sky.png"] == []
+    centre = ((RED[0] + RED[2]) / 2, (RED[1] + RED[3]) / 2)
+    for name in ("shoot/both.png", "shoot/phone.jpg"):
+        [p] = points[name]
+        assert abs(p["x"] - centre[0]) < 0.02 and abs(p["y"] - centre[1]) < 0.02
+    assert (await call(client, "inspect_dataset", path=str(workdir / "p.jsonl")))["ready"]
+
+
+async def test_the_batch_api_engine_writes_the_same_dataset_when_its_results_arrive(
+    client: Client, workdir: Path, emulator
+) -> None:
+    shoot(workdir / "shoot")
+    local = await call(
+        client, "label_images", images=str(workdir / "shoot"), classes=["red", "blue"], output=str(workdir / "l.jsonl")
+    )
+    args = {"images": str(workdir / "shoot"), "classes": ["red", "blue"], "output": str(workdir / "b.jsonl")}
+    submitted = await call(client, "label_images", engine="batch_api", **args)
+    assert submitted["status"] in ("submitted", "done") and submitted["batch_id"]
+    uploaded = [r for r in emulator.emulator.requests if r.method == "PUT"]
+    assert uploaded, "sent through the Batch API"
+    if submitted["status"] != "done":
+        written = await call(client, "label_images", engine="batch_api", wait_seconds=30, **args)
+        assert (written["status"], written["batch_id"]) == ("done", submitted["batch_id"])
+    else:
+        written = submitted
+    assert (written["examples"], written["labelled"]) == (local["examples"], 3)
+
+    def key(e: dict) -> tuple:
+        return (e["image"], e["object"])
+
+    batch_lines = sorted(lines(workdir / "b.jsonl"), key=key)
+    local_lines = sorted(lines(workdir / "l.jsonl"), key=key)
+    assert [key(e) for e in batch_lines] == [key(e) for e in local_lines]
+    for ours, theirs in zip(batch_lines, local_lines):
+        assert len(ours["boxes"]) == len(theirs["boxes"]) and all(
+            close(x, (y["x_min"], y["y_min"], y["x_max"], y["y_max"]), 0.001)
+            for x, y in zip(ours["boxes"], theirs["boxes"])
+        )
+        assert ours["reviewed"] is False
+    again = await call(client, "label_images", engine="batch_api", **args)
+    assert (again["status"], again["skipped"], again["examples"]) == ("done", 3, 0)
+
+
+async def test_an_output_that_is_not_a_dataset_is_refused_and_left_untouched(client: Client, workdir: Path) -> None:
+    shoot(workdir / "shoot")
+    notes = workdir / "notes.jsonl"
+    notes.write_text("dear diary\n")
+    text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(notes))
+    assert "not a dataset" in text
+    assert notes.read_text() == "dear diary\n"
+    photo = workdir / "shoot" / "both.png"
+    before = photo.read_bytes()
+    text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(photo))
+    assert photo.read_bytes() == before

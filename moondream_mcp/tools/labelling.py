@@ -4,20 +4,26 @@ reviewing.py, sheets.py and exports.py."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
+from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .. import batch_api, labelling, local_batch
+from .. import batch_api, labelling, local_batch, outputs, reviewing, sheets
+from ..failures import EXPECTED
 from ..labelling import DatasetLog, LabelJob
 from ..state import AppState, Ctx
+from .dataset_checks import DatasetPath
 from .local_batch import Failure, failures
-from .results import compact
+from .results import compact, structured
 from .skills import Model
 
 # ---- results ----------------------------------------------------------------------------------
@@ -48,7 +54,58 @@ class Labelled(BaseModel):
     message: str
 
 
+class ReviewCell(BaseModel):
+    cell: int = Field(description="The number on the sheet.")
+    line: int = Field(description="The example's line in the dataset: what fix_labels takes.")
+    image: str
+    object: str
+    labels: list[list[float]] = Field(
+        description="Boxes [x_min, y_min, x_max, y_max] or points [x, y], 0-1, numbered from 1 as drawn."
+    )
+    reviewed: bool
+    error: str | None = Field(default=None, description="Why the image could not be shown.")
+
+
+class SheetFile(BaseModel):
+    path: str = Field(description="The sheet as a JPEG file.")
+    cells: list[int]
+
+
+class ReviewPage(BaseModel):
+    dataset: str
+    page: int
+    pages: int
+    matching: int = Field(description="Examples passing the filters, on every page.")
+    unreviewed: int = Field(description="Detect and point examples not yet reviewed, in the whole file.")
+    sheets: list[SheetFile]
+    cells: list[ReviewCell]
+    message: str
+
+
+class Fixed(BaseModel):
+    dataset: str
+    changed: dict[str, int] = Field(description="Lines changed by each action.")
+    lines: int = Field(description="Lines changed in all.")
+    unreviewed: int = Field(description="Examples left to review.")
+    message: str
+
+
 # ---- parameters -------------------------------------------------------------------------------
+
+Coordinates = list[Annotated[list[float], Field(min_length=2, max_length=4)]]
+
+
+class FixIn(BaseModel):
+    """One change, applied to each of `lines`."""
+
+    lines: list[int] = Field(min_length=1, description="Lines from review_labels.")
+    action: Literal["accept", "drop", "replace", "none", "remove"] = Field(
+        description="accept as is; drop some labels; replace them; none: the object is not there; remove the example."
+    )
+    drop: list[int] | None = Field(default=None, description="drop: label numbers as drawn (1 is the first).")
+    boxes: Coordinates | None = Field(default=None, description="replace: [[x_min, y_min, x_max, y_max], ...], 0-1.")
+    points: Coordinates | None = Field(default=None, description="replace (point examples): [[x, y], ...], 0-1.")
+
 
 Images = Annotated[
     list[str] | str,
@@ -56,6 +113,9 @@ Images = Annotated[
 ]
 
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+LOOK = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+FIX = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+PER_SHEET = 12
 
 
 def _tallies(log: DatasetLog) -> list[ClassTally]:
@@ -197,3 +257,134 @@ def register(server: MCPServer[AppState]) -> None:
             f"{log.written} examples written from {collected.images} images{note}. Next: review_labels.",
             batch_id=batch_id,
         )
+
+    @server.tool(title="Review labels as contact sheets", annotations=LOOK)
+    async def review_labels(
+        dataset: DatasetPath,
+        ctx: Ctx,
+        page: Annotated[int, Field(ge=1, description="Page number, from 1.")] = 1,
+        per_page: Annotated[int, Field(ge=1, le=48, description="Examples per page (12 to a sheet).")] = 24,
+        unreviewed: Annotated[bool, Field(description="Only examples not reviewed yet.")] = False,
+        object: Annotated[str | None, Field(description="Only this class.")] = None,
+        found: Annotated[
+            Literal["nothing", "many"] | None,
+            Field(description="Only examples with no labels, or with `many` or more."),
+        ] = None,
+        many: Annotated[int, Field(ge=1, le=100)] = 5,
+    ) -> Annotated[CallToolResult, ReviewPage]:
+        """Show a page of a dataset's detect and point examples as contact sheets: numbered thumbnails
+        with their labels drawn and numbered. `cells` maps each cell to its dataset line for fix_labels."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            path = state.files.check(dataset)
+            lines = await anyio.to_thread.run_sync(reviewing.read, path)
+        chosen = reviewing.page(
+            lines.entries, unreviewed=unreviewed, object=object, found=found, many=many, number=page, size=per_page
+        )
+        if page > chosen.pages:
+            raise ToolError(f"page {page} is past the last page ({chosen.pages}) of {chosen.matching} examples")
+        loaded: list[bytes | str] = [b""] * len(chosen.entries)
+        limiter = anyio.CapacityLimiter(4)
+
+        async def load(index: int, ref: str) -> None:
+            async with limiter:
+                try:
+                    loaded[index] = (await state.images.load(ref)).jpeg
+                except EXPECTED as exc:
+                    loaded[index] = state.explain(exc)
+
+        async with anyio.create_task_group() as tasks:
+            for index, entry in enumerate(chosen.entries):
+                tasks.start_soon(load, index, entry.example.ref)
+        first = (page - 1) * per_page + 1
+        cells: list[ReviewCell] = []
+        drawn: list[sheets.Cell] = []
+        for number, (entry, image) in enumerate(zip(chosen.entries, loaded, strict=True), start=first):
+            labels = [list(label) for label in entry.labels]
+            error = image if isinstance(image, str) else None
+            cells.append(
+                ReviewCell(
+                    cell=number,
+                    line=entry.line,
+                    image=entry.example.image,
+                    object=entry.example.object or "",
+                    labels=[[round(v, 3) for v in label] for label in labels],
+                    reviewed=entry.reviewed,
+                    error=error,
+                )
+            )
+            boxes = entry.example.boxes if entry.example.points is None else ()
+            drawn.append(
+                sheets.Cell(
+                    title=f"{number} · line {entry.line} · {entry.example.object} ({len(labels)})",
+                    jpeg=image if isinstance(image, bytes) else None,
+                    boxes=boxes or (),
+                    points=entry.example.points or (),
+                    note=error,
+                    done=entry.reviewed,
+                )
+            )
+        folder = state.settings.data_dir / "sheets"
+        tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        files: list[SheetFile] = []
+        pictures: list[ImageContent] = []
+        for start in range(0, len(drawn), PER_SHEET):
+            jpeg = await anyio.to_thread.run_sync(sheets.draw, drawn[start : start + PER_SHEET])
+            target = folder / f"{path.stem}-{tag}-p{page}-{start // PER_SHEET + 1}.jpg"
+            await anyio.to_thread.run_sync(partial(_save, target, jpeg))
+            files.append(SheetFile(path=str(target), cells=[c.cell for c in cells[start : start + PER_SHEET]]))
+            pictures.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
+        more = f"; next: page={page + 1}" if page < chosen.pages else ""
+        status = ReviewPage(
+            dataset=str(path),
+            page=page,
+            pages=chosen.pages,
+            matching=chosen.matching,
+            unreviewed=chosen.unreviewed,
+            sheets=files,
+            cells=cells,
+            message=f"page {page} of {chosen.pages}: {len(cells)} of {chosen.matching} examples{more}. "
+            "Fix or accept them with fix_labels, by line."
+            if cells
+            else "no example matches these filters.",
+        )
+        return structured(status, *pictures)
+
+    @server.tool(title="Fix labels", annotations=FIX)
+    @compact
+    async def fix_labels(
+        dataset: DatasetPath,
+        fixes: Annotated[list[FixIn], Field(min_length=1, max_length=1000)],
+        ctx: Ctx,
+    ) -> Fixed:
+        """Accept or correct examples by line (from review_labels). Each fix marks its lines reviewed and
+        keeps the label it replaces in the line's `history`; remove keeps the line, marked removed."""
+        state = ctx.request_context.lifespan_context
+        plan = [
+            reviewing.Fix(
+                lines=tuple(f.lines),
+                action=f.action,
+                drop=tuple(f.drop or ()),
+                boxes=f.boxes,
+                points=f.points,
+            )
+            for f in fixes
+        ]
+        with state.errors():
+            path = state.files.check(dataset, for_writing=True)
+            state.files.check(dataset)  # the dataset must exist: fixes never create one
+            with labelling.exclusive(path):
+                applied = await anyio.to_thread.run_sync(reviewing.apply, path, plan)
+        done = ", ".join(f"{count} {action}" for action, count in applied.changed.items())
+        return Fixed(
+            dataset=str(path),
+            changed=applied.changed,
+            lines=applied.lines,
+            unreviewed=applied.unreviewed,
+            message=f"{applied.lines} lines changed ({done}); {applied.unreviewed} examples left to review.",
+        )
+
+
+def _save(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    outputs.write_bytes(target, data)

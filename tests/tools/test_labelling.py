@@ -159,3 +159,119 @@ async def test_an_output_that_is_not_a_dataset_is_refused_and_left_untouched(cli
     before = photo.read_bytes()
     text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(photo))
     assert photo.read_bytes() == before
+
+
+async def labelled(client: Client, workdir: Path) -> Path:
+    shoot(workdir / "shoot")
+    dataset = workdir / "d.jsonl"
+    await call(client, "label_images", images=str(workdir / "shoot"), classes=["red", "blue"], output=str(dataset))
+    return dataset
+
+
+async def test_review_labels_shows_a_page_as_numbered_contact_sheets_mapped_to_lines(
+    client: Client, workdir: Path, tmp_path: Path
+) -> None:
+    dataset = await labelled(client, workdir)
+    result = await client.call_tool("review_labels", {"dataset": str(dataset), "per_page": 4})
+    assert not result.is_error, result.content[0].text
+    page = result.structured_content
+    assert (page["page"], page["pages"], page["matching"], page["unreviewed"]) == (1, 2, 6, 6)
+    assert [c["cell"] for c in page["cells"]] == [1, 2, 3, 4]
+    written = lines(dataset)
+    for cell in page["cells"]:
+        example = written[cell["line"] - 1]
+        assert (cell["image"], cell["object"], cell["reviewed"]) == (example["image"], example["object"], False)
+        assert cell["labels"] == [
+            [round(b[k], 3) for k in ("x_min", "y_min", "x_max", "y_max")] for b in example["boxes"]
+        ]
+    [sheet] = page["sheets"]
+    assert sheet["cells"] == [1, 2, 3, 4]
+    images = [c for c in result.content if c.type == "image"]
+    assert len(images) == 1 and images[0].mime_type == "image/jpeg"
+    saved = Path(sheet["path"])
+    assert saved.is_relative_to(tmp_path / "data") and 0 < saved.stat().st_size <= 1_000_000
+    with Image.open(saved) as picture:
+        assert picture.width == 4 * 256 + 5 * 4
+
+    second = await call(client, "review_labels", dataset=str(dataset), per_page=4, page=2)
+    assert [c["cell"] for c in second["cells"]] == [5, 6]
+    assert {c["line"] for c in second["cells"]}.isdisjoint(c["line"] for c in page["cells"])
+    nothing = await call(client, "review_labels", dataset=str(dataset), found="nothing")
+    assert sorted((c["image"], c["object"]) for c in nothing["cells"]) == [
+        ("shoot/phone.jpg", "blue"),
+        ("shoot/sky.png", "red"),
+    ]
+    red = await call(client, "review_labels", dataset=str(dataset), object="RED", found="many", many=1)
+    assert sorted(c["image"] for c in red["cells"]) == ["shoot/both.png", "shoot/phone.jpg"]
+    text = await refusal(client, "review_labels", dataset=str(dataset), page=3, per_page=4)
+    assert "past the last page (2)" in text
+
+
+async def test_fix_labels_records_every_change_in_its_line_and_loses_nothing(client: Client, workdir: Path) -> None:
+    dataset = await labelled(client, workdir)
+    before = dataset.read_bytes().splitlines()
+    written = lines(dataset)
+    at = {(e["image"], e["object"]): i + 1 for i, e in enumerate(written)}
+    both_red, both_blue = at[("shoot/both.png", "red")], at[("shoot/both.png", "blue")]
+    phone_red, sky_red = at[("shoot/phone.jpg", "red")], at[("shoot/sky.png", "red")]
+    sky_blue = at[("shoot/sky.png", "blue")]
+    fixed = await call(
+        client,
+        "fix_labels",
+        dataset=str(dataset),
+        fixes=[
+            {"lines": [both_red, sky_red], "action": "accept"},
+            {"lines": [both_blue], "action": "replace", "boxes": [[0.5, 0.25, 0.95, 0.85], [0.0, 0.0, 0.1, 0.1]]},
+            {"lines": [both_blue], "action": "drop", "drop": [2]},
+            {"lines": [phone_red], "action": "none"},
+            {"lines": [sky_blue], "action": "remove"},
+        ],
+    )
+    assert (fixed["lines"], fixed["unreviewed"]) == (5, 1)
+    assert fixed["changed"] == {"accept": 2, "replace": 1, "drop": 1, "none": 1, "remove": 1}
+    after = dataset.read_bytes().splitlines()
+    assert len(after) == len(before)
+    untouched = [i for i in range(len(before)) if i + 1 not in (both_red, sky_red, both_blue, phone_red, sky_blue)]
+    assert [after[i] for i in untouched] == [before[i] for i in untouched]
+    now = lines(dataset)
+    model_blue = written[both_blue - 1]["boxes"]
+    assert now[both_blue - 1]["boxes"] == [[0.5, 0.25, 0.95, 0.85]]
+    assert now[both_blue - 1]["history"] == [
+        {"fix": "replace", "before": {"boxes": model_blue}},
+        {"fix": "drop", "before": {"boxes": [[0.5, 0.25, 0.95, 0.85], [0.0, 0.0, 0.1, 0.1]]}},
+    ]
+    assert now[phone_red - 1]["boxes"] == [] and now[phone_red - 1]["history"][0]["before"] == {
+        "boxes": written[phone_red - 1]["boxes"]
+    }
+    assert now[both_red - 1] == {**written[both_red - 1], "reviewed": True, "history": [{"fix": "accept"}]}
+    assert now[sky_blue - 1] == {
+        **written[sky_blue - 1],
+        "reviewed": True,
+        "history": [{"fix": "remove"}],
+        "removed": True,
+    }
+    report = await call(client, "inspect_dataset", path=str(dataset))
+    assert report["ready"] and report["examples"] == 5  # the removed line stays, but is no example
+    remaining = await call(client, "review_labels", dataset=str(dataset), unreviewed=True)
+    assert [c["line"] for c in remaining["cells"]] == [at[("shoot/phone.jpg", "blue")]]
+
+
+async def test_a_fix_that_cannot_apply_is_refused_and_the_file_is_untouched(client: Client, workdir: Path) -> None:
+    dataset = await labelled(client, workdir)
+    before = dataset.read_bytes()
+    at = {(e["image"], e["object"]): i + 1 for i, e in enumerate(lines(dataset))}
+    both_red = at[("shoot/both.png", "red")]
+    cases = [
+        (
+            [{"lines": [both_red], "action": "accept"}, {"lines": [both_red], "action": "drop", "drop": [3]}],
+            "no number 3",
+        ),
+        ([{"lines": [99], "action": "accept"}], "not in the file"),
+        ([{"lines": [both_red], "action": "replace", "boxes": [[0.5, 0.2, 0.1, 0.4]]}], "inverted"),
+        ([{"lines": [both_red], "action": "replace", "points": [[0.5, 0.2]]}], "detect example"),
+        ([{"lines": [both_red], "action": "drop"}], "needs the numbers"),
+    ]
+    for fixes, expected in cases:
+        text = await refusal(client, "fix_labels", dataset=str(dataset), fixes=fixes)
+        assert expected in text, text
+    assert dataset.read_bytes() == before

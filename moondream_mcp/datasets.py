@@ -395,10 +395,15 @@ class Imported:
             self.skipped.append(reason)
 
 
-def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None = None) -> Imported:
+def from_coco(
+    data: Any, *, image_dir: Path, output_dir: Path, split: str | None = None, negatives: bool = False
+) -> Imported:
     """COCO detection JSON -> one detect example per (image, category) with at least one box; boxes
-    normalized from pixel [x, y, width, height] by the image's size. Crowd annotations are left out. An
-    image with no annotation at all is a background image: one `boxes: []` example per category."""
+    normalized from pixel [x, y, width, height] by the image's size. Crowd annotations are left out.
+
+    `negatives`: COCO lists every object of every category, so a category an image has no annotation of
+    is absent from it: one `boxes: []` example for each such (image, category) too.
+    """
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
     ):
@@ -407,10 +412,13 @@ def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None
     images = {i.get("id"): i for i in data["images"] if isinstance(i, dict)}
     out = Imported([], 0, [])
     grouped: dict[tuple[Any, Any], list[dict[str, float]]] = defaultdict(list)
-    annotated = {ann.get("image_id") for ann in data["annotations"] if isinstance(ann, dict)}
-    for image_id in images.keys() - annotated:
-        for category_id in names:
-            grouped[(image_id, category_id)] = []
+    if negatives:
+        # A pair with any annotation, even one left out (a crowd, a bad box), is not known to be empty.
+        touched = {(a.get("image_id"), a.get("category_id")) for a in data["annotations"] if isinstance(a, dict)}
+        for image_id in images:
+            for category_id in names:
+                if (image_id, category_id) not in touched:
+                    grouped[(image_id, category_id)] = []
     for ann in data["annotations"]:
         if not isinstance(ann, dict):
             out.skip("an annotation that is not an object")
@@ -519,13 +527,14 @@ def _unquote(value: str) -> str:
     return value.split("#", 1)[0].strip().strip("'\"")
 
 
-def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None) -> Imported:
+def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None, negatives: bool = False) -> Imported:
     """A YOLO folder -> one detect example per (image, class) with at least one box.
 
     Images are under root/images (or root itself) and each has a label file of the same stem under
     root/labels (mirroring any subfolder) or beside it: lines of `class x_centre y_centre width height`,
-    normalized. An empty label file marks a background image: one `boxes: []` example per class. A
-    subfolder named train / val / valid / test sets the split. Hidden names are skipped.
+    normalized. A subfolder named train / val / valid / test sets the split. Hidden names are skipped.
+    `negatives`: a label file lists every object, so a class it has no line of is absent from the image:
+    one `boxes: []` example for it too.
     """
     names = classes or yolo_class_names(root)
     if not names:
@@ -543,13 +552,12 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
             out.skip(f"{relative}: no label file")
             continue
         by_class: dict[int, list[dict[str, float]]] = defaultdict(list)
-        text = label.read_text(encoding="utf-8", errors="replace")
-        if not text.strip():
-            by_class.update((cls, []) for cls in range(len(names)))
-        for number, line in enumerate(text.splitlines(), 1):
+        touched: set[str] = set()
+        for number, line in enumerate(label.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
+            touched.add(parts[0])
             try:
                 cls = int(parts[0])
                 cx, cy, w, h = (float(v) for v in parts[1:5])
@@ -564,6 +572,8 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
                 out.skip(f"{label.name}:{number}: an empty box")
                 continue
             by_class[cls].append(box)
+        if negatives:
+            by_class.update((cls, []) for cls in range(len(names)) if str(cls) not in touched)
         split = next((_YOLO_SPLITS[p.lower()] for p in relative.parts[:-1] if p.lower() in _YOLO_SPLITS), None)
         for cls in sorted(by_class):
             record: dict[str, Any] = {
@@ -599,21 +609,23 @@ def read_checked(files: FileGuard, path: str) -> tuple[Dataset, list[Problem], i
     return dataset, dataset.problems + problems, urls
 
 
-def import_coco(json_path: Path, *, image_dir: Path, output: Path, split: str | None = None) -> Imported:
+def import_coco(
+    json_path: Path, *, image_dir: Path, output: Path, split: str | None = None, negatives: bool = False
+) -> Imported:
     """A COCO detection file turned into our JSONL at `output` (written only when there is something)."""
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
-    imported = from_coco(data, image_dir=image_dir, output_dir=output.parent, split=split)
+    imported = from_coco(data, image_dir=image_dir, output_dir=output.parent, split=split, negatives=negatives)
     if imported.records:
         write_atomically(output, imported.records)
     return imported
 
 
-def import_yolo(root: Path, *, output: Path, classes: list[str] | None = None) -> Imported:
+def import_yolo(root: Path, *, output: Path, classes: list[str] | None = None, negatives: bool = False) -> Imported:
     """A YOLO folder turned into our JSONL at `output` (written only when there is something)."""
-    imported = from_yolo(root, output_dir=output.parent, classes=classes)
+    imported = from_yolo(root, output_dir=output.parent, classes=classes, negatives=negatives)
     if imported.records:
         write_atomically(output, imported.records)
     return imported

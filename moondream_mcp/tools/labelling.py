@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .. import batch_api, labelling, local_batch, outputs, reviewing, sheets
+from .. import batch_api, exports, labelling, local_batch, outputs, reviewing, sheets
 from ..failures import EXPECTED
 from ..labelling import DatasetLog, LabelJob
 from ..state import AppState, Ctx
@@ -90,6 +90,20 @@ class Fixed(BaseModel):
     message: str
 
 
+class ExportReport(BaseModel):
+    output: str
+    format: str
+    images: int
+    boxes: int
+    classes: list[str] = Field(description="Class names, in class-index order.")
+    splits: dict[str, int] = Field(description="Images per split (eval is named val in the files).")
+    files: int
+    rotated: int = Field(description="Linked images with an EXIF turn: tools that ignore EXIF misplace their boxes.")
+    skipped: int
+    skipped_reasons: list[str]
+    message: str
+
+
 # ---- parameters -------------------------------------------------------------------------------
 
 Coordinates = list[Annotated[list[float], Field(min_length=2, max_length=4)]]
@@ -114,6 +128,7 @@ Images = Annotated[
 
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 LOOK = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+EXPORT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 FIX = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 PER_SHEET = 12
 
@@ -382,6 +397,57 @@ def register(server: MCPServer[AppState]) -> None:
             lines=applied.lines,
             unreviewed=applied.unreviewed,
             message=f"{applied.lines} lines changed ({done}); {applied.unreviewed} examples left to review.",
+        )
+
+    @server.tool(title="Export a dataset (COCO, YOLO, VOC)", annotations=EXPORT)
+    @compact
+    async def export_dataset(
+        dataset: DatasetPath,
+        format: Literal["coco", "yolo", "voc"],
+        output: Annotated[
+            str, Field(min_length=1, description="A new or empty folder, or an earlier export (replaced).")
+        ],
+        ctx: Ctx,
+        images: Annotated[Literal["copy", "link"], Field(description="Copy the images, or symlink them.")] = "copy",
+        reviewed_only: Annotated[bool, Field(description="Leave out examples not reviewed yet.")] = False,
+    ) -> ExportReport:
+        """Write a dataset's detect examples as COCO JSON, a YOLO folder or Pascal VOC XML, in pixels of
+        each image as displayed, with train / val splits (the split training uses)."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            source = state.files.check(dataset)
+            try:
+                done = await anyio.to_thread.run_sync(
+                    partial(
+                        exports.export,
+                        source,
+                        state.files,
+                        output,
+                        format=format,
+                        mode=images,
+                        reviewed_only=reviewed_only,
+                    )
+                )
+            except OSError as exc:
+                raise ToolError(f"cannot export to {output}: {exc.strerror or exc}") from None
+        how = {
+            "coco": "import_dataset format=coco with each split's _annotations.coco.json",
+            "yolo": "import_dataset format=yolo with the folder",
+            "voc": "any VOC reader",
+        }[format]
+        return ExportReport(
+            output=str(done.output),
+            format=format,
+            images=done.images,
+            boxes=done.boxes,
+            classes=done.classes,
+            splits=done.splits,
+            files=done.files,
+            rotated=done.rotated,
+            skipped=done.skipped_count,
+            skipped_reasons=done.skipped,
+            message=f"exported {done.images} images and {done.boxes} boxes of {len(done.classes)} classes to "
+            f"{done.output}; read it back with {how}.",
         )
 
 

@@ -4,12 +4,14 @@ fix_labels and export_dataset."""
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from mcp import Client
 from PIL import Image
 
+from moondream_mcp import datasets
 from tests.support.calls import call, refusal
 from tests.support.pictures import canvas, save
 
@@ -275,3 +277,126 @@ async def test_a_fix_that_cannot_apply_is_refused_and_the_file_is_untouched(clie
         text = await refusal(client, "fix_labels", dataset=str(dataset), fixes=fixes)
         assert expected in text, text
     assert dataset.read_bytes() == before
+
+
+def as_tuple(box: dict | list) -> tuple[float, ...]:
+    return tuple(box[k] for k in ("x_min", "y_min", "x_max", "y_max")) if isinstance(box, dict) else tuple(box)
+
+
+def examples_by_name(path: Path, splits: dict[int, str] | None = None) -> set[tuple]:
+    """(file name, object, boxes, split) of every example: what a round trip must keep."""
+    return {
+        (
+            Path(e["image"]).name,
+            e["object"],
+            tuple(sorted(as_tuple(b) for b in e["boxes"])),
+            splits[i] if splits is not None else e["split"],
+        )
+        for i, e in enumerate(lines(path), start=1)
+    }
+
+
+def assigned_splits(dataset: Path) -> dict[int, str]:
+    """The split each line gets in training: the eval split is what evaluate scores on."""
+    return {e.line: e.split for e in datasets.assign_splits(datasets.load(dataset).examples)}
+
+
+@pytest.mark.parametrize("format", ["coco", "yolo"])
+async def test_an_export_round_trips_through_import_dataset_unchanged(
+    client: Client, workdir: Path, format: str
+) -> None:
+    dataset = await labelled(client, workdir)
+    splits = assigned_splits(dataset)
+    assert set(splits.values()) == {"train", "eval"}
+    exported = await call(client, "export_dataset", dataset=str(dataset), format=format, output=str(workdir / "out"))
+    assert (exported["images"], exported["boxes"], exported["classes"]) == (3, 4, ["red", "blue"])
+    assert exported["splits"] == {"train": 2, "eval": 1}
+    back = workdir / "back.jsonl"
+    if format == "yolo":
+        await call(
+            client, "import_dataset", source=str(workdir / "out"), format="yolo", output=str(back), negatives=True
+        )
+        imported = examples_by_name(back)
+    else:
+        imported = set()
+        for folder, split in (("train", "train"), ("val", "eval")):
+            source = workdir / "out" / folder / "_annotations.coco.json"
+            await call(
+                client,
+                "import_dataset",
+                source=str(source),
+                format="coco",
+                output=str(back),
+                split=split,
+                negatives=True,
+            )
+            imported |= examples_by_name(back)
+    assert imported == examples_by_name(dataset, splits)
+    # The photo stored sideways was copied upright: tools that ignore EXIF see what the labels describe.
+    [phone] = (workdir / "out").rglob("phone.jpg")
+    with Image.open(phone) as upright:
+        assert upright.size == (400, 300) and upright.getexif().get(0x0112, 1) == 1
+
+
+async def test_a_voc_export_writes_1_based_pixel_corners_of_the_image_as_displayed(
+    client: Client, workdir: Path
+) -> None:
+    shoot(workdir / "shoot")
+    dataset = workdir / "exact.jsonl"
+    dataset.write_text(
+        "".join(
+            json.dumps({"image": f"shoot/{name}", "skill": "detect", "object": colour, "boxes": [box]}) + "\n"
+            for name, colour, box in [
+                ("both.png", "red", RED),
+                ("both.png", "blue", BLUE),
+                ("phone.jpg", "red", RED),
+                ("sky.png", "blue", BLUE),
+            ]
+        )
+    )
+    await call(client, "export_dataset", dataset=str(dataset), format="voc", output=str(workdir / "voc"))
+    root = ET.parse(workdir / "voc" / "Annotations" / "both.xml").getroot()
+    assert (root.findtext("filename"), root.findtext("size/width"), root.findtext("size/height")) == (
+        "both.png",
+        "400",
+        "300",
+    )
+    corners = {
+        o.findtext("name"): [int(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        for o in root.iter("object")
+    }
+    assert corners == {"red": [41, 61, 160, 180], "blue": [221, 91, 360, 240]}
+    assert (workdir / "voc" / "JPEGImages" / "both.png").is_file()
+    listed = (workdir / "voc" / "ImageSets" / "Main" / "train.txt").read_text().split()
+    listed += (workdir / "voc" / "ImageSets" / "Main" / "val.txt").read_text().split()
+    assert sorted(listed) == ["both", "phone", "sky"]
+
+
+async def test_an_export_never_overwrites_what_is_not_its_own(client: Client, workdir: Path) -> None:
+    dataset = await labelled(client, workdir)
+    foreign = workdir / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    text = await refusal(client, "export_dataset", dataset=str(dataset), format="yolo", output=str(foreign))
+    assert "not an export of this server" in text
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+    linked = await call(
+        client, "export_dataset", dataset=str(dataset), format="yolo", output=str(workdir / "y"), images="link"
+    )
+    assert linked["rotated"] == 1  # the sideways photo, linked as it is stored
+    image = workdir / "y" / "images" / "train" / "both.png"
+    image = image if image.exists() else workdir / "y" / "images" / "val" / "both.png"
+    assert image.is_symlink() and image.resolve() == (workdir / "shoot" / "both.png").resolve()
+    (workdir / "y" / "README.txt").write_text("a person's note")
+    again = await call(client, "export_dataset", dataset=str(dataset), format="yolo", output=str(workdir / "y"))
+    assert again["files"] == linked["files"]
+    assert not image.is_symlink() and image.read_bytes() == (workdir / "shoot" / "both.png").read_bytes()
+    assert (workdir / "y" / "README.txt").read_text() == "a person's note"
+    assert (workdir / "shoot" / "both.png").is_file()
+
+    await call(client, "fix_labels", dataset=str(dataset), fixes=[{"lines": [1, 2], "action": "accept"}])
+    reviewed = await call(
+        client, "export_dataset", dataset=str(dataset), format="coco", output=str(workdir / "c"), reviewed_only=True
+    )
+    assert reviewed["images"] == 1

@@ -150,7 +150,7 @@ def register(server: MCPServer[AppState]) -> None:
             str, Field(min_length=1, description="The dataset JSONL to write (new, or one to add to and resume).")
         ],
         ctx: Ctx,
-        skill: Literal["detect", "point"] = "detect",
+        skill: Annotated[Literal["detect", "point"], Field(description="Boxes (detect) or points.")] = "detect",
         model: Model = None,
         engine: Annotated[
             Literal["local", "batch_api"],
@@ -285,7 +285,7 @@ def register(server: MCPServer[AppState]) -> None:
             Literal["nothing", "many"] | None,
             Field(description="Only examples with no labels, or with `many` or more."),
         ] = None,
-        many: Annotated[int, Field(ge=1, le=100)] = 5,
+        many: Annotated[int, Field(ge=1, le=100, description="How many labels count as many.")] = 5,
     ) -> Annotated[CallToolResult, ReviewPage]:
         """Show a page of a dataset's detect and point examples as contact sheets: numbered thumbnails
         with their labels drawn and numbered. `cells` maps each cell to its dataset line for fix_labels."""
@@ -369,7 +369,7 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def fix_labels(
         dataset: DatasetPath,
-        fixes: Annotated[list[FixIn], Field(min_length=1, max_length=1000)],
+        fixes: Annotated[list[FixIn], Field(min_length=1, max_length=1000, description="Applied in order.")],
         ctx: Ctx,
     ) -> Fixed:
         """Accept or correct examples by line (from review_labels). Each fix marks its lines reviewed and
@@ -403,7 +403,7 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def export_dataset(
         dataset: DatasetPath,
-        format: Literal["coco", "yolo", "voc"],
+        format: Annotated[Literal["coco", "yolo", "voc"], Field(description="COCO JSON, YOLO or Pascal VOC.")],
         output: Annotated[
             str, Field(min_length=1, description="A new or empty folder, or an earlier export (replaced).")
         ],

@@ -106,7 +106,8 @@ class ExportReport(BaseModel):
 
 # ---- parameters -------------------------------------------------------------------------------
 
-Coordinates = list[Annotated[list[float], Field(min_length=2, max_length=4)]]
+Boxes = list[Annotated[list[float], Field(min_length=4, max_length=4)]]
+Points = list[Annotated[list[float], Field(min_length=2, max_length=2)]]
 
 
 class FixIn(BaseModel):
@@ -117,8 +118,8 @@ class FixIn(BaseModel):
         description="accept as is; drop some labels; replace them; none: the object is not there; remove the example."
     )
     drop: list[int] | None = Field(default=None, description="drop: label numbers as drawn (1 is the first).")
-    boxes: Coordinates | None = Field(default=None, description="replace: [[x_min, y_min, x_max, y_max], ...], 0-1.")
-    points: Coordinates | None = Field(default=None, description="replace (point examples): [[x, y], ...], 0-1.")
+    boxes: Boxes | None = Field(default=None, description="replace: [[x_min, y_min, x_max, y_max], ...], 0-1.")
+    points: Points | None = Field(default=None, description="replace (point examples): [[x, y], ...], 0-1.")
 
 
 Images = Annotated[

@@ -291,15 +291,13 @@ def _claim_folder(files: FileGuard, output: str) -> tuple[Path, list[str]]:
             raise InputError(f"the output {output} exists and is not a folder; give a new or empty folder") from None
         folder.mkdir()
         return folder, []
-    entries = [p for p in folder.iterdir()]
-    if not entries:
+    if not any(folder.iterdir()):
         return folder, []
-    marker = folder / MARKER
     try:
-        listed = json.loads(marker.read_text(encoding="utf-8"))["files"]
+        listed = json.loads(files.read(files.inspect(str(folder / MARKER))))["files"]
         if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
             raise ValueError
-    except (OSError, ValueError, KeyError, TypeError):
+    except (FileError, ValueError, KeyError, TypeError):
         raise InputError(
             f"the output folder {folder} is not empty and is not an export of this server; give a new or empty folder"
         ) from None

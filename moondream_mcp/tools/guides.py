@@ -25,8 +25,9 @@ _LOOP = """\
    API calls the run makes (dry_run=true tells that without starting: ask the person if it is many);
    training goes on in the background and survives server restarts.
 4. Watch it: call training_status with the run_id and wait_seconds=60 (it answers as soon as a step lands);
-   with chart=true it also returns a picture of reward per step and eval score. Rising reward and eval
-   score mean it is learning. If reward stays flat after ~10 steps, stop_training and reconsider the data.
+   with chart=true it also returns a picture of reward per step and eval score. Rising reward (RL steps;
+   SFT steps have none) and eval score mean it is learning. If both stay flat after ~10 steps,
+   stop_training and reconsider the data.
 5. Compare: when the state is completed, call evaluate with dataset="{dataset}" and models=[<best_model from
    training_status>]. Report both rows side by side: the base model and the checkpoint.
 6. Use it: pass the best checkpoint as model="moondream3-preview/<finetune_id>@<step>" to {skill_tools}.

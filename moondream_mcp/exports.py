@@ -85,14 +85,15 @@ def export(
 ) -> Exported:
     """Export `dataset` (already checked for reading) to the folder `output`. Blocking: run it in a worker
     thread."""
-    folder, previous = _claim_folder(files, output)
-    result = Exported(folder)
+    result = Exported(Path(output))
     pictures = _pictures(dataset, files, result, reviewed_only)
     if not pictures:
         reasons = "; ".join(result.skipped[:3])
         raise InputError(
             "nothing to export: no detect example with a local image" + (f" ({reasons})" if reasons else "")
         )
+    folder, previous = _claim_folder(files, output)
+    result.output = folder
     writes = _layout(pictures, result.classes, format, dataset)
     targets = [folder / relative for relative, _ in writes]
     _check_targets(files, folder, targets, previous)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 MAX_SIDE = 1024
 JPEG_QUALITY = 85
@@ -34,7 +34,7 @@ def draw(
     """A JPEG (longest side <= 1024 px) of the image with normalized boxes, points and filled polygons drawn."""
     base = _open_scaled(jpeg).convert("RGBA")
     w, h = base.size
-    line = max(2, round(max(w, h) / 250))
+    line = max(2, round(max(w, h) / 250))  # as mark() draws
 
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     fill = ImageDraw.Draw(overlay)
@@ -42,20 +42,45 @@ def draw(
         r, g, b = PALETTE[i % len(PALETTE)]
         fill.polygon([(x * w, y * h) for x, y in ring], fill=(r, g, b, 110), outline=(r, g, b, 255), width=line)
     image = Image.alpha_composite(base, overlay).convert("RGB")
-
-    pen = ImageDraw.Draw(image)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        pen.rectangle([x0 * w, y0 * h, x1 * w, y1 * h], outline=PALETTE[i % len(PALETTE)], width=line)
-    radius = max(4, line * 2)
-    for i, (x, y) in enumerate(points):
-        cx, cy = x * w, y * h
-        pen.ellipse(
-            [cx - radius, cy - radius, cx + radius, cy + radius],
-            fill=PALETTE[i % len(PALETTE)],
-            outline=(0, 0, 0),
-            width=max(1, line // 2),
-        )
-
+    mark(image, boxes=boxes, points=points)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
+
+
+def mark(image: Image.Image, *, boxes: Sequence[Box] = (), points: Sequence[XY] = (), numbered: bool = False) -> None:
+    """Draw normalized boxes and points on an RGB image in place; `numbered` labels each 1, 2, ... in
+    list order, so a person can name the one to change."""
+    w, h = image.size
+    line = max(2, round(max(w, h) / 250))
+    pen = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(10, line * 6)) if numbered else None
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        colour = PALETTE[i % len(PALETTE)]
+        pen.rectangle([x0 * w, y0 * h, x1 * w, y1 * h], outline=colour, width=line)
+        if font is not None:
+            _label(pen, font, str(i + 1), (x0 * w, y0 * h), colour)
+    radius = max(4, line * 2)
+    for i, (x, y) in enumerate(points):
+        cx, cy = x * w, y * h
+        colour = PALETTE[i % len(PALETTE)]
+        pen.ellipse(
+            [cx - radius, cy - radius, cx + radius, cy + radius],
+            fill=colour,
+            outline=(0, 0, 0),
+            width=max(1, line // 2),
+        )
+        if font is not None:
+            _label(pen, font, str(i + 1), (cx + radius, cy - radius), colour)
+
+
+def _label(
+    pen: ImageDraw.ImageDraw,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    text: str,
+    at: XY,
+    colour: tuple[int, int, int],
+) -> None:
+    left, top, right, bottom = pen.textbbox(at, text, font=font)
+    pen.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=colour)
+    pen.text(at, text, fill=(0, 0, 0), font=font)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def line(index: int, skill: str, jpeg: bytes, fields: dict[str, Any]) -> bytes:
 
 @dataclass
 class Prepared:
-    lines: int
+    lines: int  # images written (each with one line per variant)
     skipped: FailureGroups
 
 
@@ -75,8 +75,13 @@ async def write_lines(
     *,
     explain: Explain,
     progress: Progress = _quiet,
+    variants: Sequence[dict[str, Any]] = ({},),
 ) -> Prepared:
-    """Prepare each image and append its line to `staging`; nothing but the file holds the images."""
+    """Prepare each image and append its lines to `staging`; nothing but the file holds the images.
+
+    Each image gets one line per variant (fields merged over `fields`), ids numbered image by image:
+    the line of image i and variant v has id i * len(variants) + v. Every image is decoded once.
+    """
     limiter = anyio.CapacityLimiter(PREPARE_CONCURRENCY)
     written = 0
     skipped = FailureGroups()
@@ -90,7 +95,8 @@ async def write_lines(
             except EXPECTED as exc:
                 skipped.add(explain(exc), ref)
                 return
-            await handle.write(line(index, skill, prepared.jpeg, fields))
+            for v, variant in enumerate(variants):
+                await handle.write(line(index * len(variants) + v, skill, prepared.jpeg, {**fields, **variant}))
             written += 1
         await progress(written, len(refs), f"prepared {written}/{len(refs)} images")
 

@@ -11,10 +11,14 @@ One example per line, a JSON object:
 - `image`: a path relative to the dataset file, an absolute path, or an http(s) / data URL.
 - `skill`: query, point or detect. query needs `question` and `answer` (optional `choices`, a list of
   allowed answers, and `match`: exact / normalized (default) / regex / contains — see scoring.py);
-  point needs `object` and `points` or `boxes`; detect needs `object` and `boxes` (`[]`: the object is
-  not in the image). Coordinates are normalized 0-1, origin top-left; a box may also be written
-  `[x_min, y_min, x_max, y_max]` and a point `[x, y]`.
+  point needs `object` and `points` or `boxes`; detect needs `object` and `boxes` (`boxes: []` or
+  `points: []`: the object is not in the image). Coordinates are normalized 0-1, origin top-left; a box
+  may also be written `[x_min, y_min, x_max, y_max]` and a point `[x, y]`.
 - `split`: optional, train or eval. Examples without one are split by image (see assign_splits).
+- Review marks (labelling.py, reviewing.py): `reviewed` (false until a person or agent has looked),
+  `labelled_by` (the model that proposed the label), `history` (each fix with the label before it), and
+  `removed: true` for an example taken out: the line stays in the file, so line numbers never shift and
+  nothing is lost, but it is no longer an example.
 """
 
 from __future__ import annotations
@@ -209,8 +213,9 @@ def parse_example(record: Any, line: int, base: Path) -> Example:
         if (points is None) == (boxes is None):
             raise ValueError("a point example needs exactly one of `points` or `boxes`")
         labels = points if points is not None else boxes
-        if not isinstance(labels, list) or not labels:
-            raise ValueError("empty label: `points` / `boxes` must be a non-empty list")
+        # `points: []` says the object is absent, as `boxes: []` does for detect.
+        if not isinstance(labels, list) or (not labels and points is None):
+            raise ValueError("empty label: `points` must be a list ([]: absent), `boxes` a non-empty list")
         if points is not None:
             fields["points"] = tuple(_point(p) for p in labels)
         else:
@@ -243,6 +248,8 @@ def parse(text: str, base: Path, *, samples: int = 3) -> tuple[list[Example], li
         except ValueError as exc:
             problems.append(Problem(number, f"not JSON: {getattr(exc, 'msg', exc)}"))
             continue
+        if isinstance(record, dict) and record.get("removed") is True:
+            continue  # kept for the record (reviewing.py), no longer an example
         try:
             examples.append(parse_example(record, number, base))
         except ValueError as exc:
@@ -360,6 +367,14 @@ def _relative(image: Path, output_dir: Path) -> str:
         return str(image)
 
 
+def image_field(ref: str, output_dir: Path) -> str:
+    """How a line written to a file in `output_dir` names the image `ref`: local paths below the folder
+    relative to it, anything else (other paths, file:// and data URLs) as given."""
+    if is_url(ref) or ref[:7].lower() == "file://":
+        return ref
+    return _relative(Path(os.path.expanduser(ref)), output_dir)
+
+
 def _round_box(x0: float, y0: float, x1: float, y1: float) -> dict[str, float] | None:
     box = [round(min(1.0, max(0.0, v)), 6) for v in (x0, y0, x1, y1)]
     if box[0] >= box[2] or box[1] >= box[3]:
@@ -380,9 +395,15 @@ class Imported:
             self.skipped.append(reason)
 
 
-def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None = None) -> Imported:
+def from_coco(
+    data: Any, *, image_dir: Path, output_dir: Path, split: str | None = None, negatives: bool = False
+) -> Imported:
     """COCO detection JSON -> one detect example per (image, category) with at least one box; boxes
-    normalized from pixel [x, y, width, height] by the image's size. Crowd annotations are left out."""
+    normalized from pixel [x, y, width, height] by the image's size. Crowd annotations are left out.
+
+    `negatives`: COCO lists every object of every category, so a category an image has no annotation of
+    is absent from it: one `boxes: []` example for each such (image, category) too.
+    """
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
     ):
@@ -391,6 +412,13 @@ def from_coco(data: Any, *, image_dir: Path, output_dir: Path, split: str | None
     images = {i.get("id"): i for i in data["images"] if isinstance(i, dict)}
     out = Imported([], 0, [])
     grouped: dict[tuple[Any, Any], list[dict[str, float]]] = defaultdict(list)
+    if negatives:
+        # A pair with any annotation, even one left out (a crowd, a bad box), is not known to be empty.
+        touched = {(a.get("image_id"), a.get("category_id")) for a in data["annotations"] if isinstance(a, dict)}
+        for image_id in images:
+            for category_id in names:
+                if (image_id, category_id) not in touched:
+                    grouped[(image_id, category_id)] = []
     for ann in data["annotations"]:
         if not isinstance(ann, dict):
             out.skip("an annotation that is not an object")
@@ -499,12 +527,14 @@ def _unquote(value: str) -> str:
     return value.split("#", 1)[0].strip().strip("'\"")
 
 
-def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None) -> Imported:
+def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None, negatives: bool = False) -> Imported:
     """A YOLO folder -> one detect example per (image, class) with at least one box.
 
     Images are under root/images (or root itself) and each has a label file of the same stem under
     root/labels (mirroring any subfolder) or beside it: lines of `class x_centre y_centre width height`,
     normalized. A subfolder named train / val / valid / test sets the split. Hidden names are skipped.
+    `negatives`: a label file lists every object, so a class it has no line of is absent from the image:
+    one `boxes: []` example for it too.
     """
     names = classes or yolo_class_names(root)
     if not names:
@@ -522,10 +552,12 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
             out.skip(f"{relative}: no label file")
             continue
         by_class: dict[int, list[dict[str, float]]] = defaultdict(list)
+        touched: set[str] = set()
         for number, line in enumerate(label.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
+            touched.add(parts[0])
             try:
                 cls = int(parts[0])
                 cx, cy, w, h = (float(v) for v in parts[1:5])
@@ -540,6 +572,8 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
                 out.skip(f"{label.name}:{number}: an empty box")
                 continue
             by_class[cls].append(box)
+        if negatives:
+            by_class.update((cls, []) for cls in range(len(names)) if str(cls) not in touched)
         split = next((_YOLO_SPLITS[p.lower()] for p in relative.parts[:-1] if p.lower() in _YOLO_SPLITS), None)
         for cls in sorted(by_class):
             record: dict[str, Any] = {
@@ -575,21 +609,23 @@ def read_checked(files: FileGuard, path: str) -> tuple[Dataset, list[Problem], i
     return dataset, dataset.problems + problems, urls
 
 
-def import_coco(json_path: Path, *, image_dir: Path, output: Path, split: str | None = None) -> Imported:
+def import_coco(
+    json_path: Path, *, image_dir: Path, output: Path, split: str | None = None, negatives: bool = False
+) -> Imported:
     """A COCO detection file turned into our JSONL at `output` (written only when there is something)."""
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
-    imported = from_coco(data, image_dir=image_dir, output_dir=output.parent, split=split)
+    imported = from_coco(data, image_dir=image_dir, output_dir=output.parent, split=split, negatives=negatives)
     if imported.records:
         write_atomically(output, imported.records)
     return imported
 
 
-def import_yolo(root: Path, *, output: Path, classes: list[str] | None = None) -> Imported:
+def import_yolo(root: Path, *, output: Path, classes: list[str] | None = None, negatives: bool = False) -> Imported:
     """A YOLO folder turned into our JSONL at `output` (written only when there is something)."""
-    imported = from_yolo(root, output_dir=output.parent, classes=classes)
+    imported = from_yolo(root, output_dir=output.parent, classes=classes, negatives=negatives)
     if imported.records:
         write_atomically(output, imported.records)
     return imported

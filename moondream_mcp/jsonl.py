@@ -12,7 +12,10 @@ from typing import Any, Literal, Self
 
 
 def line(record: Any) -> bytes:
-    """One record as a compact JSON line, UTF-8, newline-terminated."""
+    """One record as a compact JSON line, UTF-8, newline-terminated. Bytes are a line already, kept
+    exactly as they are (a file rewritten with a few lines changed keeps the others byte for byte)."""
+    if isinstance(record, bytes):
+        return record if record.endswith(b"\n") else record + b"\n"
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 

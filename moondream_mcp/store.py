@@ -449,9 +449,11 @@ class Store:
         errors: int,
         output: str,
         seconds: float,
+        candidate: bool = True,
     ) -> bool:
         """The evaluation, and its checkpoint made the run's best if it beats every earlier one, in one
-        transaction. Returns whether it is the new best."""
+        transaction. Returns whether it is the new best. Not a `candidate` (a baseline before the run's
+        first step): recorded, never the best."""
 
         def work(db: sqlite3.Connection) -> bool:
             now = time.time()
@@ -461,7 +463,7 @@ class Store:
                 (run_id, step, api_step, score, json.dumps(metrics), errors, output, seconds, now),
             )
             best = db.execute("SELECT best_score FROM runs WHERE id = ?", (run_id,)).fetchone()["best_score"]
-            if score is None or (best is not None and score <= best):
+            if not candidate or score is None or (best is not None and score <= best):
                 return False
             db.execute(
                 "UPDATE runs SET best_api_step = ?, best_score = ?, updated_at = ? WHERE id = ?",
@@ -516,8 +518,12 @@ class RunStep:
     reward_std: float | None
     rollouts: int
     seconds: float | None
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # what train_step reported, and the step's "mode" (rl or sft)
     at: float
+
+    @property
+    def mode(self) -> str:
+        return str(self.metrics.get("mode", "rl"))
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@ groups, roll out, reward, train_step, record, evaluate, save — and resumes unf
 server starts again. Knows nothing of MCP.
 
 A step. Run step i samples `groups_per_step` train examples (seeded by the run's seed and i, so a
-redone step asks the same questions), asks /rollouts for each concurrently, rewards them (point and
-detect: the API's ground-truth rewards; query: the label's match rule, scoring.py), and sends one
-train_step with the echoed requests and rollouts byte for byte (client.tuning.rl_group).
+redone step asks the same questions). An RL step asks /rollouts for each concurrently, rewards them
+(point and detect: the API's ground-truth rewards; query: the label's match rule, scoring.py), and sends
+one train_step with the echoed requests and rollouts byte for byte (client.tuning.rl_group). An SFT step
+sends the labels themselves as targets (client.tuning.sft_group): no rollouts. The run's mode says which:
+rl, sft, or auto — SFT while the latest eval score (before the first step: a baseline of the finetune as
+it was) is below `sft_below`, RL from then on; RL helps only where the model already partly succeeds.
+Each step's mode is recorded with it.
 
 Exactly once, across crashes. train_step is not idempotent, so the run's row in SQLite is a journal:
 1. Before train_step is sent, the run is marked in flight: {step i, the API step it should produce
@@ -36,6 +40,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +60,7 @@ from .client import (
     StreamError,
 )
 from .client.rawjson import array_items, member
-from .client.tuning import checkpoint_model, ground_truth, rl_group, skill_request
+from .client.tuning import checkpoint_model, ground_truth, rl_group, sft_group, sft_target, skill_request
 from .config import IN_FLIGHT
 from .datasets import Example
 from .failures import EXPECTED, Explain
@@ -67,10 +72,15 @@ log = logging.getLogger(__name__)
 SavePolicy = Literal["best_and_last", "last", "all"]
 
 
+Mode = Literal["rl", "sft", "auto"]
+
+
 class RunConfig(BaseModel):
     """A run's parameters, stored with it."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+    mode: Mode = "rl"
+    sft_below: float = 0.5  # auto: SFT while the latest eval score is below this
     steps: int
     groups_per_step: int
     rollouts_per_group: int
@@ -79,6 +89,38 @@ class RunConfig(BaseModel):
     eval_every: int = 0
     save: SavePolicy = "best_and_last"
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The API calls a run will make, so a person can judge its cost before it starts."""
+
+    rollouts: int  # /rollouts calls, at most (auto: if every step turns out RL)
+    rollouts_at_least: int
+    train_steps: int
+    evaluation: int  # skill calls scoring checkpoints on the eval split (and auto's baseline)
+    checkpoints: int  # saves and deletes, at most
+
+    @property
+    def total(self) -> int:
+        return self.rollouts + self.train_steps + self.evaluation + self.checkpoints
+
+
+def eval_steps(steps: int, every: int) -> list[int]:
+    """The steps after which a run evaluates: every `every` steps, and after the last."""
+    return sorted({i for i in range(1, steps + 1) if i % every == 0} | {steps}) if every > 0 else []
+
+
+def plan(config: RunConfig, *, eval_examples: int) -> Plan:
+    evals = len(eval_steps(config.steps, config.eval_every)) if eval_examples else 0
+    rl = config.steps * config.groups_per_step
+    return Plan(
+        rollouts=0 if config.mode == "sft" else rl,
+        rollouts_at_least=rl if config.mode == "rl" else 0,
+        train_steps=config.steps,
+        evaluation=eval_examples * (evals + (config.mode == "auto")),
+        checkpoints=2 + 2 * evals,  # the first and the last save, a save per evaluation, a delete for each
+    )
 
 
 class RunFailed(Exception):
@@ -262,6 +304,8 @@ class Runner:
         evals = [Example.from_json(e) for e in snapshot.get("eval", [])]
         if run.base_step is None:
             await self.store.update_run(run_id, base_step=await self._current_step(run))
+        if config.mode == "auto" and evals and all(e.step != 0 for e in await self.store.run_evals(run_id)):
+            await self._baseline(await self._load(run_id), evals)
         while True:
             run = await self._load(run_id)
             if run.in_flight is not None:
@@ -274,7 +318,7 @@ class Runner:
             await self._prune(run, config, current)
             if run.stop_requested or run.steps_done >= run.total_steps:
                 break
-            await self._step(run, config, train, current)
+            await self._step(run, config, train, current, await self._mode(run, config))
         await self._finish(run_id, config)
 
     async def _load(self, run_id: str) -> Run:
@@ -283,7 +327,19 @@ class Runner:
             raise RunFailed(f"run {run_id} vanished from the store")
         return run
 
-    async def _step(self, run: Run, config: RunConfig, train: Sequence[Example], current: int) -> None:
+    async def _mode(self, run: Run, config: RunConfig) -> Literal["rl", "sft"]:
+        """The next step's mode. auto: RL once any step was RL (no going back), else by the latest eval."""
+        if config.mode != "auto":
+            return config.mode
+        if any(s.mode == "rl" for s in await self.store.run_steps(run.id)):
+            return "rl"
+        scored = [e for e in await self.store.run_evals(run.id) if e.score is not None]
+        latest = max(scored, key=lambda e: e.step) if scored else None
+        return "rl" if latest is not None and latest.score is not None and latest.score >= config.sft_below else "sft"
+
+    async def _step(
+        self, run: Run, config: RunConfig, train: Sequence[Example], current: int, mode: Literal["rl", "sft"]
+    ) -> None:
         step = run.steps_done + 1
         expected = current + 1
         started = time.monotonic()
@@ -296,7 +352,10 @@ class Runner:
         async def one(index: int, example: Example) -> None:
             async with limiter:
                 try:
-                    groups[index], rewards[index] = await self._group(run.finetune_id, example, config)
+                    if mode == "sft":
+                        groups[index] = await self._sft_group(example)
+                    else:
+                        groups[index], rewards[index] = await self._group(run.finetune_id, example, config)
                 except GROUP_FAILURES as exc:
                     failures.append(exc)
 
@@ -306,9 +365,10 @@ class Runner:
         if failures:
             raise failures[0]
         flat = [r for group in rewards for r in group]
-        mark = {
+        mark: dict[str, Any] = {
             "step": step,
             "api_step": expected,
+            "mode": mode,
             "rollouts": len(flat),
             "reward_mean": statistics.fmean(flat) if flat else None,
             "reward_std": statistics.pstdev(flat) if flat else None,
@@ -338,6 +398,7 @@ class Runner:
                 api_step,
             )
         metrics = {k: v for k, v in (result.model_extra or {}).items() if v is not None}
+        metrics["mode"] = mode
         await self.store.record_step(
             run.id,
             step=step,
@@ -366,6 +427,17 @@ class Runner:
         # The echoed request and the rollouts go back exactly as they came: sliced from the raw text.
         return rl_group(member(raw, "request"), array_items(raw, "rollouts"), rewards), rewards
 
+    async def _sft_group(self, example: Example) -> str:
+        """The example's label as an SFT target: boxes (detect), points or boxes (point), the answer (query)."""
+        prepared = await self.images.load(example.ref)
+        if example.skill == "query":
+            request = skill_request("query", question=example.question, image_url=prepared.data_url, reasoning=False)
+            return sft_group(request, sft_target("query", answer=example.answer))
+        request = skill_request(example.skill, object=example.object, image_url=prepared.data_url)
+        if example.points is not None:
+            return sft_group(request, sft_target(example.skill, points=list(example.points)))
+        return sft_group(request, sft_target(example.skill, boxes=list(example.boxes or ())))
+
     async def _current_step(self, run: Run) -> int:
         """The finetune's current step, learnt by saving it (idempotent); 0 when it was never trained."""
         try:
@@ -393,7 +465,7 @@ class Runner:
                 reward_std=mark.get("reward_std"),
                 rollouts=mark.get("rollouts") or 0,
                 seconds=None,
-                metrics={"recovered": True},
+                metrics={"recovered": True, "mode": mark.get("mode", "rl")},
             )
         else:
             log.info("run %s: step %d was not applied; doing it again", run.id, mark["step"])
@@ -412,6 +484,15 @@ class Runner:
         saved = await self.client.tuning.save_checkpoint(run.finetune_id)
         api_step = saved.checkpoint.step if saved.checkpoint is not None else current
         await self.store.add_run_checkpoint(run.id, api_step=api_step, step=run.steps_done, evaluated=True)
+        await self._score(run, evals, api_step, checkpoint_model(run.finetune_id, api_step))
+
+    async def _baseline(self, run: Run, evals: Sequence[Example]) -> None:
+        """auto: score the finetune as it was before the run (the base model when never trained), as step
+        0 — what decides whether the first steps are SFT. Never the run's best: no step of its own."""
+        base = run.base_step or 0
+        await self._score(run, evals, base, checkpoint_model(run.finetune_id, base) if base else None)
+
+    async def _score(self, run: Run, evals: Sequence[Example], api_step: int, model: str | None) -> None:
         output = self.runs_dir / run.id / f"eval-step-{run.steps_done:05d}.jsonl"
         await anyio.to_thread.run_sync(lambda: output.parent.mkdir(parents=True, exist_ok=True))
         started = time.monotonic()
@@ -419,7 +500,7 @@ class Runner:
             self.client,
             self.images,
             evals,
-            [checkpoint_model(run.finetune_id, api_step)],
+            [model],
             output,
             concurrency=self._concurrency,
             explain=self._explain,
@@ -433,6 +514,7 @@ class Runner:
             errors=tally.errors,
             output=str(output),
             seconds=round(time.monotonic() - started, 3),
+            candidate=run.steps_done > 0,
         )
         if tally.first_error is not None:
             await self.store.update_run(

@@ -70,12 +70,11 @@ def test_every_broken_line_is_a_problem_with_its_line_number() -> None:
         (2, "box [0.1, 0.2, 1.3, 0.4] is out of range"),
         (3, "box [0.5, 0.2, 0.3, 0.4] is inverted or empty"),
         (4, "empty label"),
-        (5, "empty label"),
         (6, "`skill` must be one of query, point, detect, not 'caption'"),
         (7, "invalid regex '('"),
         (8, "missing `image`"),
     ]
-    assert [e.line for e in examples] == [9]  # boxes: [] says the object is absent: a valid negative
+    assert [e.line for e in examples] == [5, 9]  # points: [] and boxes: [] say the object is absent: negatives
 
 
 def test_an_image_given_both_splits_is_a_problem() -> None:

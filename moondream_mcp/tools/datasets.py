@@ -117,6 +117,9 @@ def register(server: MCPServer[AppState]) -> None:
                 )
             ),
         ] = None,
+        negatives: Annotated[
+            bool, Field(description="Also one boxes: [] example per class an image has no box of.")
+        ] = False,
     ) -> ImportReport:
         """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
         image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
@@ -133,11 +136,18 @@ def register(server: MCPServer[AppState]) -> None:
             with state.errors():
                 if format == "coco":
                     imported = await anyio.to_thread.run_sync(
-                        partial(datasets.import_coco, json_path, image_dir=images_at, output=target, split=split)
+                        partial(
+                            datasets.import_coco,
+                            json_path,
+                            image_dir=images_at,
+                            output=target,
+                            split=split,
+                            negatives=negatives,
+                        )
                     )
                 else:
                     imported = await anyio.to_thread.run_sync(
-                        partial(datasets.import_yolo, root, output=target, classes=classes)
+                        partial(datasets.import_yolo, root, output=target, classes=classes, negatives=negatives)
                     )
         except OSError as exc:
             raise ToolError(f"cannot import: {exc.strerror or exc}") from None

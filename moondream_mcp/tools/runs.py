@@ -14,7 +14,7 @@ from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import charts, datasets, training
-from ..client.tuning import checkpoint_model
+from ..client.tuning import BASE_MODEL, checkpoint_model
 from ..state import AppState, Ctx
 from ..store import Run
 from .dataset_checks import DatasetPath, read_dataset, refuse
@@ -31,6 +31,7 @@ RunId = Annotated[str, Field(min_length=1, description="The run's id, from start
 
 class StepOut(BaseModel):
     step: int = Field(description="Step within the run, 1..total_steps.")
+    mode: str = Field(description="rl (rollouts rewarded) or sft (labels as targets).")
     api_step: int = Field(description="The finetune's step number as the API reported it.")
     reward_mean: float | None
     reward_std: float | None
@@ -97,14 +98,25 @@ class RunList(BaseModel):
     runs: list[RunSummary] = Field(description="Newest first.")
 
 
+class PlannedCalls(BaseModel):
+    rollouts: int = Field(description="/rollouts calls, at most (auto: if every step is RL).")
+    rollouts_at_least: int
+    train_steps: int
+    evaluation: int = Field(description="Skill calls scoring checkpoints (and auto's baseline) on the eval split.")
+    checkpoints: int = Field(description="Checkpoint saves and deletes, at most.")
+    total: int = Field(description="API calls in all, at most.")
+
+
 class RunStarted(BaseModel):
-    run_id: str
-    finetune_id: str
-    state: str
+    run_id: str | None = Field(description="Null for a dry run.")
+    finetune_id: str | None
+    state: str = Field(description="running, or planned for a dry run.")
+    mode: str
     total_steps: int
     train_examples: int
     eval_examples: int
-    log: str
+    calls: PlannedCalls = Field(description="The API calls the run will make.")
+    log: str | None
     message: str
 
 
@@ -144,6 +156,7 @@ async def run_status(state: AppState, run: Run, history: int | None) -> RunStatu
         steps=[
             StepOut(
                 step=s.step,
+                mode=s.mode,
                 api_step=s.api_step,
                 reward_mean=_round(s.reward_mean),
                 reward_std=_round(s.reward_std),
@@ -154,7 +167,7 @@ async def run_status(state: AppState, run: Run, history: int | None) -> RunStatu
         evals=[
             EvalOut(
                 step=e.step,
-                model=checkpoint_model(run.finetune_id, e.api_step),
+                model=checkpoint_model(run.finetune_id, e.api_step) if e.api_step else BASE_MODEL,
                 score=_round(e.score),
                 metrics=e.metrics,
                 errors=e.errors,
@@ -241,6 +254,14 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ] = None,
         rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank when creating by name.")] = 16,
+        mode: Annotated[
+            Literal["rl", "sft", "auto"],
+            Field(
+                description="rl: rewarded rollouts; sft: the labels as targets; auto: sft until the eval score "
+                "reaches sft_below, then rl."
+            ),
+        ] = "rl",
+        sft_below: Annotated[float, Field(ge=0, le=1, description="auto: the eval score where RL takes over.")] = 0.5,
         steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps to take.")] = 20,
         groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step (one group each).")] = 8,
         rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example; 4-8 works best.")] = 4,
@@ -260,13 +281,14 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ] = "best_and_last",
         seed: Annotated[int, Field(description="Seed for choosing each step's examples.")] = 0,
+        dry_run: Annotated[bool, Field(description="Only report the API calls the run would make.")] = False,
     ) -> RunStarted:
-        """Start RL finetuning in the background and return its run_id at once. Each step samples
-        groups_per_step train examples, generates rollouts_per_group rollouts for each (concurrently, within
-        the rate limit), rewards them (point/detect: the API's ground-truth rewards; query: the label's match
-        rule) and applies one train step. Checkpoints are evaluated every eval_every steps; the best and the
-        last are kept (other checkpoints the run saved are deleted, per `save`). Watch with training_status;
-        the run survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
+        """Start finetuning in the background and return its run_id at once, with the API calls it will
+        make. Each step samples groups_per_step train examples; an RL step rewards rollouts_per_group
+        rollouts of each (point/detect: the API's ground-truth rewards; query: the label's match rule), an
+        SFT step trains on the labels. Checkpoints are evaluated every eval_every steps; the best and the
+        last are kept (others the run saved are deleted, per `save`). Watch with training_status; the run
+        survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
         state = ctx.request_context.lifespan_context
         if (finetune_id is None) == (name is None):
             raise ToolError("give exactly one of finetune_id (an existing finetune) or name (+ rank) to create one")
@@ -280,6 +302,48 @@ def register(server: MCPServer[AppState]) -> None:
             raise ToolError(
                 f"the dataset {dataset} has no train examples: give some lines split=train, or none a split"
             )
+        if mode == "auto" and not (evals and eval_every):
+            raise ToolError("mode auto switches by the eval score: it needs eval examples and eval_every > 0")
+        if mode != "rl" and (regex := next((e for e in train if e.match == "regex"), None)):
+            raise ToolError(
+                f"SFT trains on the answer as written, but line {regex.line} gives a regex: use mode rl, or literal "
+                "answers"
+            )
+        config = training.RunConfig(
+            mode=mode,
+            sft_below=sft_below,
+            steps=steps,
+            groups_per_step=groups_per_step,
+            rollouts_per_group=rollouts_per_group,
+            lr=lr,
+            temperature=temperature,
+            eval_every=eval_every,
+            save=save,
+            seed=seed,
+        )
+        planned = training.plan(config, eval_examples=len(evals))
+        calls = PlannedCalls(
+            rollouts=planned.rollouts,
+            rollouts_at_least=planned.rollouts_at_least,
+            train_steps=planned.train_steps,
+            evaluation=planned.evaluation,
+            checkpoints=planned.checkpoints,
+            total=planned.total,
+        )
+        cost = f"about {planned.total} API calls ({planned.train_steps} train steps)"
+        if dry_run:
+            return RunStarted(
+                run_id=None,
+                finetune_id=finetune_id,
+                state="planned",
+                mode=mode,
+                total_steps=steps,
+                train_examples=len(train),
+                eval_examples=len(evals),
+                calls=calls,
+                log=None,
+                message=f"nothing started: the run would make {cost}.",
+            )
         with state.errors():
             if name is not None:
                 finetune = await state.client.tuning.create_finetune(name, rank)
@@ -291,16 +355,6 @@ def register(server: MCPServer[AppState]) -> None:
                 f"finetune {finetune.finetune_id} is already training in run {busy[0].id}; stop it "
                 "(stop_training) or wait for it to finish"
             )
-        config = training.RunConfig(
-            steps=steps,
-            groups_per_step=groups_per_step,
-            rollouts_per_group=rollouts_per_group,
-            lr=lr,
-            temperature=temperature,
-            eval_every=eval_every,
-            save=save,
-            seed=seed,
-        )
         run_id = await state.runner.start(
             finetune_id=finetune.finetune_id, dataset=str(loaded.path), config=config, train=train, evals=evals
         )
@@ -309,12 +363,14 @@ def register(server: MCPServer[AppState]) -> None:
             run_id=run_id,
             finetune_id=finetune.finetune_id,
             state="running",
+            mode=mode,
             total_steps=steps,
             train_examples=len(train),
             eval_examples=len(evals),
+            calls=calls,
             log=RUN_URI.format(run_id=run_id),
-            message=f"run {run_id} started on finetune {finetune.finetune_id}{note}. Watch it with "
-            "training_status (wait_seconds to wait for progress, chart=true for curves).",
+            message=f"run {run_id} started on finetune {finetune.finetune_id}{note}; it will make {cost}. Watch "
+            "it with training_status (wait_seconds to wait for progress, chart=true for curves).",
         )
 
     @server.tool(title="Training run status", annotations=READ)

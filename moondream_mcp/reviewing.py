@@ -1,0 +1,205 @@
+"""Reviewing a dataset's labels: pages of examples chosen by filters (shown as contact sheets), and fixes
+applied by line number. Knows nothing of MCP.
+
+Every fix is recorded in the line it changes, and nothing is lost: the line gets `reviewed: true` and a
+`history` entry per fix — `{"fix": "drop", "before": {"boxes": [...]}}` holds the label as it was before
+a change, so the first entry with a `before` holds the label as the model proposed it. A removed example
+keeps its line, marked `removed: true` (datasets.py skips it), so line numbers never shift between
+review_labels and fix_labels, and the file can be restored by hand. Lines that are not changed are
+written back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import datasets
+from .datasets import Example
+from .failures import InputError
+from .jsonl import write_atomically
+
+REVIEWABLE = ("detect", "point")
+Action = Literal["accept", "drop", "replace", "none", "remove"]
+Found = Literal["nothing", "many"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: int  # 1-based line of the file
+    record: dict[str, Any]  # the line as written
+    example: Example
+
+    @property
+    def labels(self) -> tuple[Any, ...]:
+        """The example's boxes or points (a point example may be labelled with boxes)."""
+        return self.example.points if self.example.points is not None else self.example.boxes or ()
+
+    @property
+    def reviewed(self) -> bool:
+        return self.record.get("reviewed") is True
+
+
+@dataclass
+class Lines:
+    raw: list[bytes]  # every line of the file as written, without its newline
+    entries: list[Entry]  # the detect and point examples among them
+
+
+def read(path: Path) -> Lines:
+    """The file's lines and its reviewable examples; lines that are not examples are kept, not judged."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    raw = data.splitlines()
+    entries: list[Entry] = []
+    for number, text in enumerate(raw, start=1):
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("removed") is True or record.get("skill") not in REVIEWABLE:
+            continue
+        try:
+            example = datasets.parse_example(record, number, path.parent)
+        except ValueError:
+            continue
+        entries.append(Entry(number, record, example))
+    return Lines(raw, entries)
+
+
+@dataclass
+class Page:
+    entries: list[Entry]
+    matching: int  # examples passing the filters, on every page
+    unreviewed: int  # reviewable examples not reviewed yet, in the whole file
+    page: int
+    pages: int
+
+
+def page(
+    entries: list[Entry],
+    *,
+    unreviewed: bool = False,
+    object: str | None = None,
+    found: Found | None = None,
+    many: int = 5,
+    number: int = 1,
+    size: int = 24,
+) -> Page:
+    """Page `number` (1-based) of the examples passing every filter given, in file order."""
+    wanted = object.strip().lower() if object else None
+    chosen = [
+        e
+        for e in entries
+        if not (unreviewed and e.reviewed)
+        and (wanted is None or (e.example.object or "").strip().lower() == wanted)
+        and (found != "nothing" or not e.labels)
+        and (found != "many" or len(e.labels) >= many)
+    ]
+    pages = max(1, -(-len(chosen) // size))
+    start = (number - 1) * size
+    return Page(chosen[start : start + size], len(chosen), sum(not e.reviewed for e in entries), number, pages)
+
+
+@dataclass(frozen=True)
+class Fix:
+    lines: tuple[int, ...]
+    action: Action
+    drop: tuple[int, ...] = ()  # box or point numbers as drawn on the sheet: 1 is the first
+    boxes: list[Any] | None = None
+    points: list[Any] | None = None
+
+
+@dataclass
+class Applied:
+    changed: dict[str, int] = field(default_factory=dict)  # action -> lines
+    lines: int = 0
+    unreviewed: int = 0  # left in the file
+
+
+def apply(path: Path, fixes: list[Fix]) -> Applied:
+    """Apply every fix, in order, then rewrite the file once (atomically). Nothing is written unless
+    every fix is valid: the first that is not raises InputError naming its line."""
+    lines = read(path)
+    by_line = {e.line: e for e in lines.entries}
+    records: dict[int, dict[str, Any]] = {}
+    applied = Applied()
+    for fix in fixes:
+        for number in fix.lines:
+            record = records.get(number)
+            if record is None:
+                entry = by_line.get(number)
+                if entry is None:
+                    raise InputError(_not_reviewable(lines, number))
+                record = json.loads(lines.raw[number - 1])
+            if record.get("removed") is True:
+                raise InputError(f"line {number} was removed in this call; it takes no further fixes")
+            records[number] = _fixed(record, fix, number, path.parent)
+            applied.changed[fix.action] = applied.changed.get(fix.action, 0) + 1
+    out: list[Any] = [records.get(i, raw) for i, raw in enumerate(lines.raw, start=1)]
+    write_atomically(path, out)
+    applied.lines = len(records)
+    reviewed = {i for i, r in records.items() if r.get("reviewed") is True}
+    applied.unreviewed = sum(not (e.reviewed or e.line in reviewed) for e in lines.entries)
+    return applied
+
+
+def _not_reviewable(lines: Lines, number: int) -> str:
+    if not 1 <= number <= len(lines.raw):
+        return f"line {number} is not in the file (it has {len(lines.raw)} lines)"
+    return f"line {number} is not a detect or point example (or it was removed); review_labels lists the lines"
+
+
+def _fixed(record: dict[str, Any], fix: Fix, number: int, base: Path) -> dict[str, Any]:
+    record = dict(record)
+    key = "points" if record.get("points") is not None else "boxes"
+    before = {key: record.get(key)}
+    history = list(record.get("history") or [])
+    if fix.action == "accept":
+        history.append({"fix": "accept"})
+    elif fix.action == "remove":
+        history.append({"fix": "remove"})
+        record["removed"] = True
+    else:
+        if fix.action == "drop":
+            if not fix.drop:
+                raise InputError(f"line {number}: drop needs the numbers of the {key} to drop (1 is the first)")
+            labels = list(record.get(key) or [])
+            wrong = sorted(n for n in fix.drop if not 1 <= n <= len(labels))
+            if wrong:
+                raise InputError(f"line {number} has {len(labels)} {key}: there is no number {wrong[0]}")
+            record[key] = [label for i, label in enumerate(labels, start=1) if i not in fix.drop]
+        elif fix.action == "none":
+            if record["skill"] == "point":
+                record.pop("boxes", None)
+                record["points"] = []
+            else:
+                record["boxes"] = []
+        else:
+            _replace(record, fix, number)
+        history.append({"fix": fix.action, "before": before})
+    record["reviewed"] = True
+    record["history"] = history
+    if not record.get("removed"):
+        try:
+            datasets.parse_example(record, number, base)
+        except ValueError as exc:
+            raise InputError(f"line {number}: {exc}") from None
+    return record
+
+
+def _replace(record: dict[str, Any], fix: Fix, number: int) -> None:
+    if (fix.boxes is None) == (fix.points is None):
+        raise InputError(f"line {number}: replace needs exactly one of boxes or points")
+    if fix.points is not None:
+        if record["skill"] != "point":
+            raise InputError(f"line {number} is a detect example: replace its boxes, not points")
+        record.pop("boxes", None)
+        record["points"] = fix.points
+    else:
+        record.pop("points", None)
+        record["boxes"] = fix.boxes

@@ -1,0 +1,457 @@
+"""Labelling tools: label_images (photos -> an unreviewed dataset, locally or through the Batch API),
+review_labels (contact sheets), fix_labels and export_dataset. Thin: the logic is in labelling.py,
+reviewing.py, sheets.py and exports.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ImageContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from .. import batch_api, exports, labelling, local_batch, outputs, reviewing, sheets
+from ..failures import EXPECTED
+from ..labelling import DatasetLog, LabelJob
+from ..state import AppState, Ctx
+from .dataset_checks import DatasetPath
+from .local_batch import Failure, failures
+from .results import compact, structured
+from .skills import Model
+
+# ---- results ----------------------------------------------------------------------------------
+
+
+class ClassTally(BaseModel):
+    name: str
+    examples: int = Field(description="Examples written for this class in this call.")
+    empty: int = Field(description="Of those, how many found nothing.")
+    found: int = Field(description="Boxes or points found in all.")
+
+
+class Labelled(BaseModel):
+    output: str = Field(description="The dataset (JSONL); review it with review_labels.")
+    engine: str
+    status: Literal["done", "submitted", "processing"] = Field(
+        description="batch_api: submitted or processing until the results are written; then done."
+    )
+    images: int
+    labelled: int = Field(description="Images labelled in this call.")
+    skipped: int = Field(description="Images every class already had an example for (left as they are).")
+    failed: int = Field(description="Images (or image-class lines) that failed; a rerun retries them.")
+    examples: int = Field(description="Lines written in this call.")
+    classes: list[ClassTally]
+    failures: list[Failure]
+    batch_id: str | None = None
+    elapsed_s: float
+    message: str
+
+
+class ReviewCell(BaseModel):
+    cell: int = Field(description="The number on the sheet.")
+    line: int = Field(description="The example's line in the dataset: what fix_labels takes.")
+    image: str
+    object: str
+    labels: list[list[float]] = Field(
+        description="Boxes [x_min, y_min, x_max, y_max] or points [x, y], 0-1, numbered from 1 as drawn."
+    )
+    reviewed: bool
+    error: str | None = Field(default=None, description="Why the image could not be shown.")
+
+
+class SheetFile(BaseModel):
+    path: str = Field(description="The sheet as a JPEG file.")
+    cells: list[int]
+
+
+class ReviewPage(BaseModel):
+    dataset: str
+    page: int
+    pages: int
+    matching: int = Field(description="Examples passing the filters, on every page.")
+    unreviewed: int = Field(description="Detect and point examples not yet reviewed, in the whole file.")
+    sheets: list[SheetFile]
+    cells: list[ReviewCell]
+    message: str
+
+
+class Fixed(BaseModel):
+    dataset: str
+    changed: dict[str, int] = Field(description="Lines changed by each action.")
+    lines: int = Field(description="Lines changed in all.")
+    unreviewed: int = Field(description="Examples left to review.")
+    message: str
+
+
+class ExportReport(BaseModel):
+    output: str
+    format: str
+    images: int
+    boxes: int
+    classes: list[str] = Field(description="Class names, in class-index order.")
+    splits: dict[str, int] = Field(description="Images per split (eval is named val in the files).")
+    files: int
+    rotated: int = Field(description="Linked images with an EXIF turn: tools that ignore EXIF misplace their boxes.")
+    skipped: int
+    skipped_reasons: list[str]
+    message: str
+
+
+# ---- parameters -------------------------------------------------------------------------------
+
+Boxes = list[Annotated[list[float], Field(min_length=4, max_length=4)]]
+Points = list[Annotated[list[float], Field(min_length=2, max_length=2)]]
+
+
+class FixIn(BaseModel):
+    """One change, applied to each of `lines`."""
+
+    lines: list[int] = Field(min_length=1, description="Lines from review_labels.")
+    action: Literal["accept", "drop", "replace", "none", "remove"] = Field(
+        description="accept as is; drop some labels; replace them; none: the object is not there; remove the example."
+    )
+    drop: list[int] | None = Field(default=None, description="drop: label numbers as drawn (1 is the first).")
+    boxes: Boxes | None = Field(default=None, description="replace: [[x_min, y_min, x_max, y_max], ...], 0-1.")
+    points: Points | None = Field(default=None, description="replace (point examples): [[x, y], ...], 0-1.")
+
+
+Images = Annotated[
+    list[str] | str,
+    Field(description="A list of image references, or one string naming a directory or a glob (~/shoot/**/*.jpg)."),
+]
+
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+LOOK = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+EXPORT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+FIX = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+PER_SHEET = 12
+
+
+def _tallies(log: DatasetLog) -> list[ClassTally]:
+    return [ClassTally(name=c, examples=n.examples, empty=n.empty, found=n.found) for c, n in log.counts.items()]
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Label photos into a dataset", annotations=WRITE)
+    @compact
+    async def label_images(
+        images: Images,
+        classes: Annotated[
+            list[str],
+            Field(min_length=1, max_length=labelling.MAX_CLASSES, description="What to label, each its own prompt."),
+        ],
+        output: Annotated[
+            str, Field(min_length=1, description="The dataset JSONL to write (new, or one to add to and resume).")
+        ],
+        ctx: Ctx,
+        skill: Annotated[Literal["detect", "point"], Field(description="Boxes (detect) or points.")] = "detect",
+        model: Model = None,
+        engine: Annotated[
+            Literal["local", "batch_api"],
+            Field(description="batch_api: half price for thousands of images; call again to write the results."),
+        ] = "local",
+        wait_seconds: Annotated[
+            float, Field(ge=0, le=600, description="batch_api: wait this long for the results.")
+        ] = 0,
+    ) -> Labelled:
+        """Label photos with Moondream: every class is asked on every image and each answer becomes a
+        dataset example (boxes or points, 0-1 in the image as displayed) marked reviewed=false, written as it
+        arrives. A rerun with the same output skips what is labelled. Next: review_labels, fix_labels."""
+        state = ctx.request_context.lifespan_context
+        started = time.monotonic()
+        with state.errors():
+            job = LabelJob(skill=skill, classes=tuple(classes), model=model)
+            refs = local_batch.expand(images, state.files)
+            path = state.files.check(output, for_writing=True)
+            if path.suffix.lower() != ".jsonl":
+                raise ToolError(f"the output is a dataset: give a .jsonl path, not {path.name}")
+            log = DatasetLog(path, job, refs)
+            done = await anyio.to_thread.run_sync(log.done, job.id)
+        todo = [r for r in refs if r not in done]
+
+        def report(
+            status: Any, labelled: int, failed: int, groups: list[Failure], message: str, **extra: Any
+        ) -> Labelled:
+            return Labelled(
+                output=str(path),
+                engine=engine,
+                status=status,
+                images=len(refs),
+                labelled=labelled,
+                skipped=len(done),
+                failed=failed,
+                examples=log.written,
+                classes=_tallies(log),
+                failures=groups,
+                elapsed_s=round(time.monotonic() - started, 3),
+                message=message,
+                **extra,
+            )
+
+        if engine == "local":
+
+            async def work(ref: str) -> dict[str, Any]:
+                return await labelling.label_image(state.vision, job, ref, log.missing(ref))
+
+            with state.errors(), labelling.exclusive(path):
+                try:
+                    outcome = await local_batch.run(
+                        refs, work, log, job=job.id, explain=state.explain, progress=ctx.report_progress
+                    )
+                except OSError as exc:
+                    raise ToolError(f"cannot write the dataset {path}: {exc.strerror}") from None
+            note = f"; {outcome.failed} failed (rerun to retry them)" if outcome.failed else ""
+            return report(
+                "done",
+                outcome.succeeded,
+                outcome.failed,
+                failures(outcome.failures),
+                f"{log.written} examples written from {outcome.succeeded} images{note}. Next: review_labels.",
+            )
+
+        pending = labelling.PendingBatches(state.settings.data_dir / "labelling" / "batches.jsonl")
+        key = labelling.batch_key(job, refs, path)
+        with state.errors():
+            found = await anyio.to_thread.run_sync(pending.find, key)
+            if found is None:
+                if not todo:
+                    return report("done", 0, 0, [], "every image is labelled already.")
+                submitted = await labelling.submit(
+                    state.client,
+                    state.images,
+                    state.store,
+                    job,
+                    todo,
+                    state.settings.data_dir / "batch-uploads",
+                    part_bytes=state.settings.batch_part_bytes,
+                    explain=state.explain,
+                    progress=ctx.report_progress,
+                )
+                await anyio.to_thread.run_sync(pending.add, key, submitted.batch_id, submitted.images)
+                batch_id = submitted.batch_id
+            else:
+                batch_id = str(found["batch_id"])
+            try:
+                with labelling.exclusive(path):
+                    collected = await labelling.collect(
+                        state.client,
+                        state.store,
+                        job,
+                        batch_id,
+                        log,
+                        state.settings.data_dir / "labelling" / f"{batch_id}.results.jsonl",
+                        wait_seconds=wait_seconds,
+                        progress=ctx.report_progress,
+                    )
+            except batch_api.BatchNotDone as exc:
+                status = "submitted" if found is None else "processing"
+                return report(
+                    status,
+                    0,
+                    0,
+                    [],
+                    f"{exc} Call label_images again with the same arguments to write the dataset.",
+                    batch_id=batch_id,
+                )
+            except batch_api.BatchFailed:
+                await anyio.to_thread.run_sync(pending.finish, key, batch_id)  # the next call submits afresh
+                raise
+        await anyio.to_thread.run_sync(pending.finish, key, batch_id)
+        note = f"; {collected.failed} lines failed (call again to retry them)" if collected.failed else ""
+        return report(
+            "done",
+            collected.images,
+            collected.failed,
+            failures(collected.failures),
+            f"{log.written} examples written from {collected.images} images{note}. Next: review_labels.",
+            batch_id=batch_id,
+        )
+
+    @server.tool(title="Review labels as contact sheets", annotations=LOOK)
+    async def review_labels(
+        dataset: DatasetPath,
+        ctx: Ctx,
+        page: Annotated[int, Field(ge=1, description="Page number, from 1.")] = 1,
+        per_page: Annotated[int, Field(ge=1, le=48, description="Examples per page (12 to a sheet).")] = 24,
+        unreviewed: Annotated[bool, Field(description="Only examples not reviewed yet.")] = False,
+        object: Annotated[str | None, Field(description="Only this class.")] = None,
+        found: Annotated[
+            Literal["nothing", "many"] | None,
+            Field(description="Only examples with no labels, or with `many` or more."),
+        ] = None,
+        many: Annotated[int, Field(ge=1, le=100, description="How many labels count as many.")] = 5,
+    ) -> Annotated[CallToolResult, ReviewPage]:
+        """Show a page of a dataset's detect and point examples as contact sheets: numbered thumbnails
+        with their labels drawn and numbered. `cells` maps each cell to its dataset line for fix_labels."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            path = state.files.check(dataset)
+            lines = await anyio.to_thread.run_sync(reviewing.read, path)
+        chosen = reviewing.page(
+            lines.entries, unreviewed=unreviewed, object=object, found=found, many=many, number=page, size=per_page
+        )
+        if page > chosen.pages:
+            raise ToolError(f"page {page} is past the last page ({chosen.pages}) of {chosen.matching} examples")
+        loaded: list[bytes | str] = [b""] * len(chosen.entries)
+        limiter = anyio.CapacityLimiter(4)
+
+        async def load(index: int, ref: str) -> None:
+            async with limiter:
+                try:
+                    loaded[index] = (await state.images.load(ref)).jpeg
+                except EXPECTED as exc:
+                    loaded[index] = state.explain(exc)
+
+        async with anyio.create_task_group() as tasks:
+            for index, entry in enumerate(chosen.entries):
+                tasks.start_soon(load, index, entry.example.ref)
+        first = (page - 1) * per_page + 1
+        cells: list[ReviewCell] = []
+        drawn: list[sheets.Cell] = []
+        for number, (entry, image) in enumerate(zip(chosen.entries, loaded, strict=True), start=first):
+            labels = [list(label) for label in entry.labels]
+            error = image if isinstance(image, str) else None
+            cells.append(
+                ReviewCell(
+                    cell=number,
+                    line=entry.line,
+                    image=entry.example.image,
+                    object=entry.example.object or "",
+                    labels=[[round(v, 3) for v in label] for label in labels],
+                    reviewed=entry.reviewed,
+                    error=error,
+                )
+            )
+            boxes = entry.example.boxes if entry.example.points is None else ()
+            drawn.append(
+                sheets.Cell(
+                    title=f"{number} · line {entry.line} · {entry.example.object} ({len(labels)})",
+                    jpeg=image if isinstance(image, bytes) else None,
+                    boxes=boxes or (),
+                    points=entry.example.points or (),
+                    note=error,
+                    done=entry.reviewed,
+                )
+            )
+        folder = state.settings.data_dir / "sheets"
+        tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        files: list[SheetFile] = []
+        pictures: list[ImageContent] = []
+        for start in range(0, len(drawn), PER_SHEET):
+            jpeg = await anyio.to_thread.run_sync(sheets.draw, drawn[start : start + PER_SHEET])
+            target = folder / f"{path.stem}-{tag}-p{page}-{start // PER_SHEET + 1}.jpg"
+            await anyio.to_thread.run_sync(partial(_save, target, jpeg))
+            files.append(SheetFile(path=str(target), cells=[c.cell for c in cells[start : start + PER_SHEET]]))
+            pictures.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
+        more = f"; next: page={page + 1}" if page < chosen.pages else ""
+        status = ReviewPage(
+            dataset=str(path),
+            page=page,
+            pages=chosen.pages,
+            matching=chosen.matching,
+            unreviewed=chosen.unreviewed,
+            sheets=files,
+            cells=cells,
+            message=f"page {page} of {chosen.pages}: {len(cells)} of {chosen.matching} examples{more}. "
+            "Fix or accept them with fix_labels, by line."
+            if cells
+            else "no example matches these filters.",
+        )
+        return structured(status, *pictures)
+
+    @server.tool(title="Fix labels", annotations=FIX)
+    @compact
+    async def fix_labels(
+        dataset: DatasetPath,
+        fixes: Annotated[list[FixIn], Field(min_length=1, max_length=1000, description="Applied in order.")],
+        ctx: Ctx,
+    ) -> Fixed:
+        """Accept or correct examples by line (from review_labels). Each fix marks its lines reviewed and
+        keeps the label it replaces in the line's `history`; remove keeps the line, marked removed."""
+        state = ctx.request_context.lifespan_context
+        plan = [
+            reviewing.Fix(
+                lines=tuple(f.lines),
+                action=f.action,
+                drop=tuple(f.drop or ()),
+                boxes=f.boxes,
+                points=f.points,
+            )
+            for f in fixes
+        ]
+        with state.errors():
+            path = state.files.check(dataset, for_writing=True)
+            state.files.check(dataset)  # the dataset must exist: fixes never create one
+            with labelling.exclusive(path):
+                applied = await anyio.to_thread.run_sync(reviewing.apply, path, plan)
+        done = ", ".join(f"{count} {action}" for action, count in applied.changed.items())
+        return Fixed(
+            dataset=str(path),
+            changed=applied.changed,
+            lines=applied.lines,
+            unreviewed=applied.unreviewed,
+            message=f"{applied.lines} lines changed ({done}); {applied.unreviewed} examples left to review.",
+        )
+
+    @server.tool(title="Export a dataset (COCO, YOLO, VOC)", annotations=EXPORT)
+    @compact
+    async def export_dataset(
+        dataset: DatasetPath,
+        format: Annotated[Literal["coco", "yolo", "voc"], Field(description="COCO JSON, YOLO or Pascal VOC.")],
+        output: Annotated[
+            str, Field(min_length=1, description="A new or empty folder, or an earlier export (replaced).")
+        ],
+        ctx: Ctx,
+        images: Annotated[Literal["copy", "link"], Field(description="Copy the images, or symlink them.")] = "copy",
+        reviewed_only: Annotated[bool, Field(description="Leave out examples not reviewed yet.")] = False,
+    ) -> ExportReport:
+        """Write a dataset's detect examples as COCO JSON, a YOLO folder or Pascal VOC XML, in pixels of
+        each image as displayed, with train / val splits (the split training uses)."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            source = state.files.check(dataset)
+            try:
+                done = await anyio.to_thread.run_sync(
+                    partial(
+                        exports.export,
+                        source,
+                        state.files,
+                        output,
+                        format=format,
+                        mode=images,
+                        reviewed_only=reviewed_only,
+                    )
+                )
+            except OSError as exc:
+                raise ToolError(f"cannot export to {output}: {exc.strerror or exc}") from None
+        how = {
+            "coco": "import_dataset format=coco with each split's _annotations.coco.json",
+            "yolo": "import_dataset format=yolo with the folder",
+            "voc": "any VOC reader",
+        }[format]
+        return ExportReport(
+            output=str(done.output),
+            format=format,
+            images=done.images,
+            boxes=done.boxes,
+            classes=done.classes,
+            splits=done.splits,
+            files=done.files,
+            rotated=done.rotated,
+            skipped=done.skipped_count,
+            skipped_reasons=done.skipped,
+            message=f"exported {done.images} images and {done.boxes} boxes of {len(done.classes)} classes to "
+            f"{done.output}; read it back with {how}.",
+        )
+
+
+def _save(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    outputs.write_bytes(target, data)

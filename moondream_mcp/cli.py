@@ -40,8 +40,8 @@ SERVE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("--data-dir", "data_dir", {"help": "where the server keeps state (env MOONDREAM_MCP_DATA_DIR)"}),
 ]
-# How `serve` is reached, and what answers it. No --token flag: a secret on the command line shows in every process list,
-# so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
+# How `serve` is reached, and what answers it. No --token flag: a secret on the command line shows in every
+# process list, so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
 TRANSPORT_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--transport",
@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     # The demo's own lines are what a person reads; the server's routine logging would bury them.
     level = args.log_level or ("WARNING" if command == "demo" else "INFO")
     # stdout is the protocol in stdio mode: every log line goes to stderr.
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # One line per HTTP request is noise at INFO; it stays available at DEBUG.
     if logging.getLogger().level > logging.DEBUG:
         for chatty in ("httpx2", "httpcore2"):

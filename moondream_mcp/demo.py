@@ -171,7 +171,9 @@ async def show_training(client: Client, names: set[str], folder: Path, write: Wr
     model = status["best_model"] or status["last_model"]
     write(f"  {'':<9} checkpoint: {model}")
     if model and "detect" in names:
-        found = await _call(client, "detect", {"image": str(folder / "panel-4.png"), "object": "orange panel", "model": model})
+        found = await _call(
+            client, "detect", {"image": str(folder / "panel-4.png"), "object": "orange panel", "model": model}
+        )
         write(f"  {'':<9} detect with it -> {summary(found)}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -102,6 +103,15 @@ async def test_the_installed_wheel_lists_the_same_tools_as_this_checkout(install
     done = _run(installed / "moondream-mcp", "tools", cwd=tmp_path, env=_clean_env())
     here = await tool_manifest(build_server(Settings(allowed_dirs=[tmp_path], data_dir=tmp_path)))
     assert json.loads(done.stdout) == json.loads(here)
+
+
+def test_uvx_runs_the_wheel_in_one_line(wheel: Path, tmp_path: Path) -> None:
+    # The README's one-line way to run it, given the wheel instead of the repository's URL.
+    uvx = shutil.which("uvx", path=str(Path(sys.executable).parent)) or shutil.which("uvx")
+    assert uvx is not None, "uv comes with the test extra"
+    env = {**_clean_env(), "UV_PYTHON": sys.executable}  # nothing may be downloaded but packages
+    done = _run(uvx, "--from", wheel, NAME, "--version", cwd=tmp_path, env=env, timeout=INSTALL_TIMEOUT)
+    assert done.stdout.strip() == f"moondream-mcp {VERSION}"
 
 
 def test_the_installed_wheel_runs_the_demo_with_its_own_emulator(installed: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 from mcp import Client
-from mcp.types import CallToolResult, ImageContent, Tool
+from mcp.types import CallToolResult, ImageContent, TextContent, Tool
 from PIL import Image, ImageDraw
 
 from .config import Settings
@@ -122,10 +122,14 @@ def save_pictures(result: CallToolResult, folder: Path, name: str) -> list[Path]
     return saved
 
 
+def _text(result: CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
 async def _call(client: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     result = await client.call_tool(name, arguments)
     if result.is_error:
-        raise RuntimeError(f"{name} failed: {result.content[-1]}")
+        raise RuntimeError(f"{name} failed: {_text(result)}")
     return result.structured_content or {}
 
 
@@ -140,7 +144,7 @@ async def show_vision(client: Client, tools: list[Tool], scene: Path, out: Path,
         prefix = f"  {tool.name:<9} " + (f"{asked} -> " if asked else "")
         if result.is_error:
             # The message is the one the model would read: worth showing, not worth stopping for.
-            write(prefix + "refused: " + " ".join(c.text for c in result.content if c.type == "text")[-200:])
+            write(prefix + "refused: " + _text(result)[-200:])
             continue
         write(prefix + summary(result.structured_content or {}))
         for path in save_pictures(result, out, tool.name):

@@ -22,6 +22,8 @@ import moondream_mcp
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
 
+pytestmark = pytest.mark.anyio
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = json.loads((ROOT / "manifest.json").read_text(encoding="utf-8"))
 # Pinned, like the linters: a new release may judge differently, and every run must judge alike.
@@ -149,6 +151,3 @@ async def test_the_bundle_serves_the_tools_when_started_as_its_manifest_says(
             result = await client.call_tool("detect", {"image": image, "object": "red"})
     assert not result.is_error, result.content
     assert_box(result.structured_content["objects"][0], (0.25, 0.2, 0.5, 0.6))
-
-
-pytestmark = pytest.mark.anyio

@@ -17,6 +17,8 @@ from moondream_mcp.config import Settings
 from moondream_mcp.demo import arguments, vision_tools
 from moondream_mcp.server import build_server
 
+pytestmark = pytest.mark.anyio
+
 SKILLS = ("caption", "query", "detect", "point", "segment")
 
 
@@ -83,6 +85,3 @@ def test_a_vision_tool_needing_a_parameter_the_demo_does_not_know_is_skipped_wit
         "question": "How many blue shapes are there?",
         "annotate": True,
     }
-
-
-pytestmark = pytest.mark.anyio

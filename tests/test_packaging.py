@@ -22,6 +22,8 @@ from moondream_mcp.config import Settings
 from moondream_mcp.manifest import tool_manifest
 from moondream_mcp.server import build_server
 
+pytestmark = pytest.mark.anyio
+
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "mcp-server-moondream"
 VERSION = moondream_mcp.__version__
@@ -117,6 +119,3 @@ def test_uvx_runs_the_wheel_in_one_line(wheel: Path, tmp_path: Path) -> None:
 def test_the_installed_wheel_runs_the_demo_with_its_own_emulator(installed: Path, tmp_path: Path) -> None:
     done = _run(installed / "moondream-mcp", "demo", "--output", tmp_path / "demo", cwd=tmp_path, env=_clean_env())
     assert "EMULATOR" in done.stdout and "checkpoint: moondream3-preview/" in done.stdout
-
-
-pytestmark = pytest.mark.anyio

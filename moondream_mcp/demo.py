@@ -87,6 +87,10 @@ def arguments(tool: Tool, scene: Path) -> dict[str, Any] | str:
     return f"needs {', '.join(missing)}" if missing else chosen
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _pair(x: float, y: float) -> str:
     return f"({x:.2f}, {y:.2f})"
 
@@ -169,9 +173,9 @@ async def show_training(client: Client, names: set[str], folder: Path, write: Wr
     if status["state"] != "completed":
         raise RuntimeError(f"the training run ended {status['state']}: {status.get('last_error')}")
     for step in status["steps"]:
-        write(f"  {'':<9} step {step['step']}: mean reward {step['reward_mean']:.2f}")
+        write(f"  {'':<9} step {step['step']}: mean reward {_number(step['reward_mean'])}")
     for evaluation in status["evals"]:
-        write(f"  {'':<9} eval after step {evaluation['step']}: score {evaluation['score']:.2f}")
+        write(f"  {'':<9} eval after step {evaluation['step']}: score {_number(evaluation['score'])}")
     model = status["best_model"] or status["last_model"]
     write(f"  {'':<9} checkpoint: {model}")
     if model and "detect" in names:

@@ -1,10 +1,12 @@
-"""The console entry: `moondream-mcp [serve]`, `... doctor`, `... emulator`, `... tools`."""
+"""The console entry: `moondream-mcp [serve]`, `... doctor`, `... demo`, `... emulator`, `... tools`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,8 @@ SERVE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("--data-dir", "data_dir", {"help": "where the server keeps state (env MOONDREAM_MCP_DATA_DIR)"}),
 ]
-# How `serve` is reached. No --token flag: a secret on the command line shows in every process list,
-# so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
+# How `serve` is reached, and what answers it. No --token flag: a secret on the command line shows in every
+# process list, so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
 TRANSPORT_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--transport",
@@ -51,6 +53,16 @@ TRANSPORT_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("--host", "host", {"help": "http: address to listen on (default 127.0.0.1; any other needs MOONDREAM_MCP_TOKEN)"}),
     ("--port", "port", {"type": int, "help": "http: port to listen on (default 8000)"}),
+    (
+        "--emulator",
+        "emulator",
+        {
+            "action": "store_const",
+            "const": True,
+            "help": "answer from the built-in emulator of the API instead of Moondream: try every tool without a "
+            "key (every answer says it is emulated)",
+        },
+    ),
 ]
 
 
@@ -58,6 +70,10 @@ def _settings(args: argparse.Namespace) -> Any:
     from .config import Settings
 
     given = {field: getattr(args, field) for _, field, _ in SERVE_FLAGS if getattr(args, field) is not None}
+    # `serve DIR...` adds to --allowed-dirs: a desktop bundle passes the folders a person picked that way.
+    directories = [*([given["allowed_dirs"]] if "allowed_dirs" in given else []), *getattr(args, "directories", [])]
+    if directories:
+        given["allowed_dirs"] = os.pathsep.join(directories)
     return Settings(**given)
 
 
@@ -69,13 +85,20 @@ def _serve(args: argparse.Namespace) -> None:
     if transport == "stdio" and (args.host is not None or args.port is not None):
         sys.stderr.write("moondream-mcp: --host and --port are for --transport http\n")
         raise SystemExit(2)
+    settings = _settings(args)
     try:
-        serve(
-            _settings(args),
-            transport=transport,
-            host=args.host or "127.0.0.1",
-            port=args.port if args.port is not None else 8000,
-        )
+        with ExitStack() as stack:
+            if args.emulator:
+                from .emulated import emulator_settings
+
+                settings = stack.enter_context(emulator_settings(settings))
+            serve(
+                settings,
+                transport=transport,
+                host=args.host or "127.0.0.1",
+                port=args.port if args.port is not None else 8000,
+                emulated_api=bool(args.emulator),
+            )
     except HTTPConfigError as exc:
         sys.stderr.write(f"moondream-mcp: {exc}\n")
         raise SystemExit(2) from None
@@ -92,6 +115,12 @@ def _doctor(args: argparse.Namespace) -> None:
         sys.stdout.write(report(config_failure(exc)))
         raise SystemExit(1) from None
     raise SystemExit(anyio.run(run_doctor, settings))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    raise SystemExit(run_demo(Path(args.output) if args.output else None))
 
 
 def _emulator(args: argparse.Namespace) -> None:
@@ -116,7 +145,7 @@ def _tools(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="moondream-mcp", description="Moondream vision tools over MCP.")
     top.add_argument("--version", action="version", version=f"moondream-mcp {__version__}")
-    top.add_argument("--log-level", default="INFO", help="log level for stderr (default INFO)")
+    top.add_argument("--log-level", default=None, help="log level for stderr (default INFO; WARNING for demo)")
     commands = top.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="run the MCP server on stdio (the default) or streamable HTTP")
@@ -127,6 +156,14 @@ def parser() -> argparse.ArgumentParser:
         serve.add_argument(flag, dest=field, default=argparse.SUPPRESS, **options)
     for flag, field, options in SERVE_FLAGS:
         doctor.add_argument(flag, dest=field, default=argparse.SUPPRESS, **options)
+    serve.add_argument(
+        "directories", nargs="*", metavar="DIR", help="more directories the tools may read (as --allowed-dirs)"
+    )
+
+    demo = commands.add_parser(
+        "demo", help="see every vision tool and a short training run work, against the built-in emulator (no key)"
+    )
+    demo.add_argument("--output", "-o", default=None, help="where to write the pictures (default: a new temp dir)")
 
     # Everything after `emulator` (--help included) goes as is to the emulator's own parser: no prefix char
     # here, so no argument reads as an option of this one.
@@ -145,19 +182,23 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    command = args.command or "serve"
+    # The demo's own lines are what a person reads; the server's routine logging would bury them.
+    level = args.log_level or ("WARNING" if command == "demo" else "INFO")
     # stdout is the protocol in stdio mode: every log line goes to stderr.
     logging.basicConfig(
-        stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        stream=sys.stderr, level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # One line per HTTP request is noise at INFO; it stays available at DEBUG.
     if logging.getLogger().level > logging.DEBUG:
         for chatty in ("httpx2", "httpcore2"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
-    command = args.command or "serve"
     if command == "serve":
         _serve(args)
     elif command == "doctor":
         _doctor(args)
+    elif command == "demo":
+        _demo(args)
     elif command == "emulator":
         _emulator(args)
     else:

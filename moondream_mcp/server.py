@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from mcp.server import MCPServer
 
-from . import __version__
+from . import __version__, emulated
 from .client import MoondreamClient
 from .config import Settings
 from .failures import Explainer
@@ -27,9 +27,13 @@ caption for descriptions. Set annotate=true to get the image back with the resul
 
 
 def build_server(
-    settings: Settings, *, images: Callable[[Settings, FileGuard], ImageLoader] = ImageLoader.from_settings
+    settings: Settings,
+    *,
+    images: Callable[[Settings, FileGuard], ImageLoader] = ImageLoader.from_settings,
+    emulated_api: bool = False,
 ) -> MCPServer[AppState]:
-    """The server, configured by `settings`.
+    """The server, configured by `settings`. `emulated_api`: the endpoint is the built-in emulator, and
+    the instructions and every tool result say so (see emulated.py).
 
     `images` builds the image loader. A test seam, and the only one: tests of URL guards pass a loader
     whose address policy treats one loopback server as a public host, since nothing public is reachable.
@@ -68,9 +72,10 @@ def build_server(
     server: MCPServer[AppState] = MCPServer(
         "moondream",
         title="Moondream",
-        instructions=INSTRUCTIONS,
+        instructions=emulated.instructions(INSTRUCTIONS) if emulated_api else INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
+        middleware=[emulated.mark_results] if emulated_api else None,
     )
     skills.register(server)
     tuning.register(server)
@@ -84,9 +89,16 @@ def build_server(
     return server
 
 
-def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    settings: Settings,
+    *,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    emulated_api: bool = False,
+) -> None:
     """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
-    server = build_server(settings)
+    server = build_server(settings, emulated_api=emulated_api)
     if transport == "stdio":
         server.run()
         return

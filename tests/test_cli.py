@@ -11,6 +11,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from moondream_mcp import cli
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
 from tests.support.stdio import rpc, server_env
@@ -94,3 +95,10 @@ def test_the_console_script_prints_its_version() -> None:
         [sys.executable, "-m", "moondream_mcp", "--version"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.startswith("moondream-mcp ")
+
+
+def test_directories_named_after_serve_join_the_allowed_directories(tmp_path: Path) -> None:
+    # A desktop bundle passes the folders a person picked as separate arguments after `serve`.
+    first, second, third = (tmp_path / name for name in ("pictures", "scans", "downloads"))
+    args = cli.parser().parse_args(["serve", "--allowed-dirs", str(first), str(second), str(third)])
+    assert cli._settings(args).allowed_dirs == [first, second, third]

@@ -78,6 +78,8 @@ def test_no_module_below_the_tools_knows_mcp() -> None:
         "moondream_mcp.http_transport",
         "moondream_mcp.manifest",
         "moondream_mcp.doctor",
+        "moondream_mcp.emulated",
+        "moondream_mcp.demo",
         "moondream_mcp.cli",
         "moondream_mcp.__main__",
     )
@@ -92,7 +94,12 @@ def test_no_module_below_the_tools_knows_mcp() -> None:
 
 def test_nothing_imports_server_but_the_entry_points() -> None:
     importers = {name for name, deps in _graph().items() if "moondream_mcp.server" in deps}
-    assert importers <= {"moondream_mcp.cli", "moondream_mcp.doctor", "moondream_mcp.http_transport"}
+    assert importers <= {
+        "moondream_mcp.cli",
+        "moondream_mcp.doctor",
+        "moondream_mcp.http_transport",
+        "moondream_mcp.demo",
+    }
 
 
 def test_the_product_never_imports_the_emulator_at_load_time() -> None:

@@ -64,6 +64,7 @@ class EmulatorConfig:
     # Base of batch result file URLs ("http://files.local:2021"); None: the base URL the client called,
     # with 127.0.0.1 and localhost swapped, so that storage is another host than the API (see batch/handlers.py).
     batch_files_url: str | None = None
+    train_step_seconds: float = 0.0  # how long a train step takes before it is applied and answered
 
     def __post_init__(self) -> None:
         if isinstance(self.keys, str):
@@ -73,6 +74,8 @@ class EmulatorConfig:
             raise ValueError("latency must be >= 0")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("rate_limit must be > 0 (or None for no limit)")
+        if self.train_step_seconds < 0:
+            raise ValueError("train_step_seconds must be >= 0")
         if self.batch_lines_per_file < 1:
             raise ValueError("batch_lines_per_file must be >= 1")
 
@@ -440,7 +443,9 @@ class Emulator:
 
     def _routes(self) -> list[Route]:
         routes = [Route(f"/v1/{skill}", self._skill_endpoint(skill), methods=["POST"]) for skill in SKILLS]
-        routes += TuningApi(self.tuning).routes(self._tuning_endpoint)
+        routes += TuningApi(self.tuning, step_seconds=lambda: self.config.train_step_seconds).routes(
+            self._tuning_endpoint
+        )
         routes += batch.BatchApi(
             self.batch_uploads,
             self.batches,

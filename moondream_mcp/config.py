@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         validation_alias=_env("MOONDREAM_MCP_HTTP_MAX_BODY_BYTES"),
         description="Largest HTTP request body the HTTP transport accepts (413 above it).",
     )
+    train_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_TRAIN_TIMEOUT"),
+        description="Seconds to wait for one train step: steps take tens of seconds to minutes (the official "
+        "SDK allows 900 s); a step answered later than this is reported as of unknown outcome.",
+    )
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod

@@ -45,6 +45,7 @@ def build_server(
                     timeout=settings.timeout,
                     retry_after_cap=settings.retry_after_cap,
                     rate_limit=settings.requests_per_second,
+                    train_timeout=settings.train_timeout,
                 )
             )
             files = FileGuard.from_settings(settings)

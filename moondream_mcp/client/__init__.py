@@ -25,7 +25,7 @@ from .errors import (
     UnexpectedResponseError,
 )
 from .skills import Sampling, Skills
-from .tuning import Tuning
+from .tuning import DEFAULT_TRAIN_TIMEOUT, Tuning
 
 
 class MoondreamClient:
@@ -39,6 +39,7 @@ class MoondreamClient:
         timeout: float = 60.0,
         retry_after_cap: float = 30.0,
         rate_limit: float | None = None,
+        train_timeout: float = DEFAULT_TRAIN_TIMEOUT,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.api = APIClient(
@@ -50,7 +51,7 @@ class MoondreamClient:
             transport=transport,
         )
         self.skills = Skills(self.api)
-        self.tuning = Tuning(self.api)
+        self.tuning = Tuning(self.api, train_timeout=train_timeout)
         self.batches = Batches(self.api)
 
     async def __aenter__(self) -> MoondreamClient:

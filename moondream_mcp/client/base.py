@@ -95,6 +95,11 @@ def _connection_error(exc: httpx2.TransportError, url: str) -> APIConnectionErro
     return APIConnectionError(f"connection to {url} failed: {type(exc).__name__}", sent=True)
 
 
+def _timeout(seconds: float) -> httpx2.Timeout:
+    # Connecting should be quick; answering may take the whole timeout.
+    return httpx2.Timeout(seconds, connect=min(10.0, seconds))
+
+
 def _check_body(response: httpx2.Response) -> Any:
     """The JSON body of a response, or the error it stands for."""
     if response.is_error:
@@ -138,8 +143,7 @@ class APIClient:
             headers["X-Moondream-Auth"] = self._api_key
         self._http = httpx2.AsyncClient(
             headers=headers,
-            # Connecting should be quick; answering may take the whole timeout.
-            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
+            timeout=_timeout(timeout),
             transport=transport,
             follow_redirects=False,
             trust_env=True,
@@ -193,8 +197,10 @@ class APIClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry: RetryPolicy = "idempotent",
+        read_timeout: float | None = None,
     ) -> tuple[Any, str]:
-        """Like request(), but also return the body's text exactly as it arrived."""
+        """Like request(), but also return the body's text exactly as it arrived. `read_timeout` replaces the
+        client's timeout for this call (train steps take minutes)."""
         self._require_configured()
         url = self._url(path)
         async for attempt in self._retrying(retry):
@@ -202,7 +208,13 @@ class APIClient:
                 await self._turn()
                 try:
                     response = await self._http.request(
-                        method, url, json=json, params=params, content=content, headers=headers
+                        method,
+                        url,
+                        json=json,
+                        params=params,
+                        content=content,
+                        headers=headers,
+                        timeout=_timeout(read_timeout) if read_timeout is not None else httpx2.USE_CLIENT_DEFAULT,
                     )
                 except httpx2.InvalidURL:
                     raise InvalidRequestError(f"cannot build a valid URL for {path!r}") from None

@@ -12,6 +12,11 @@ from .errors import InvalidRequestError
 from .skills import Sampling
 
 BASE_MODEL = "moondream3-preview"
+# The official SDK always sends lr, 2e-4 (its quickstart's value); the older HTTP reference gives the server's
+# default as 0.002, ten times more. Sending it always keeps a step's size from depending on which is right.
+DEFAULT_LR = 2e-4
+# Train steps run tens of seconds to minutes; the official SDK waits 900 s for one.
+DEFAULT_TRAIN_TIMEOUT = 900.0
 
 
 def checkpoint_model(finetune_id: str, step: int) -> str:
@@ -171,8 +176,9 @@ def _page(limit: int | None, cursor: str | None) -> dict[str, Any]:
 class Tuning:
     """Everything under /tuning."""
 
-    def __init__(self, api: APIClient) -> None:
+    def __init__(self, api: APIClient, *, train_timeout: float = DEFAULT_TRAIN_TIMEOUT) -> None:
         self._api = api
+        self._train_timeout = train_timeout
 
     async def create_finetune(self, name: str, rank: int) -> Finetune:
         body = await self._api.request("POST", "tuning/finetunes", json={"name": name, "rank": rank})
@@ -203,20 +209,20 @@ class Tuning:
             body["ground_truth"] = ground_truth
         return await self._api.request_raw("POST", "tuning/rollouts", json=body)
 
-    async def train_step(self, finetune_id: str, groups: list[str], lr: float | None = None) -> TrainStepResult:
-        """POST /train_step with groups given as JSON text (see rl_group / sft_group).
+    async def train_step(self, finetune_id: str, groups: list[str], lr: float = DEFAULT_LR) -> TrainStepResult:
+        """POST /train_step with groups given as JSON text (see rl_group / sft_group), waiting up to the
+        train timeout for the answer.
 
         Retried only when the request certainly never reached the server: a step is not idempotent.
         """
-        parts = [f'"finetune_id":{json.dumps(finetune_id)}', f'"groups":[{",".join(groups)}]']
-        if lr is not None:  # otherwise the server's default applies
-            parts.append(f'"lr":{json.dumps(lr)}')
+        parts = [f'"finetune_id":{json.dumps(finetune_id)}', f'"groups":[{",".join(groups)}]', f'"lr":{json.dumps(lr)}']
         answer = await self._api.request(
             "POST",
             "tuning/train_step",
             content=("{" + ",".join(parts) + "}").encode(),
             headers={"Content-Type": "application/json"},
             retry="unsent",
+            read_timeout=self._train_timeout,
         )
         return parse(TrainStepResult, answer if isinstance(answer, dict) else {})
 

@@ -9,9 +9,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..client import APIConnectionError, Sampling, ServerError, StreamError, tuning
+from ..client import APIConnectionError, APITimeoutError, Sampling, ServerError, StreamError, tuning
 from ..client.rawjson import array_items, member
 from ..client.tuning import (
+    DEFAULT_LR,
     Checkpoint,
     Finetune,
     checkpoint_model,
@@ -340,7 +341,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
-        lr: Annotated[float | None, Field(gt=0, description="Learning rate; omit for the API's default.")] = None,
+        lr: Annotated[float, Field(gt=0, description="Learning rate, always sent.")] = DEFAULT_LR,
         allow_reuse: Annotated[
             bool,
             Field(description="Allow rollout sets already used in a step (stale: they came from an older policy)."),
@@ -431,6 +432,8 @@ def register(server: MCPServer[AppState]) -> None:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, APITimeoutError):
+        return "no answer within MOONDREAM_MCP_TRAIN_TIMEOUT"
     status = getattr(exc, "status_code", None)
     return f"HTTP {status}" if status else type(exc).__name__.replace("API", "").replace("Error", " error").strip()
 

@@ -65,6 +65,9 @@ class EmulatorConfig:
     # with 127.0.0.1 and localhost swapped, so that storage is another host than the API (see batch/handlers.py).
     batch_files_url: str | None = None
     train_step_seconds: float = 0.0  # how long a train step takes before it is applied and answered
+    # Smallest batch upload part but the last, as the storage behind the API refuses smaller ones at completion.
+    # Tests of the emulator's uploads lower it, so that a few kilobytes can be cut into several parts.
+    batch_min_part_bytes: int = 5 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if isinstance(self.keys, str):
@@ -259,7 +262,7 @@ class Emulator:
         self.batches.release()
 
     def fail_batch_lines(self, count: int) -> None:
-        """Make the first `count` lines of the next batch job fail, with code "internal_error"."""
+        """Make the first `count` lines of the next batch job fail, with code "processing_error"."""
         self.batches.fail_lines(count)
 
     async def wait_for_batch(self, batch_id: str, *statuses: str) -> str:
@@ -452,6 +455,7 @@ class Emulator:
             self.tuning.checkpoint_policy,
             lines_per_file=lambda: self.config.batch_lines_per_file,
             files_url=lambda: self.config.batch_files_url,
+            min_part_bytes=lambda: self.config.batch_min_part_bytes,
         ).routes(self._batch_endpoint)
         routes += [
             Route(ADMIN_PREFIX + "faults", self._admin_faults, methods=["POST"]),

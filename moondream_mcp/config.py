@@ -95,10 +95,11 @@ class Settings(BaseSettings):
     )
     batch_part_bytes: int = Field(
         default=64 * 1024 * 1024,
-        ge=5 * 1024,
-        le=99 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=95 * 1024 * 1024,
         validation_alias=_env("MOONDREAM_MCP_BATCH_PART_BYTES"),
-        description="Size of each part when uploading a Batch API file (the API takes < 100 MB a part).",
+        description="Size of each part when uploading a Batch API file: 5-95 MiB (the storage refuses parts "
+        "but the last under 5 MiB; the API, parts of 100 MB or more).",
     )
     retry_after_cap: float = Field(
         default=30.0,

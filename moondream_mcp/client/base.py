@@ -100,8 +100,10 @@ def _timeout(seconds: float) -> httpx2.Timeout:
     return httpx2.Timeout(seconds, connect=min(10.0, seconds))
 
 
-def _check_body(response: httpx2.Response) -> Any:
-    """The JSON body of a response, or the error it stands for."""
+def _check_body(response: httpx2.Response, *, errors_in_body: bool = False) -> Any:
+    """The JSON body of a response, or the error it stands for. `errors_in_body`: a 200 whose JSON has a
+    top-level `error` is a failure too (Moondream Station's skill answers); elsewhere such a body is a result,
+    as a failed batch is."""
     if response.is_error:
         raise status_error(response)
     try:
@@ -111,8 +113,7 @@ def _check_body(response: httpx2.Response) -> Any:
             f"the API answered HTTP {response.status_code} with a body that is not JSON",
             status_code=response.status_code,
         ) from None
-    # Moondream Station reports failures as 200 {"error": ...}.
-    if isinstance(body, dict) and body.get("error") not in (None, ""):
+    if errors_in_body and isinstance(body, dict) and body.get("error") not in (None, ""):
         raise status_error(response, body)
     return body
 
@@ -198,9 +199,10 @@ class APIClient:
         headers: dict[str, str] | None = None,
         retry: RetryPolicy = "idempotent",
         read_timeout: float | None = None,
+        errors_in_body: bool = False,
     ) -> tuple[Any, str]:
         """Like request(), but also return the body's text exactly as it arrived. `read_timeout` replaces the
-        client's timeout for this call (train steps take minutes)."""
+        client's timeout for this call (train steps take minutes); `errors_in_body` as for _check_body."""
         self._require_configured()
         url = self._url(path)
         async for attempt in self._retrying(retry):
@@ -222,7 +224,7 @@ class APIClient:
                     raise _connection_error(exc, url) from None
                 if attempt.num > 1:
                     log.info("%s %s answered on attempt %d", method, path, attempt.num)
-                return _check_body(response), response.text
+                return _check_body(response, errors_in_body=errors_in_body), response.text
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def stream(
@@ -278,7 +280,7 @@ class APIClient:
                 if response.is_error or not content_type.startswith("text/event-stream"):
                     await response.aread()
                     # An error, or a server that ignored stream=true and answered plain JSON.
-                    return [{**_check_body(response), "completed": True}]
+                    return [{**_check_body(response, errors_in_body=True), "completed": True}]
                 async for sse in source:
                     if not sse.data.strip():
                         continue

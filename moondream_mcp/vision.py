@@ -129,6 +129,7 @@ class Vision:
         image: str | None = None,
         *,
         reasoning: bool = False,
+        spatial_refs: list[list[float]] | None = None,
         model: str | None = None,
         sampling: Sampling | None = None,
     ) -> tuple[Answer, PreparedImage | None]:
@@ -137,6 +138,7 @@ class Vision:
             question,
             image_url=prepared.data_url if prepared else None,
             reasoning=reasoning,
+            spatial_refs=spatial_refs,
             model=model,
             settings=sampling,
         )
@@ -165,10 +167,18 @@ class Vision:
         return Detection(objects=boxes, count=len(boxes), request_id=result.request_id, image=_size(prepared)), prepared
 
     async def point(
-        self, image: str, object: str, *, model: str | None = None, sampling: Sampling | None = None
+        self,
+        image: str,
+        object: str,
+        *,
+        spatial_refs: list[list[float]] | None = None,
+        model: str | None = None,
+        sampling: Sampling | None = None,
     ) -> tuple[Pointing, PreparedImage]:
         prepared = await self.images.load(image)
-        result = await self.client.skills.point(prepared.data_url, object, model=model, settings=sampling)
+        result = await self.client.skills.point(
+            prepared.data_url, object, spatial_refs=spatial_refs, model=model, settings=sampling
+        )
         points = [Point(x=p.x, y=p.y) for p in result.points]
         return Pointing(points=points, count=len(points), request_id=result.request_id, image=_size(prepared)), prepared
 
@@ -178,11 +188,12 @@ class Vision:
         object: str,
         *,
         spatial_refs: list[list[float]] | None = None,
+        model: str | None = None,
         sampling: Sampling | None = None,
     ) -> tuple[Segmentation, PreparedImage]:
         prepared = await self.images.load(image)
         result = await self.client.skills.segment(
-            prepared.data_url, object, spatial_refs=spatial_refs, settings=sampling
+            prepared.data_url, object, spatial_refs=spatial_refs, model=model, settings=sampling
         )
         bbox = _box(result.bbox) if result.bbox is not None else None
         image_path = ""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .base import APIClient, parse
 
 CaptionLength = Literal["short", "normal", "long"]
+SpatialRefs = list[list[float]]  # [x, y] points or [x_min, y_min, x_max, y_max] boxes, normalized 0-1
 
 
 class _Result(BaseModel):
@@ -155,14 +156,24 @@ class Skills:
         *,
         image_url: str | None = None,
         reasoning: bool = False,
+        spatial_refs: SpatialRefs | None = None,
         settings: Sampling | None = None,
         model: str | None = None,
         stream: bool = False,
         on_text: OnText | None = None,
     ) -> QueryResult:
-        # `reasoning` is always sent: its default differs between API versions.
-        body = _body(question=question, image_url=image_url, reasoning=reasoning, settings=settings, model=model)
-        if not stream or reasoning:  # the API refuses streaming with reasoning
+        # `reasoning` is always sent: the official SDK omits it unless true, and defaults differ between APIs.
+        body = _body(
+            question=question,
+            image_url=image_url,
+            reasoning=reasoning,
+            spatial_refs=spatial_refs,
+            settings=settings,
+            model=model,
+        )
+        # Streaming with reasoning is allowed, but no source says whether the events carry the reasoning
+        # trace: asked for reasoning, the client takes the whole answer, which surely does.
+        if not stream or reasoning:
             return parse(QueryResult, await self._skill("query", body))
         text, meta = await self._stream_text("query", body, on_text)
         return QueryResult(answer=text, **meta)
@@ -174,9 +185,15 @@ class Skills:
         return parse(DetectResult, await self._skill("detect", body))
 
     async def point(
-        self, image_url: str, object: str, *, settings: Sampling | None = None, model: str | None = None
+        self,
+        image_url: str,
+        object: str,
+        *,
+        spatial_refs: SpatialRefs | None = None,
+        settings: Sampling | None = None,
+        model: str | None = None,
     ) -> PointResult:
-        body = _body(image_url=image_url, object=object, settings=settings, model=model)
+        body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings, model=model)
         return parse(PointResult, await self._skill("point", body))
 
     async def segment(
@@ -184,11 +201,12 @@ class Skills:
         image_url: str,
         object: str,
         *,
-        spatial_refs: list[list[float]] | None = None,
+        spatial_refs: SpatialRefs | None = None,
         settings: Sampling | None = None,
+        model: str | None = None,
         stream: bool = False,
     ) -> SegmentResult:
-        body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings)
+        body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings, model=model)
         if not stream:
             return parse(SegmentResult, await self._skill("segment", body))
         events = await self._api.stream("segment", json={**body, "stream": True})

@@ -56,6 +56,7 @@ class Checkpoint(_Result):
     step: int
     created_at_ms: int | None = None
     updated_at_ms: int | None = None
+    expires_at_ms: int | None = None
 
 
 class CheckpointPage(_Result):
@@ -99,10 +100,12 @@ def skill_request(
     question: str | None = None,
     object: str | None = None,
     reasoning: bool | None = None,
+    spatial_refs: list[list[float]] | None = None,
     settings: Sampling | None = None,
 ) -> dict[str, Any]:
     """The `request` of a rollout or SFT group: the skill call it stands for. Refused before sending when
-    a piece the skill needs is missing (query: a question; point and detect: an object and an image)."""
+    a piece the skill needs is missing (query: a question; point and detect: an object and an image), or
+    given where the docs do not take it (spatial_refs: query only)."""
     if skill == "query":
         if not question:
             raise InvalidRequestError("the query skill needs a question")
@@ -111,7 +114,11 @@ def skill_request(
             request["image_url"] = image_url
         if reasoning is not None:
             request["reasoning"] = reasoning
+        if spatial_refs is not None:
+            request["spatial_refs"] = spatial_refs
     else:
+        if spatial_refs is not None:
+            raise InvalidRequestError("rollouts take spatial_refs for the query skill only")
         if not object:
             raise InvalidRequestError(f"the {skill} skill needs an object")
         if image_url is None:

@@ -119,6 +119,34 @@ async def test_a_used_rollout_set_is_refused_unless_reuse_is_allowed(client: Cli
     await call(client, "train_step", finetune_id=finetune["finetune_id"], groups=groups, allow_reuse=True, lr=1e-4)
 
 
+async def test_query_rollouts_carry_spatial_hints_and_other_skills_refuse_them(
+    client: Client, photo: str, emulator
+) -> None:
+    finetune = await call(client, "create_finetune", name=unique(), rank=8)
+    hints = [[0.45, 0.5]]
+    await call(
+        client,
+        "generate_rollouts",
+        finetune_id=finetune["finetune_id"],
+        skill="query",
+        image=photo,
+        question="What colour is the roof?",
+        spatial_refs=hints,
+        num_rollouts=2,
+    )
+    assert emulator.emulator.requests[-1].json["request"]["spatial_refs"] == hints
+    text = await refusal(
+        client,
+        "generate_rollouts",
+        finetune_id=finetune["finetune_id"],
+        skill="detect",
+        image=photo,
+        object="orange",
+        spatial_refs=hints,
+    )
+    assert "query" in text
+
+
 async def test_rewards_must_match_the_rollout_count(client: Client, photo: str) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
     batch = await rollouts(client, finetune["finetune_id"], photo)

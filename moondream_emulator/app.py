@@ -35,6 +35,7 @@ from starlette.routing import Route
 from .batch import handlers as batch
 from .batch.jobs import FINISHED, BatchJobs
 from .batch.uploads import Scratch, Spooled, Uploads, spool_body
+from .chat import handlers as chat
 from .errors import ApiError, error_response
 from .skills.handlers import SKILLS, SkillContext, run_skill
 from .tuning.finetunes import AppliedStep, TuningState
@@ -414,7 +415,7 @@ class Emulator:
         elif path.startswith(STORAGE_PREFIX):
             response = None  # storage is reached by signed URL: no key, no rate limit
         else:
-            response = self._refusal(entry.headers, entry.at)
+            response = self._refusal(entry.headers, entry.at, path)
         if response is not None:
             await response(scope, replay, logged_send)
             return
@@ -427,13 +428,22 @@ class Emulator:
         error = ApiError(fault.status, _fault_message(fault.status), headers=headers)
         return error_response(error, station=self.config.no_auth, keep_status=True)
 
-    def _refusal(self, headers: dict[str, str], arrived: float) -> Response | None:
-        """A 401 for a missing or unknown key, a 429 over the rate limit; None to let the request on."""
+    def _refusal(self, headers: dict[str, str], arrived: float, path: str) -> Response | None:
+        """A 401 for a missing or unknown key, a 429 over the rate limit; None to let the request on.
+
+        The key comes in X-Moondream-Auth, but to the OpenAI-compatible chat endpoint as a bearer token.
+        """
         config = self.config
-        key = headers.get(AUTH_HEADER, "")
+        bearer = path == chat.PATH
+        if bearer:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else ""
+        else:
+            key = headers.get(AUTH_HEADER, "")
         if not config.no_auth:
             if not key.strip():
-                error = ApiError(401, f"missing API key: send it in the {AUTH_HEADER} header", code="missing_api_key")
+                where = "an Authorization: Bearer header" if bearer else f"the {AUTH_HEADER} header"
+                error = ApiError(401, f"missing API key: send it in {where}", code="missing_api_key")
                 return error_response(error, station=False)
             if config.keys and key not in config.keys:
                 return error_response(ApiError(401, "invalid API key", code="invalid_api_key"), station=False)
@@ -454,6 +464,7 @@ class Emulator:
 
     def _routes(self) -> list[Route]:
         routes = [Route(f"/v1/{skill}", self._skill_endpoint(skill), methods=["POST"]) for skill in SKILLS]
+        routes.append(Route(chat.PATH, self._chat_endpoint, methods=["POST"]))
         routes += TuningApi(self.tuning, step_seconds=lambda: self.config.train_step_seconds).routes(
             self._tuning_endpoint
         )
@@ -472,27 +483,41 @@ class Emulator:
         ]
         return routes
 
+    def _context(self, request: Request) -> SkillContext:
+        state: _RequestState = request.scope[_STATE]
+        method, path = request.method, request.url.path
+        return SkillContext(
+            request_id=new_request_id(),
+            station=self.config.no_auth,
+            take_truncate=lambda: self._take(("truncate",), method, path) is not None,
+            abort_connection=state.abort,
+            checkpoint_policy=self.tuning.checkpoint_policy,
+        )
+
     def _skill_endpoint(self, skill: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             state: _RequestState = request.scope[_STATE]
-            method, path = request.method, request.url.path
-            ctx = SkillContext(
-                request_id=new_request_id(),
-                station=self.config.no_auth,
-                take_truncate=lambda: self._take(("truncate",), method, path) is not None,
-                abort_connection=state.abort,
-                checkpoint_policy=self.tuning.checkpoint_policy,
-            )
             try:
                 if state.too_large:
                     raise ApiError(413, "request too large: images are limited to 10 MB", code="request_too_large")
                 if state.body is _NOT_JSON:
                     raise ApiError(400, "request body is not valid JSON", code="invalid_json")
-                return await run_skill(skill, state.body, ctx)
+                return await run_skill(skill, state.body, self._context(request))
             except ApiError as error:
                 return error_response(error, station=self.config.no_auth)
 
         return endpoint
+
+    async def _chat_endpoint(self, request: Request) -> Response:
+        state: _RequestState = request.scope[_STATE]
+        try:
+            if state.too_large:
+                raise ApiError(413, "request too large", code="request_too_large")
+            if state.body is _NOT_JSON:
+                raise ApiError(400, "request body is not valid JSON", code="invalid_json")
+            return await chat.completions(state.body, self._context(request))
+        except ApiError as error:
+            return error_response(error, station=self.config.no_auth, keep_status=True)
 
     def _tuning_endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:

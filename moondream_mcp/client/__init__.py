@@ -6,6 +6,7 @@ import httpx2
 
 from .base import APIClient
 from .batch import Batches
+from .chat import Chat
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -53,6 +54,7 @@ class MoondreamClient:
         self.skills = Skills(self.api)
         self.tuning = Tuning(self.api, train_timeout=train_timeout)
         self.batches = Batches(self.api)
+        self.chat = Chat(self.api)
 
     async def __aenter__(self) -> MoondreamClient:
         return self

@@ -146,8 +146,6 @@ class APIClient:
         self._retry_after_cap = retry_after_cap
         self._max_attempts = max_attempts
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if self._api_key:
-            headers["X-Moondream-Auth"] = self._api_key
         self._http = httpx2.AsyncClient(
             headers=headers,
             timeout=_timeout(timeout),
@@ -171,6 +169,12 @@ class APIClient:
 
     def _url(self, path: str) -> str:
         return f"{self.endpoint}/{path.lstrip('/')}"
+
+    def _auth(self, bearer: bool = False) -> dict[str, str]:
+        """The key as the endpoint takes it; nothing when there is none (Moondream Station)."""
+        if not self._api_key:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key}"} if bearer else {"X-Moondream-Auth": self._api_key}
 
     def _require_configured(self) -> None:
         if self.is_cloud and not self._api_key:
@@ -206,11 +210,14 @@ class APIClient:
         retry: RetryPolicy = "idempotent",
         read_timeout: float | None = None,
         errors_in_body: bool = False,
+        bearer: bool = False,
     ) -> tuple[Any, str]:
         """Like request(), but also return the body's text exactly as it arrived. `read_timeout` replaces the
-        client's timeout for this call (train steps take minutes); `errors_in_body` as for _check_body."""
+        client's timeout for this call (train steps take minutes); `errors_in_body` as for _check_body;
+        `bearer` sends the key as `Authorization: Bearer` (the OpenAI-compatible endpoint's way)."""
         self._require_configured()
         url = self._url(path)
+        headers = {**(headers or {}), **self._auth(bearer)}
         async for attempt in self._retrying(retry):
             with attempt:
                 await self._turn()
@@ -255,9 +262,9 @@ class APIClient:
     @asynccontextmanager
     async def stream_url(self, url: str) -> AsyncIterator[httpx2.Response]:
         """GET an absolute URL the API handed out (e.g. a result file), streaming the body."""
-        request = self._http.build_request("GET", url)
-        if httpx2.URL(url).host != httpx2.URL(self.endpoint).host:
-            request.headers.pop("X-Moondream-Auth", None)
+        # The key goes to the API's own host only, never to a storage host.
+        same_host = httpx2.URL(url).host == httpx2.URL(self.endpoint).host
+        request = self._http.build_request("GET", url, headers=self._auth() if same_host else None)
         try:
             response = await self._http.send(request, stream=True)
         except httpx2.TransportError as exc:
@@ -280,7 +287,7 @@ class APIClient:
         events: list[dict[str, Any]] = []
         await self._turn()
         try:
-            async with self._http.sse(url, method="POST", json=body) as source:
+            async with self._http.sse(url, method="POST", json=body, headers=self._auth()) as source:
                 response = source.response
                 content_type = response.headers.get("content-type", "")
                 if response.is_error or not content_type.startswith("text/event-stream"):

@@ -666,7 +666,9 @@ def _without_images(value: Any) -> Any:
     """A logged body with image data replaced by its length, for listing over HTTP."""
     if isinstance(value, dict):
         return {
-            key: f"<{len(item)} characters>" if key == "image_url" and isinstance(item, str) else _without_images(item)
+            key: f"<{len(item)} characters>"
+            if key in ("image_url", "url") and isinstance(item, str)  # skills; chat's {image_url: {url}}
+            else _without_images(item)
             for key, item in value.items()
         }
     if isinstance(value, list):

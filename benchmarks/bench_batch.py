@@ -97,7 +97,7 @@ async def run_submit(workdir: Path) -> None:
             endpoint=running.url,
             allowed_dirs=[workdir],
             data_dir=workdir / "data",
-            batch_part_bytes=1024 * 1024,
+            batch_part_bytes=5 * 1024 * 1024,  # the least the storage takes
         )
         async with Client(build_server(settings)) as client:
             tracemalloc.start()

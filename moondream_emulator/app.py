@@ -11,12 +11,14 @@ benchmarks run out of process) and pass no gate.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
@@ -33,6 +35,7 @@ from starlette.routing import Route
 from .batch import handlers as batch
 from .batch.jobs import FINISHED, BatchJobs
 from .batch.uploads import Scratch, Spooled, Uploads, spool_body
+from .chat import handlers as chat
 from .errors import ApiError, error_response
 from .skills.handlers import SKILLS, SkillContext, run_skill
 from .tuning.finetunes import AppliedStep, TuningState
@@ -64,6 +67,10 @@ class EmulatorConfig:
     # Base of batch result file URLs ("http://files.local:2021"); None: the base URL the client called,
     # with 127.0.0.1 and localhost swapped, so that storage is another host than the API (see batch/handlers.py).
     batch_files_url: str | None = None
+    train_step_seconds: float = 0.0  # how long a train step takes before it is applied and answered
+    # Smallest batch upload part but the last, as the storage behind the API refuses smaller ones at completion.
+    # Tests of the emulator's uploads lower it, so that a few kilobytes can be cut into several parts.
+    batch_min_part_bytes: int = 5 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if isinstance(self.keys, str):
@@ -73,6 +80,8 @@ class EmulatorConfig:
             raise ValueError("latency must be >= 0")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError("rate_limit must be > 0 (or None for no limit)")
+        if self.train_step_seconds < 0:
+            raise ValueError("train_step_seconds must be >= 0")
         if self.batch_lines_per_file < 1:
             raise ValueError("batch_lines_per_file must be >= 1")
 
@@ -150,24 +159,30 @@ def _transport_of(send: Send) -> Any:
 
 
 class _RateLimiter:
-    """A token bucket per key: `rate` requests a second, bursts of up to max(rate, 1)."""
+    """A sliding window per key: at most `rate` requests in any 1-second window (for a rate under 1, one
+    request in any 1/rate seconds).
+
+    How the real API counts is undocumented; a sliding window is the strictest reading of "N requests per
+    second", so a client that passes here passes a token bucket too. Refused requests do not count.
+    """
 
     def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._arrivals: dict[str, deque[float]] = {}
 
     def wait_needed(self, key: str, rate: float, now: float) -> float:
         """0 if a request may go now (and count it), else the seconds until one may."""
-        capacity = max(rate, 1.0)
-        tokens, last = self._buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - last) * rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
+        capacity = max(1, math.floor(rate))
+        window = capacity / rate
+        arrivals = self._arrivals.setdefault(key, deque())
+        while arrivals and arrivals[0] <= now - window:
+            arrivals.popleft()
+        if len(arrivals) < capacity:
+            bisect.insort(arrivals, now)  # judged after the latency: not always in order of arrival
             return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1 - tokens) / rate
+        return arrivals[0] + window - now
 
     def clear(self) -> None:
-        self._buckets.clear()
+        self._arrivals.clear()
 
 
 class Emulator:
@@ -256,7 +271,7 @@ class Emulator:
         self.batches.release()
 
     def fail_batch_lines(self, count: int) -> None:
-        """Make the first `count` lines of the next batch job fail, with code "internal_error"."""
+        """Make the first `count` lines of the next batch job fail, with code "processing_error"."""
         self.batches.fail_lines(count)
 
     async def wait_for_batch(self, batch_id: str, *statuses: str) -> str:
@@ -400,7 +415,7 @@ class Emulator:
         elif path.startswith(STORAGE_PREFIX):
             response = None  # storage is reached by signed URL: no key, no rate limit
         else:
-            response = self._refusal(entry.headers)
+            response = self._refusal(entry.headers, entry.at, path)
         if response is not None:
             await response(scope, replay, logged_send)
             return
@@ -413,19 +428,28 @@ class Emulator:
         error = ApiError(fault.status, _fault_message(fault.status), headers=headers)
         return error_response(error, station=self.config.no_auth, keep_status=True)
 
-    def _refusal(self, headers: dict[str, str]) -> Response | None:
-        """A 401 for a missing or unknown key, a 429 over the rate limit; None to let the request on."""
+    def _refusal(self, headers: dict[str, str], arrived: float, path: str) -> Response | None:
+        """A 401 for a missing or unknown key, a 429 over the rate limit; None to let the request on.
+
+        The key comes in X-Moondream-Auth, but to the OpenAI-compatible chat endpoint as a bearer token.
+        """
         config = self.config
-        key = headers.get(AUTH_HEADER, "")
+        bearer = path == chat.PATH
+        if bearer:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else ""
+        else:
+            key = headers.get(AUTH_HEADER, "")
         if not config.no_auth:
             if not key.strip():
-                error = ApiError(401, f"missing API key: send it in the {AUTH_HEADER} header", code="missing_api_key")
+                where = "an Authorization: Bearer header" if bearer else f"the {AUTH_HEADER} header"
+                error = ApiError(401, f"missing API key: send it in {where}", code="missing_api_key")
                 return error_response(error, station=False)
             if config.keys and key not in config.keys:
                 return error_response(ApiError(401, "invalid API key", code="invalid_api_key"), station=False)
         if config.rate_limit is not None:
             with self._lock:
-                wait = self._limiter.wait_needed(key, config.rate_limit, time.monotonic())
+                wait = self._limiter.wait_needed(key, config.rate_limit, arrived)
             if wait > 0:
                 error = ApiError(
                     429,
@@ -440,13 +464,17 @@ class Emulator:
 
     def _routes(self) -> list[Route]:
         routes = [Route(f"/v1/{skill}", self._skill_endpoint(skill), methods=["POST"]) for skill in SKILLS]
-        routes += TuningApi(self.tuning).routes(self._tuning_endpoint)
+        routes.append(Route(chat.PATH, self._chat_endpoint, methods=["POST"]))
+        routes += TuningApi(self.tuning, step_seconds=lambda: self.config.train_step_seconds).routes(
+            self._tuning_endpoint
+        )
         routes += batch.BatchApi(
             self.batch_uploads,
             self.batches,
             self.tuning.checkpoint_policy,
             lines_per_file=lambda: self.config.batch_lines_per_file,
             files_url=lambda: self.config.batch_files_url,
+            min_part_bytes=lambda: self.config.batch_min_part_bytes,
         ).routes(self._batch_endpoint)
         routes += [
             Route(ADMIN_PREFIX + "faults", self._admin_faults, methods=["POST"]),
@@ -455,27 +483,41 @@ class Emulator:
         ]
         return routes
 
+    def _context(self, request: Request) -> SkillContext:
+        state: _RequestState = request.scope[_STATE]
+        method, path = request.method, request.url.path
+        return SkillContext(
+            request_id=new_request_id(),
+            station=self.config.no_auth,
+            take_truncate=lambda: self._take(("truncate",), method, path) is not None,
+            abort_connection=state.abort,
+            checkpoint_policy=self.tuning.checkpoint_policy,
+        )
+
     def _skill_endpoint(self, skill: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             state: _RequestState = request.scope[_STATE]
-            method, path = request.method, request.url.path
-            ctx = SkillContext(
-                request_id=new_request_id(),
-                station=self.config.no_auth,
-                take_truncate=lambda: self._take(("truncate",), method, path) is not None,
-                abort_connection=state.abort,
-                checkpoint_policy=self.tuning.checkpoint_policy,
-            )
             try:
                 if state.too_large:
                     raise ApiError(413, "request too large: images are limited to 10 MB", code="request_too_large")
                 if state.body is _NOT_JSON:
                     raise ApiError(400, "request body is not valid JSON", code="invalid_json")
-                return await run_skill(skill, state.body, ctx)
+                return await run_skill(skill, state.body, self._context(request))
             except ApiError as error:
                 return error_response(error, station=self.config.no_auth)
 
         return endpoint
+
+    async def _chat_endpoint(self, request: Request) -> Response:
+        state: _RequestState = request.scope[_STATE]
+        try:
+            if state.too_large:
+                raise ApiError(413, "request too large", code="request_too_large")
+            if state.body is _NOT_JSON:
+                raise ApiError(400, "request body is not valid JSON", code="invalid_json")
+            return await chat.completions(state.body, self._context(request))
+        except ApiError as error:
+            return error_response(error, station=self.config.no_auth, keep_status=True)
 
     def _tuning_endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -624,7 +666,9 @@ def _without_images(value: Any) -> Any:
     """A logged body with image data replaced by its length, for listing over HTTP."""
     if isinstance(value, dict):
         return {
-            key: f"<{len(item)} characters>" if key == "image_url" and isinstance(item, str) else _without_images(item)
+            key: f"<{len(item)} characters>"
+            if key in ("image_url", "url") and isinstance(item, str)  # skills; chat's {image_url: {url}}
+            else _without_images(item)
             for key, item in value.items()
         }
     if isinstance(value, list):

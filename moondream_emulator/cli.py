@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-auth", action="store_true", help="Station-like: no key, errors as HTTP 200")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every answer")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second per key (default none)")
+    parser.add_argument(
+        "--train-step-seconds", type=float, default=0.0, help="how long each train step takes (default 0)"
+    )
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -37,18 +40,31 @@ def config_from_args(
     no_auth: bool = False,
     latency: float = 0.0,
     rate_limit: float | None = None,
+    train_step_seconds: float = 0.0,
     environ: Mapping[str, str] | None = None,
 ) -> EmulatorConfig:
     """An EmulatorConfig from CLI values; `keys` is comma-separated, falling back to $MOONDREAM_EMULATOR_KEYS."""
     if keys is None:
         keys = (os.environ if environ is None else environ).get(KEYS_ENV, "")
     accepted = frozenset(key.strip() for key in keys.split(",") if key.strip())
-    return EmulatorConfig(keys=accepted, no_auth=no_auth, latency=latency, rate_limit=rate_limit)
+    return EmulatorConfig(
+        keys=accepted,
+        no_auth=no_auth,
+        latency=latency,
+        rate_limit=rate_limit,
+        train_step_seconds=train_step_seconds,
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     """Serve in the foreground with the flags of add_arguments, until interrupted."""
-    config = config_from_args(args.keys, no_auth=args.no_auth, latency=args.latency, rate_limit=args.rate_limit)
+    config = config_from_args(
+        args.keys,
+        no_auth=args.no_auth,
+        latency=args.latency,
+        rate_limit=args.rate_limit,
+        train_step_seconds=args.train_step_seconds,
+    )
     serve_forever(args.host, args.port, config)
 
 

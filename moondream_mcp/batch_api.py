@@ -18,7 +18,7 @@ import anyio
 
 from . import jsonl
 from .client import MoondreamClient, MoondreamError, Sampling
-from .client.batch import BatchJob, Part
+from .client.batch import MAX_PART_BYTES, MIN_PART_BYTES, BatchJob, Part
 from .failures import EXPECTED, Explain, FailureGroups, InputError
 from .images import ImageLoader
 from .jsonl import LineWriter
@@ -44,13 +44,31 @@ class BatchNotDone(InputError):
 
 
 def line_fields(
-    skill: str, *, object: str | None, question: str | None, length: str, sampling: Sampling
+    skill: str,
+    *,
+    object: str | None,
+    question: str | None,
+    length: str,
+    reasoning: bool = False,
+    sampling: Sampling | None = None,
 ) -> dict[str, Any]:
-    """What every line of a job carries besides its id, skill and image."""
+    """What every line of a job carries besides its id, skill and image. InputError for what the Batch API
+    does not take: settings on detect and point lines, reasoning on anything but query."""
     fields: dict[str, Any] = (
         {"length": length} if skill == "caption" else {"question": question} if skill == "query" else {"object": object}
     )
-    if settings := sampling.wire():
+    if skill == "query":
+        # Always sent: the Batch API reasons by default, and reasoning is billed.
+        fields["reasoning"] = reasoning
+    elif reasoning:
+        raise InputError("reasoning is for query jobs only")
+    settings = sampling.wire() if sampling is not None else None
+    if settings and skill not in ("caption", "query"):
+        raise InputError(
+            f"the Batch API takes sampling settings ({', '.join(settings)}) on caption and query lines only; "
+            f"drop them for {skill}, or use the batch tool"
+        )
+    if settings:
         fields["settings"] = settings
     return fields
 
@@ -112,15 +130,20 @@ async def write_lines(
 async def upload(
     client: MoondreamClient, staging: Path, model: str | None, *, part_bytes: int, progress: Progress = _quiet
 ) -> tuple[BatchJob, int]:
-    """Upload `staging` part by part, reading one part at a time; abort the upload on failure."""
+    """Upload `staging` part by part, reading one part at a time; abort the upload on failure.
+
+    Every part but the last is exactly `part_bytes` (kept within MIN_PART_BYTES-MAX_PART_BYTES), as the
+    storage underneath demands.
+    """
     batches = client.batches
+    part_bytes = min(max(part_bytes, MIN_PART_BYTES), MAX_PART_BYTES)
     size = (await anyio.Path(staging).stat()).st_size
     total_parts = max(1, -(-size // part_bytes))
     started = await batches.create_upload()
     parts: list[Part] = []
     try:
         async with await anyio.open_file(staging, "rb") as f:
-            while chunk := await f.read(part_bytes):
+            while chunk := await _read_part(f, part_bytes):
                 parts.append(await batches.upload_part(started, len(parts) + 1, chunk))
                 await progress(len(parts), total_parts, f"uploaded part {len(parts)}/{total_parts}")
         job = await batches.complete(started, parts, model)
@@ -132,6 +155,14 @@ async def upload(
                 pass  # the upload expires on its own; the original error matters more
         raise
     return job.model_copy(update={"size": job.size if job.size is not None else size}), len(parts)
+
+
+async def _read_part(f: anyio.AsyncFile[bytes], size: int) -> bytes:
+    """`size` bytes, fewer only at the end of the file: a short read must not make a short part."""
+    chunk = await f.read(size)
+    while chunk and len(chunk) < size and (more := await f.read(size - len(chunk))):
+        chunk += more
+    return chunk
 
 
 async def await_completion(
@@ -148,7 +179,10 @@ async def await_completion(
             if job.progress and job.progress.total:
                 await progress(job.progress.completed or 0, job.progress.total, f"batch {job.status}")
     if job.status == "failed":
-        raise BatchFailed(f"batch {batch_id} failed: {job.error or 'the API gave no reason'}")
+        raise BatchFailed(
+            f"batch {batch_id} failed ({job.failure or 'the API gave no reason'}), so it has no results to "
+            "fetch; fix what the reason names and submit the images again."
+        )
     if job.status != "completed":
         done = f" ({job.progress.completed}/{job.progress.total} lines)" if job.progress else ""
         raise BatchNotDone(f"batch {batch_id} is still {job.status}{done}; call again later, or pass wait_seconds.")

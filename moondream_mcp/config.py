@@ -95,10 +95,11 @@ class Settings(BaseSettings):
     )
     batch_part_bytes: int = Field(
         default=64 * 1024 * 1024,
-        ge=5 * 1024,
-        le=99 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=95 * 1024 * 1024,
         validation_alias=_env("MOONDREAM_MCP_BATCH_PART_BYTES"),
-        description="Size of each part when uploading a Batch API file (the API takes < 100 MB a part).",
+        description="Size of each part when uploading a Batch API file: 5-95 MiB (the storage refuses parts "
+        "but the last under 5 MiB; the API, parts of 100 MB or more).",
     )
     retry_after_cap: float = Field(
         default=30.0,
@@ -123,6 +124,13 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         validation_alias=_env("MOONDREAM_MCP_HTTP_MAX_BODY_BYTES"),
         description="Largest HTTP request body the HTTP transport accepts (413 above it).",
+    )
+    train_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_TRAIN_TIMEOUT"),
+        description="Seconds to wait for one train step: steps take tens of seconds to minutes (the official "
+        "SDK allows 900 s); a step answered later than this is reported as of unknown outcome.",
     )
 
     @field_validator("allowed_dirs", mode="before")

@@ -31,6 +31,11 @@ from .config import STATION_ENDPOINT, Settings
 
 # A person is waiting: one attempt, a short wait; retries would only delay the verdict.
 PROBE_TIMEOUT = 10.0
+# An 8x8 white PNG: Moondream Station refuses a query without an image, so the probe sends one.
+PROBE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mP8//8/AzbAxIADDE4JAFbUAw3/dxQWAAAA"
+    "AElFTkSuQmCC"
+)
 MIN_TOKEN_CHARS = 16
 
 
@@ -72,7 +77,7 @@ async def check_api(settings: Settings) -> list[Check]:
                     return [Check(True, f"reached {endpoint}"), Check(True, "the API key was accepted")]
                 except NotFoundError:
                     pass  # no tuning API here: Moondream Station, or another partial server
-            await Skills(api).query("Reply with OK.", settings=Sampling(max_tokens=4))
+            await Skills(api).query("Reply with OK.", image_url=PROBE_IMAGE, settings=Sampling(max_tokens=4))
             return [
                 Check(
                     True,

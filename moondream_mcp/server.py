@@ -15,7 +15,7 @@ from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
 from .store import Store
-from .tools import batch_api, datasets, evaluation, guides, labelling, local_batch, runs, skills, tuning
+from .tools import ask, batch_api, datasets, evaluation, guides, labelling, local_batch, runs, skills, tuning
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -23,7 +23,8 @@ Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s
 All coordinates are normalized 0-1 with the origin at the top-left of the image as displayed
 (EXIF orientation applied); multiply by image.width / image.height for pixels.
 Use detect for boxes and counts, point for locations, segment for outlines, query for questions,
-caption for descriptions. Set annotate=true to get the image back with the results drawn on it."""
+caption for descriptions, ask for one question about several images. Set annotate=true to get the image
+back with the results drawn on it."""
 
 
 def build_server(
@@ -49,6 +50,7 @@ def build_server(
                     timeout=settings.timeout,
                     retry_after_cap=settings.retry_after_cap,
                     rate_limit=settings.requests_per_second,
+                    train_timeout=settings.train_timeout,
                 )
             )
             files = FileGuard.from_settings(settings)
@@ -78,6 +80,7 @@ def build_server(
         middleware=[emulated.mark_results] if emulated_api else None,
     )
     skills.register(server)
+    ask.register(server)
     tuning.register(server)
     local_batch.register(server)
     batch_api.register(server)

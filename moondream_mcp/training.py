@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from . import evaluation
 from .client import (
@@ -60,7 +60,15 @@ from .client import (
     StreamError,
 )
 from .client.rawjson import array_items, member
-from .client.tuning import checkpoint_model, ground_truth, rl_group, sft_group, sft_target, skill_request
+from .client.tuning import (
+    DEFAULT_LR,
+    checkpoint_model,
+    ground_truth,
+    rl_group,
+    sft_group,
+    sft_target,
+    skill_request,
+)
 from .config import IN_FLIGHT
 from .datasets import Example
 from .failures import EXPECTED, Explain
@@ -84,11 +92,17 @@ class RunConfig(BaseModel):
     steps: int
     groups_per_step: int
     rollouts_per_group: int
-    lr: float | None = None
+    lr: float = DEFAULT_LR
     temperature: float = 1.0
     eval_every: int = 0
     save: SavePolicy = "best_and_last"
     seed: int = 0
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _stored_none(cls, value: Any) -> Any:
+        # Runs stored before lr was always sent hold null: they go on at the default.
+        return DEFAULT_LR if value is None else value
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,22 @@
-"""The five skills on one image reference — load it, call the API, shape what came back — and the typed
-results they return (the skill tools' output schemas). Shared by the skill tools, local batches and
-anything else that looks at one image. Knows nothing of MCP."""
+"""The five skills on one image reference, and questions about several images at once (the chat
+endpoint) — load the images, call the API, shape what came back — and the typed results they return (the
+vision tools' output schemas). Shared by the skill tools, local batches and anything else that looks at
+images. Knows nothing of MCP."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from . import shapes
-from .client import MoondreamClient, Sampling
+from .client import MoondreamClient, NotFoundError, Sampling
+from .client.chat import Turn, user_turn
 from .client.skills import Box as APIBox
+from .client.skills import Reasoning as APIReasoning
+from .failures import InputError
 from .images import ImageLoader, PreparedImage
 
 
@@ -59,6 +64,13 @@ class Answer(BaseModel):
     image: ImageSize | None = Field(description="Size of the image asked about; null for a text-only question.")
 
 
+class Reply(BaseModel):
+    answer: str
+    reasoning: ReasoningTrace | None = Field(description="The model's reasoning, when it gave one.")
+    finish_reason: str | None
+    images: list[ImageSize] = Field(description="Each image's size, in the order given.")
+
+
 class Detection(BaseModel):
     objects: list[Box] = Field(description="One box per object found, normalized 0-1, origin top-left.")
     count: int
@@ -84,6 +96,10 @@ class Segmentation(BaseModel):
     image: ImageSize
 
 
+class ChatUnavailable(InputError):
+    """The endpoint serves no chat completions (Moondream Station)."""
+
+
 # ---- the calls ----------------------------------------------------------------------------------
 
 
@@ -93,6 +109,18 @@ def _size(prepared: PreparedImage) -> ImageSize:
 
 def _box(box: APIBox) -> Box:
     return Box(x_min=box.x_min, y_min=box.y_min, x_max=box.x_max, y_max=box.y_max)
+
+
+def _trace(reasoning: APIReasoning | None) -> ReasoningTrace | None:
+    if reasoning is None:
+        return None
+    return ReasoningTrace(
+        text=reasoning.text,
+        grounding=[
+            Grounding(start_idx=g.start_idx, end_idx=g.end_idx, points=[Point(x=p.x, y=p.y) for p in g.points])
+            for g in reasoning.grounding
+        ],
+    )
 
 
 def corners(box: Box) -> tuple[float, float, float, float]:
@@ -129,6 +157,7 @@ class Vision:
         image: str | None = None,
         *,
         reasoning: bool = False,
+        spatial_refs: list[list[float]] | None = None,
         model: str | None = None,
         sampling: Sampling | None = None,
     ) -> tuple[Answer, PreparedImage | None]:
@@ -137,21 +166,13 @@ class Vision:
             question,
             image_url=prepared.data_url if prepared else None,
             reasoning=reasoning,
+            spatial_refs=spatial_refs,
             model=model,
             settings=sampling,
         )
-        thought = None
-        if result.reasoning is not None:
-            thought = ReasoningTrace(
-                text=result.reasoning.text,
-                grounding=[
-                    Grounding(start_idx=g.start_idx, end_idx=g.end_idx, points=[Point(x=p.x, y=p.y) for p in g.points])
-                    for g in result.reasoning.grounding
-                ],
-            )
         return Answer(
             answer=result.answer,
-            reasoning=thought,
+            reasoning=_trace(result.reasoning),
             request_id=result.request_id,
             image=_size(prepared) if prepared else None,
         ), prepared
@@ -165,10 +186,18 @@ class Vision:
         return Detection(objects=boxes, count=len(boxes), request_id=result.request_id, image=_size(prepared)), prepared
 
     async def point(
-        self, image: str, object: str, *, model: str | None = None, sampling: Sampling | None = None
+        self,
+        image: str,
+        object: str,
+        *,
+        spatial_refs: list[list[float]] | None = None,
+        model: str | None = None,
+        sampling: Sampling | None = None,
     ) -> tuple[Pointing, PreparedImage]:
         prepared = await self.images.load(image)
-        result = await self.client.skills.point(prepared.data_url, object, model=model, settings=sampling)
+        result = await self.client.skills.point(
+            prepared.data_url, object, spatial_refs=spatial_refs, model=model, settings=sampling
+        )
         points = [Point(x=p.x, y=p.y) for p in result.points]
         return Pointing(points=points, count=len(points), request_id=result.request_id, image=_size(prepared)), prepared
 
@@ -178,11 +207,12 @@ class Vision:
         object: str,
         *,
         spatial_refs: list[list[float]] | None = None,
+        model: str | None = None,
         sampling: Sampling | None = None,
     ) -> tuple[Segmentation, PreparedImage]:
         prepared = await self.images.load(image)
         result = await self.client.skills.segment(
-            prepared.data_url, object, spatial_refs=spatial_refs, settings=sampling
+            prepared.data_url, object, spatial_refs=spatial_refs, model=model, settings=sampling
         )
         bbox = _box(result.bbox) if result.bbox is not None else None
         image_path = ""
@@ -191,3 +221,37 @@ class Vision:
         return Segmentation(
             path=result.path, bbox=bbox, image_path=image_path, request_id=result.request_id, image=_size(prepared)
         ), prepared
+
+    async def ask(
+        self,
+        question: str,
+        images: list[str],
+        *,
+        history: Sequence[Turn] = (),
+        reasoning: bool = False,
+        sampling: Sampling | None = None,
+    ) -> Reply:
+        """One question about one or more images (after earlier text turns), through the chat endpoint."""
+        prepared = [await self.images.load(ref) for ref in images]
+        messages = [turn.model_dump() for turn in history]
+        messages.append(user_turn(question, [p.data_url for p in prepared]))
+        settings = sampling or Sampling()
+        try:
+            reply = await self.client.chat.complete(
+                messages,
+                reasoning=reasoning,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                max_tokens=settings.max_tokens,
+            )
+        except NotFoundError:
+            raise ChatUnavailable(
+                f"{self.client.api.endpoint} serves no chat endpoint (Moondream Station has none): ask needs "
+                "Moondream Cloud; for one image, use query"
+            ) from None
+        return Reply(
+            answer=reply.content,
+            reasoning=_trace(reply.reasoning),
+            finish_reason=reply.finish_reason,
+            images=[_size(p) for p in prepared],
+        )

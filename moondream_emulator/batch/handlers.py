@@ -22,7 +22,7 @@ from ..errors import ApiError
 from ..skills import validation
 from ..tuning import checks
 from .jobs import BatchJobs, Job
-from .uploads import MAX_PART_NUMBER, Spooled, Uploads
+from .uploads import MAX_PART_NUMBER, MIN_PART_BYTES, Spooled, Uploads
 
 PREFIX = "/v1/batch"
 FILES_PREFIX = "/files/batch"
@@ -97,12 +97,14 @@ class BatchApi:
         *,
         lines_per_file: Callable[[], int],
         files_url: Callable[[], str | None],
+        min_part_bytes: Callable[[], int] = lambda: MIN_PART_BYTES,
     ) -> None:
         self.uploads = uploads
         self.jobs = jobs
         self._checkpoint_policy = checkpoint_policy
         self._lines_per_file = lines_per_file
         self._files_url = files_url  # the result files' base URL; None: the request's own
+        self._min_part_bytes = min_part_bytes
 
     def routes(self, wrap: Callable[[Handler], Callable[[Request], Awaitable[Response]]]) -> list[Route]:
         """The routes, each handler wrapped by the server (body, errors) with `wrap`."""
@@ -145,7 +147,9 @@ class BatchApi:
         listed = _listed_parts(received.body)
         model = received.body.get("model")
         validation.model({"model": model}, self._checkpoint_policy)
-        parts = await anyio.to_thread.run_sync(self.uploads.complete, file_id, upload_id, listed)
+        parts = await anyio.to_thread.run_sync(
+            self.uploads.complete, file_id, upload_id, listed, self._min_part_bytes()
+        )
         job = self.jobs.start(parts, model, self._lines_per_file())
         return JSONResponse({"id": job.id, "status": "chunking", "size": job.size})
 

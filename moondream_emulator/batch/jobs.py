@@ -1,8 +1,12 @@
 """Batch jobs: each processed line by line in its own thread, its results written to result files on disk.
 
-A job goes chunking (its lines counted) -> processing (answered) -> completed, or failed when the file is
-empty, not JSONL at all or over 100,000 lines. Tests steer it with `hold` (jobs wait in "processing"
-until released) and `fail_lines` (the next job's first lines fail), and follow it with `wait`.
+A job goes chunking (its lines counted) -> processing (answered) -> completed, or failed with one of the
+documented whole-batch codes (BATCH_ERRORS): empty_batch (no lines), validation_error (a blank line, or no
+line is JSON at all), limit_exceeded (over 100,000 lines), processing_failed (the emulator broke). A failed
+job is still a job: GET /v1/batch/{id} answers it with HTTP 200, its status and its error.
+
+Tests steer jobs with `hold` (jobs wait in "processing" until released) and `fail_lines` (the next job's
+first lines fail), and follow them with `wait`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from . import lines as batch_lines
 from .uploads import Part, Scratch
 
 MAX_LINES = 100_000
+# The documented whole-batch codes; "timeout" (a job that ran too long) is never reached here.
+BATCH_ERRORS = ("validation_error", "limit_exceeded", "empty_batch", "processing_failed", "timeout")
 RESULTS_KEPT = timedelta(days=7)
 FINISHED = ("completed", "failed")
 
@@ -224,7 +230,7 @@ class BatchJobs:
             if job.cancelled:
                 return  # cleared while it ran: its files vanished under it
             # A bug, or a full disk: the job fails visibly rather than staying "processing" forever.
-            self._finish(job, "failed", {"code": "internal_error", "message": "the batch could not be processed"})
+            self._finish(job, "failed", {"code": "processing_failed", "message": "the batch could not be processed"})
             raise
         finally:
             for path in job.inputs:
@@ -241,25 +247,31 @@ class BatchJobs:
     def _finish(self, job: Job, status: str, error: dict[str, str] | None = None) -> None:
         self._update(job, status=status, error=error, completed_at=datetime.now(UTC))
 
+    def _fail(self, job: Job, code: str, message: str) -> None:
+        self._finish(job, "failed", {"code": code, "message": message})
+
     def _chunk(self, job: Job) -> bool:
         """Count the lines; False (and the job failed) when there is nothing to process."""
         total = 0
+        first_blank: int | None = None
         any_json = False
-        for _, line in batch_lines.lines(job.inputs):
+        for index, line in batch_lines.lines(job.inputs):
+            if batch_lines.blank(line):
+                first_blank = index if first_blank is None else first_blank
+                continue
             total += 1
             if total > MAX_LINES:
-                self._finish(
-                    job, "failed", {"code": "too_many_lines", "message": f"the file has over {MAX_LINES} lines"}
-                )
+                self._fail(job, "limit_exceeded", f"the file has over {MAX_LINES} lines")
                 return False
             any_json = any_json or batch_lines.parses(line)
         if total == 0:
-            self._finish(job, "failed", {"code": "empty_file", "message": "the file has no lines"})
+            self._fail(job, "empty_batch", "the file has no lines")
+            return False
+        if first_blank is not None:
+            self._fail(job, "validation_error", f"line {first_blank} is blank: JSONL allows no blank lines")
             return False
         if not any_json:
-            self._finish(
-                job, "failed", {"code": "invalid_file", "message": "the file is not JSONL: no line is valid JSON"}
-            )
+            self._fail(job, "validation_error", "the file is not JSONL: no line is valid JSON")
             return False
         self._update(job, status="processing", total=total)
         return True

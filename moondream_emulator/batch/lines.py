@@ -1,9 +1,12 @@
 """The lines of a batch file, and the output record of each: the skill endpoints' own checks and answers.
 
-An input line is `{id?, skill, image, question? | object? | length?, settings?}` with the image as raw
-base64. Its record is `{line_index, id, status: "ok", result, usage}`, or `{line_index, id, status:
-"error", error: {code, message}}` when the line is refused: anything the endpoint would refuse, and
-more (segment, a data: URL, a line over 10 MB).
+An input line is `{id?, skill, image, question? | object? | length?, reasoning?, settings?}` with the image as
+raw base64. Its record is `{line_index, id, status: "ok", result, usage}`, or `{line_index, id, status:
+"error", error: {code, message}}` with one of the documented per-line codes (LINE_ERRORS) when the line is
+refused: anything the endpoint would refuse, and more (segment, a data: URL, a line over 10 MB).
+
+As documented: `reasoning` defaults to true on batch query lines (unlike the query endpoint), and
+`settings` apply to caption and query lines only (on detect and point lines they are ignored).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ _TOKENS_PER_BOX, _TOKENS_PER_POINT = 3, 2  # as tuning/rollouts.py writes them; 
 
 
 def lines(paths: Sequence[Path]) -> Iterator[tuple[int, bytes | None]]:
-    """(line_index, the line) for each non-blank line of the files read as one; the line is None when it
-    is over MAX_LINE_BYTES (never held in memory whole). line_index counts every line, blank ones too."""
+    """(line_index, the line) for each line of the files read as one, blank ones too (a final newline ends
+    the last line, it starts none); the line is None when it is over MAX_LINE_BYTES (never held in memory
+    whole)."""
     limit = MAX_LINE_BYTES
     index = 0
     pending = bytearray()
@@ -49,14 +53,17 @@ def lines(paths: Sequence[Path]) -> Iterator[tuple[int, bytes | None]]:
                             pending += piece
                     if end < 0:
                         break
-                    if too_long or pending.strip():
-                        yield index, None if too_long else bytes(pending)
+                    yield index, None if too_long else bytes(pending)
                     index += 1
                     pending.clear()
                     too_long = False
                     start = end + 1
-    if too_long or pending.strip():
+    if too_long or pending:
         yield index, None if too_long else bytes(pending)
+
+
+def blank(line: bytes | None) -> bool:
+    return line is not None and not line.strip()
 
 
 def parses(line: bytes | None) -> bool:
@@ -70,15 +77,20 @@ def parses(line: bytes | None) -> bool:
     return True
 
 
+# The documented per-line error codes; the skill checks' own codes map onto them.
+LINE_ERRORS = ("invalid_request", "image_decode_failed", "unknown_skill", "processing_error")
+_DECODE_FAILURES = ("invalid_base64", "invalid_image")  # what sight_of and the base64 check raise
+
+
 def _raw_image(body: dict[str, Any], required: bool) -> bytes:
     """The decoded `image`: raw base64, no data: URL. Every batch line needs one, whatever its skill."""
     value = body.get("image")
     if value is None:
         raise ApiError(400, "image is required", param="image", code="missing_field")
     if not isinstance(value, str):
-        raise ApiError(400, "image must be a base64 string", param="image", code="invalid_image")
+        raise ApiError(400, "image must be a base64 string", param="image", code="invalid_field")
     if value.startswith("data:"):
-        raise ApiError(400, "image must be raw base64, without a data: URL prefix", param="image", code="invalid_image")
+        raise ApiError(400, "image must be raw base64, without a data: URL prefix", param="image", code="invalid_field")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -113,34 +125,40 @@ def answer_line(
     """The output record of one line (None: over the size limit), answered by `model` (None: the base
     model); `fail` makes it an internal error, as a worker crash would."""
     if line is None:
-        return _error(line_index, None, "line_too_large", "line too large: the limit is 10 MB a line")
+        return _error(line_index, None, "invalid_request", "line too large: the limit is 10 MB a line")
     try:
         record = json.loads(line)
     except (ValueError, UnicodeDecodeError):
-        return _error(line_index, None, "invalid_json", "line is not valid JSON")
+        return _error(line_index, None, "invalid_request", "line is not valid JSON")
     if not isinstance(record, dict):
-        return _error(line_index, None, "invalid_json", "line must be a JSON object")
+        return _error(line_index, None, "invalid_request", "line must be a JSON object")
     line_id = record.get("id")
     if fail:
         return _error(
-            line_index, line_id, "internal_error", "internal error while processing the line (injected by the emulator)"
+            line_index, line_id, "processing_error", "the line could not be processed (injected by the emulator)"
         )
     skill = record.get("skill")
+    if skill is None:
+        return _error(line_index, line_id, "invalid_request", "skill is required")
     if skill not in BATCH_SKILLS:
         return _error(
             line_index,
             line_id,
-            "missing_field" if skill is None else "invalid_skill",
+            "unknown_skill",
             f"skill must be one of {', '.join(BATCH_SKILLS)} (segment is not available in batch)",
         )
     # The job's model answers every line; a line's own model, or image_url, means nothing here.
-    body = {key: value for key, value in record.items() if key not in ("id", "skill", "model", "image_url")}
+    dropped = {"id", "skill", "model", "image_url"} | ({"settings"} if skill in ("detect", "point") else set())
+    body = {key: value for key, value in record.items() if key not in dropped}
+    if skill == "query":
+        body.setdefault("reasoning", True)
     if model is not None:
         body["model"] = model
     try:
         result = PLAIN_ANSWERS[skill](body, _raw_image, checkpoint_policy)
     except ApiError as error:
-        return _error(line_index, line_id, error.code, error.message)
+        code = "image_decode_failed" if error.code in _DECODE_FAILURES else "invalid_request"
+        return _error(line_index, line_id, code, error.message)
     return {
         "line_index": line_index,
         "id": line_id,

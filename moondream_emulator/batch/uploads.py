@@ -26,6 +26,9 @@ from ..errors import ApiError
 from ..ids import UlidGenerator
 
 MAX_PART_NUMBER = 10_000
+# The object storage behind the Batch API refuses, when the upload is completed, parts other than the last
+# below 5 MiB, and parts that are not all of one size with the last no larger.
+MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_FILE_BYTES = 2 * 1024**3
 _WRITE_BLOCK = 1024 * 1024  # bytes gathered before each write, so a big part costs few thread hops
 
@@ -165,10 +168,13 @@ class Uploads:
             upload.parts[number] = part
             return part
 
-    def complete(self, file_id: str, upload_id: str, listed: list[tuple[int, str]]) -> list[Part]:
+    def complete(
+        self, file_id: str, upload_id: str, listed: list[tuple[int, str]], min_part_bytes: int = MIN_PART_BYTES
+    ) -> list[Part]:
         """Close the upload and hand over the listed parts, in order; unlisted parts are discarded.
 
-        `listed` is (partNumber, etag) as the client sent them: strictly ascending, each one uploaded.
+        `listed` is (partNumber, etag) as the client sent them: strictly ascending, each one uploaded. Every
+        part but the last is at least `min_part_bytes` and all of one size; the last is no larger.
         """
         with self._lock:
             upload = self.find(file_id, upload_id)
@@ -192,6 +198,7 @@ class Uploads:
                         code="invalid_part",
                     )
                 chosen.append(part)
+            _check_sizes(chosen, min_part_bytes)
             del self._open[file_id]
         for number, part in upload.parts.items():
             if number not in numbers:
@@ -207,3 +214,26 @@ class Uploads:
     def clear(self) -> None:
         with self._lock:
             self._open.clear()
+
+
+def _check_sizes(parts: list[Part], min_part_bytes: int) -> None:
+    *leading, last = parts
+    for i, part in enumerate(leading):
+        if part.size < min_part_bytes:
+            raise ApiError(
+                400,
+                f"parts[{i}]: part {part.number} is {part.size} bytes; every part but the last must be at least "
+                f"{min_part_bytes} bytes",
+                param=f"parts[{i}]",
+                code="part_too_small",
+            )
+    size = leading[0].size if leading else last.size
+    for i, part in enumerate(parts):
+        if part.size > size or (part is not last and part.size != size):
+            raise ApiError(
+                400,
+                f"parts[{i}]: part {part.number} is {part.size} bytes, the first {size}: every part but the last "
+                "must be of one size, and the last no larger",
+                param=f"parts[{i}]",
+                code="part_size_mismatch",
+            )

@@ -164,3 +164,73 @@ def metrics(prompt: str, output: str, *, with_image: bool) -> dict[str, float | 
         "decode_time_ms": decode,
         "ttft_ms": round(prefill + 8.0, 2),
     }
+
+
+# --- several images at once (the chat endpoint) -------------------------------------------------------
+
+
+def _images_phrase(numbers: list[int]) -> str:
+    return ("Image " if len(numbers) == 1 else "Images ") + _join([str(n) for n in numbers])
+
+
+def answer_across(question: str, scenes: list[Scene]) -> str:
+    """A short answer about several images, numbered from 1: counts add up, colours join, "which image"
+    names the images that show the colour; anything else is described image by image."""
+    if not scenes:
+        return NO_IMAGE_ANSWER
+    if len(scenes) == 1:
+        return answer(question, scenes[0])
+    lowered = question.lower()
+    colour = colour_in(question)
+
+    def matching(scene: Scene) -> list[Region]:
+        return scene.of_colour(colour) if colour else list(scene.regions)
+
+    if re.search(r"\bwhich (image|photo|picture|screenshot|one)s?\b", lowered):
+        showing = [i for i, scene in enumerate(scenes, 1) if matching(scene)]
+        return f"{_images_phrase(showing)}." if showing else "None of them."
+    if re.search(r"\bhow many\b", lowered):
+        return str(sum(len(matching(scene)) for scene in scenes))
+    if re.search(r"\b(what|which) colou?rs?\b", lowered):
+        colours = list(dict.fromkeys(c for scene in scenes for c in scene.colours()))
+        if not colours:
+            return "There are no coloured shapes."
+        listed = _join(colours)
+        return listed[0].upper() + listed[1:] + "."
+    if re.match(r"\s*(is|are|do|does) (there|any)\b", lowered):
+        return "Yes" if any(matching(scene) for scene in scenes) else "No"
+    described = [
+        f"image {i} shows {inventory(scene) if scene.regions else 'no distinct shapes'}"
+        for i, scene in enumerate(scenes, 1)
+    ]
+    text = "; ".join(described) + "."
+    return text[0].upper() + text[1:]
+
+
+def reasoning_across(question: str, scenes: list[Scene], final: str) -> Reasoning:
+    """Reasoning that looks at each image in turn, each colour group grounded at its regions' centres."""
+    if len(scenes) == 1:
+        return reasoning(question, scenes[0], final)
+    text = ""
+    grounding: list[dict[str, Any]] = []
+    for i, scene in enumerate(scenes, 1):
+        text += f"In image {i} I see "
+        if not scene.regions:
+            text += "no distinct shapes. "
+            continue
+        groups = _groups(scene)
+        for j, (colour, regions) in enumerate(groups):
+            if j:
+                text += " and " if j == len(groups) - 1 else ", "
+            phrase = count_phrase(len(regions), colour)
+            grounding.append(
+                {
+                    "start_idx": len(text),
+                    "end_idx": len(text) + len(phrase),
+                    "points": [[round(r.centre[0], 6), round(r.centre[1], 6)] for r in regions],
+                }
+            )
+            text += phrase
+        text += ". "
+    text += f"So the answer is: {final}"
+    return Reasoning(text, grounding)

@@ -68,12 +68,10 @@ def query_answer(
     question = validation.text(body, "question")
     data = read_image(body, False)
     reasoning = validation.flag(body, "reasoning")
-    stream = validation.flag(body, "stream")
+    validation.flag(body, "stream")
     settings = validation.settings(body)
     validation.spatial_refs(body)
     policy = validation.model(body, checkpoint_policy)
-    if stream and reasoning:
-        raise ApiError(400, "streaming is not supported with reasoning", param="stream", code="invalid_field")
     scene = None
     if data is not None:
         sight = sight_of(data)
@@ -114,6 +112,7 @@ def _found(
     settings = validation.settings(body)
     policy = validation.model(body, checkpoint_policy)
     assert data is not None
+    validation.spatial_refs(body)  # point takes hints (as query and segment do); checked, then not needed
     sight = sight_of(data)
     return sight, policy, matching(sight.scene, object_text)[: settings.max_objects]
 
@@ -149,26 +148,46 @@ async def _plain(skill: str, body: dict[str, Any], ctx: SkillContext) -> dict[st
     return await anyio.to_thread.run_sync(PLAIN_ANSWERS[skill], body, _image_url, ctx.checkpoint_policy)
 
 
+def _station_stats(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Station's usage figures: {tokens, duration (s), tokens_per_sec}."""
+    tokens = metrics["output_tokens"]
+    duration = round((metrics["prefill_time_ms"] + metrics["decode_time_ms"]) / 1000, 4)
+    return {"tokens": tokens, "duration": duration, "tokens_per_sec": round(tokens / duration, 2) if duration else 0.0}
+
+
+def _answered(out: dict[str, Any], ctx: SkillContext) -> Response:
+    """A non-streamed answer: the cloud adds its request id; Station its usage, as `_stats`."""
+    if ctx.station:
+        stats = {"_stats": _station_stats(out["metrics"])} if "metrics" in out else {}
+        return JSONResponse({**out, **stats})
+    return JSONResponse({**out, "request_id": ctx.request_id})
+
+
 async def _query(body: dict[str, Any], ctx: SkillContext) -> Response:
+    if ctx.station and body.get("image_url") is None:
+        raise ApiError(400, "image_url is required", param="image_url", code="missing_field")
     out = await _plain("query", body, ctx)
     if validation.flag(body, "stream"):
-        return _text_stream(out["answer"], out["finish_reason"], out["metrics"], ctx)
-    return JSONResponse({**out, "request_id": ctx.request_id})
+        # The official SDK streams with reasoning on. Where the reasoning goes then is unsure: here it rides
+        # on the completing event, which clients that only join chunks ignore.
+        extra = {"reasoning": out["reasoning"]} if "reasoning" in out else {}
+        return _text_stream(out["answer"], out["finish_reason"], out["metrics"], ctx, extra)
+    return _answered(out, ctx)
 
 
 async def _caption(body: dict[str, Any], ctx: SkillContext) -> Response:
     out = await _plain("caption", body, ctx)
     if validation.flag(body, "stream"):
         return _text_stream(out["caption"], out["finish_reason"], out["metrics"], ctx)
-    return JSONResponse({**out, "request_id": ctx.request_id})
+    return _answered(out, ctx)
 
 
 async def _detect(body: dict[str, Any], ctx: SkillContext) -> Response:
-    return JSONResponse({**await _plain("detect", body, ctx), "request_id": ctx.request_id})
+    return _answered(await _plain("detect", body, ctx), ctx)
 
 
 async def _point(body: dict[str, Any], ctx: SkillContext) -> Response:
-    return JSONResponse({**await _plain("point", body, ctx), "request_id": ctx.request_id})
+    return _answered(await _plain("point", body, ctx), ctx)
 
 
 def _chosen(regions: list[Region], refs: list[list[float]]) -> Region | None:
@@ -230,11 +249,13 @@ def _pieces(text: str, size: int) -> list[str]:
     return ["".join(words[i : i + size]) for i in range(0, len(words), size)] or [""]
 
 
-def _text_stream(text: str, finish_reason: str, metrics: dict[str, Any], ctx: SkillContext) -> Response:
+def _text_stream(
+    text: str, finish_reason: str, metrics: dict[str, Any], ctx: SkillContext, extra: dict[str, Any] | None = None
+) -> Response:
     if ctx.station:
         # Station: one token per event, then usage, then a bare completion marker.
         events: list[dict[str, Any]] = [{"chunk": word} for word in answers.tokens(text)]
-        events.append({"stats": {"tokens": metrics["output_tokens"], "ttft_ms": metrics["ttft_ms"]}})
+        events.append({"stats": _station_stats(metrics)})
         events.append({"completed": True})
         return _event_stream(events, ctx)
     *leading, last = _pieces(text, _WORDS_PER_CHUNK)
@@ -246,6 +267,7 @@ def _text_stream(text: str, finish_reason: str, metrics: dict[str, Any], ctx: Sk
             "request_id": ctx.request_id,
             "finish_reason": finish_reason,
             "metrics": metrics,
+            **(extra or {}),
         }
     )
     return _event_stream(events, ctx)

@@ -15,6 +15,8 @@ from ..model.policy import BASE, Policy
 
 MAX_IMAGE_URL_CHARS = 10 * 1024 * 1024
 BASE_MODEL = "moondream3-preview"
+# The docs name the base model with or without the provider prefix; checkpoints without it.
+BASE_MODEL_NAMES = (BASE_MODEL, f"moondream/{BASE_MODEL}")
 CAPTION_LENGTHS = ("short", "normal", "long")
 DEFAULT_MAX_OBJECTS = 50
 
@@ -135,7 +137,7 @@ def model(body: dict[str, Any], checkpoint_policy: CheckpointLookup) -> Policy:
     """The policy that answers: the base model's, or a saved finetune checkpoint's
     (`moondream3-preview/{id}@{step}`)."""
     value = body.get("model")
-    if value is None or value == BASE_MODEL:
+    if value is None or value in BASE_MODEL_NAMES:
         return BASE
     match = _CHECKPOINT.fullmatch(value) if isinstance(value, str) else None
     if match is None:

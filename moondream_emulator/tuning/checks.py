@@ -21,7 +21,7 @@ from .rollouts import SkillRequest
 NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 RANKS = (8, 16, 24, 32)
 MAX_ROLLOUTS = 16
-PAGE_DEFAULT, PAGE_MAX = 20, 100
+PAGE_DEFAULT, PAGE_MAX = 50, 100
 ROLLOUT_SKILLS = ("query", "point", "detect")
 # Rollout sampling defaults (the skill endpoints' own defaults differ).
 ROLLOUT_TEMPERATURE, ROLLOUT_TOP_P = 1.0, 1.0
@@ -77,7 +77,7 @@ def rank(body: dict[str, Any]) -> int:
 
 
 def page(params: Mapping[str, str]) -> tuple[int, str | None]:
-    """`limit` (1-100, default 20) and `cursor` from a query string."""
+    """`limit` (1-100, default 50) and `cursor` from a query string."""
     raw = params.get("limit")
     try:
         limit = PAGE_DEFAULT if raw is None else int(raw)
@@ -250,8 +250,8 @@ async def sft_group(group: dict[str, Any], index: int) -> None:
 
 
 def target(value: Any, request: SkillRequest) -> None:
-    """SFT targets: query {answer} (+ reasoning {text} exactly when the request reasons), point exactly
-    one of points / boxes, detect boxes."""
+    """SFT targets: query {answer} (+ reasoning {text, grounding?} exactly when the request reasons), point
+    exactly one of points / boxes, detect boxes."""
     if value is None:
         raise invalid("target", "target is required", "missing_field")
     if not isinstance(value, dict):
@@ -265,15 +265,10 @@ def target(value: Any, request: SkillRequest) -> None:
         if request.reasoning != (reasoning is not None):
             raise invalid(
                 "target.reasoning",
-                "target.reasoning ({text}) must be given exactly when the request has reasoning on",
+                "target.reasoning ({text, grounding?}) must be given exactly when the request has reasoning on",
             )
-        if reasoning is not None and not (
-            isinstance(reasoning, dict)
-            and set(reasoning) == {"text"}
-            and isinstance(reasoning["text"], str)
-            and reasoning["text"].strip()
-        ):
-            raise invalid("target.reasoning", "target.reasoning must be {text: <non-empty string>}")
+        if reasoning is not None:
+            _sft_reasoning(reasoning)
         return
     if request.skill == "point":
         _only(value, {"points", "boxes"}, "target")
@@ -289,6 +284,42 @@ def target(value: Any, request: SkillRequest) -> None:
     if value.get("boxes") is None:
         raise invalid("target.boxes", "a detect target needs boxes", "missing_field")
     _boxes(value["boxes"], "target.boxes")
+
+
+def _sft_reasoning(value: Any) -> None:
+    """{text, grounding?}: grounding as a query answers it, spans of `text` with the points they looked at."""
+    rule = "target.reasoning must be {text: <non-empty string>, grounding?: [{start_idx, end_idx, points}]}"
+    if not (
+        isinstance(value, dict)
+        and set(value) <= {"text", "grounding"}
+        and isinstance(value.get("text"), str)
+        and value["text"].strip()
+    ):
+        raise invalid("target.reasoning", rule)
+    grounding = value.get("grounding")
+    if grounding is None:
+        return
+    if not isinstance(grounding, list):
+        raise invalid("target.reasoning.grounding", rule)
+    length = len(value["text"])
+    for span in grounding:
+        if not (
+            isinstance(span, dict)
+            and set(span) == {"start_idx", "end_idx", "points"}
+            and _integer(span["start_idx"])
+            and _integer(span["end_idx"])
+            and 0 <= span["start_idx"] <= span["end_idx"] <= length
+            and isinstance(span["points"], list)
+            and all(
+                isinstance(p, list) and len(p) == 2 and all(_number(v) and 0 <= v <= 1 for v in p)
+                for p in span["points"]
+            )
+        ):
+            raise invalid(
+                "target.reasoning.grounding",
+                "target.reasoning.grounding must be [{start_idx, end_idx, points: [[x, y], ...]}] with indices "
+                "into text and points in 0-1",
+            )
 
 
 def metrics(body: dict[str, Any]) -> tuple[int, dict[str, float]]:

@@ -67,6 +67,7 @@ class Checkpoint:
             "step": self.step,
             "created_at_ms": self.created_at_ms,
             "updated_at_ms": self.updated_at_ms,
+            "expires_at_ms": None,  # saved checkpoints are kept until deleted
         }
 
 

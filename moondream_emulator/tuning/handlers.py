@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,8 +36,9 @@ Handler = Callable[[Request, Received], Awaitable[Response]]
 
 
 class TuningApi:
-    def __init__(self, state: TuningState) -> None:
+    def __init__(self, state: TuningState, *, step_seconds: Callable[[], float] = lambda: 0.0) -> None:
         self.state = state
+        self._step_seconds = step_seconds  # how long a train step computes before it is applied
 
     def routes(self, wrap: Callable[[Handler], Callable[[Request], Awaitable[Response]]]) -> list[Route]:
         """The routes, each handler wrapped by the server (body, errors) with `wrap`."""
@@ -125,6 +127,10 @@ class TuningApi:
             else:
                 await checks.sft_group(group, index)
                 sft += 1
+        # A real step computes for tens of seconds to minutes, then is applied whether or not the caller
+        # still waits for the answer: a client that gives up sooner sees a timeout for an applied step.
+        if (seconds := self._step_seconds()) > 0:
+            await anyio.sleep(seconds)
         return JSONResponse(self.state.apply_step(finetune_id, groups, rl, sft, lr))
 
     # --- checkpoints -----------------------------------------------------------------------------

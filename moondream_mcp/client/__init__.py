@@ -6,6 +6,7 @@ import httpx2
 
 from .base import APIClient
 from .batch import Batches
+from .chat import Chat
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -25,7 +26,7 @@ from .errors import (
     UnexpectedResponseError,
 )
 from .skills import Sampling, Skills
-from .tuning import Tuning
+from .tuning import DEFAULT_TRAIN_TIMEOUT, Tuning
 
 
 class MoondreamClient:
@@ -39,6 +40,7 @@ class MoondreamClient:
         timeout: float = 60.0,
         retry_after_cap: float = 30.0,
         rate_limit: float | None = None,
+        train_timeout: float = DEFAULT_TRAIN_TIMEOUT,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.api = APIClient(
@@ -50,8 +52,9 @@ class MoondreamClient:
             transport=transport,
         )
         self.skills = Skills(self.api)
-        self.tuning = Tuning(self.api)
+        self.tuning = Tuning(self.api, train_timeout=train_timeout)
         self.batches = Batches(self.api)
+        self.chat = Chat(self.api)
 
     async def __aenter__(self) -> MoondreamClient:
         return self

@@ -39,6 +39,11 @@ WAIT_INITIAL = 0.5
 WAIT_MAX = 8.0
 WAIT_JITTER = 0.5
 RETRY_BUDGET = 120.0  # seconds, across every attempt of one call
+# Pacing at exactly the limit puts limit+1 arrivals into some 1-second window at the server as soon as
+# network jitter brings two of them closer. Spacing requests (1 + JITTER_MARGIN)/limit apart means limit+1
+# consecutive requests span 1 + JITTER_MARGIN seconds: only jitter above the margin can squeeze them into one
+# second. It costs JITTER_MARGIN/(1 + JITTER_MARGIN) of the throughput (9%).
+JITTER_MARGIN = 0.1  # seconds
 
 # "idempotent": retry whatever may have failed in passing.
 # "unsent": retry only when the request certainly had no effect (never connected, or 429).
@@ -95,8 +100,15 @@ def _connection_error(exc: httpx2.TransportError, url: str) -> APIConnectionErro
     return APIConnectionError(f"connection to {url} failed: {type(exc).__name__}", sent=True)
 
 
-def _check_body(response: httpx2.Response) -> Any:
-    """The JSON body of a response, or the error it stands for."""
+def _timeout(seconds: float) -> httpx2.Timeout:
+    # Connecting should be quick; answering may take the whole timeout.
+    return httpx2.Timeout(seconds, connect=min(10.0, seconds))
+
+
+def _check_body(response: httpx2.Response, *, errors_in_body: bool = False) -> Any:
+    """The JSON body of a response, or the error it stands for. `errors_in_body`: a 200 whose JSON has a
+    top-level `error` is a failure too (Moondream Station's skill answers); elsewhere such a body is a result,
+    as a failed batch is."""
     if response.is_error:
         raise status_error(response)
     try:
@@ -106,8 +118,7 @@ def _check_body(response: httpx2.Response) -> Any:
             f"the API answered HTTP {response.status_code} with a body that is not JSON",
             status_code=response.status_code,
         ) from None
-    # Moondream Station reports failures as 200 {"error": ...}.
-    if isinstance(body, dict) and body.get("error") not in (None, ""):
+    if errors_in_body and isinstance(body, dict) and body.get("error") not in (None, ""):
         raise status_error(response, body)
     return body
 
@@ -127,19 +138,17 @@ class APIClient:
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        # Every attempt of every call, retries included, waits its turn: one request per 1/rate s.
-        # A bucket of one (not of `rate`) leaves the server's own bucket slack for network jitter.
-        self._limiter = AsyncLimiter(1, 1 / rate_limit) if rate_limit else None
+        # Every attempt of every call, retries included, waits its turn: one request every (1 + margin)/rate s,
+        # never in bursts. How the server counts is undocumented; paced so, no 1-second window at the server
+        # holds more than `rate` arrivals unless network jitter bunches them by over JITTER_MARGIN seconds.
+        self._limiter = AsyncLimiter(1, (1 + JITTER_MARGIN) / rate_limit) if rate_limit else None
         self._api_key = api_key or None
         self._retry_after_cap = retry_after_cap
         self._max_attempts = max_attempts
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if self._api_key:
-            headers["X-Moondream-Auth"] = self._api_key
         self._http = httpx2.AsyncClient(
             headers=headers,
-            # Connecting should be quick; answering may take the whole timeout.
-            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
+            timeout=_timeout(timeout),
             transport=transport,
             follow_redirects=False,
             trust_env=True,
@@ -160,6 +169,12 @@ class APIClient:
 
     def _url(self, path: str) -> str:
         return f"{self.endpoint}/{path.lstrip('/')}"
+
+    def _auth(self, bearer: bool = False) -> dict[str, str]:
+        """The key as the endpoint takes it; nothing when there is none (Moondream Station)."""
+        if not self._api_key:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key}"} if bearer else {"X-Moondream-Auth": self._api_key}
 
     def _require_configured(self) -> None:
         if self.is_cloud and not self._api_key:
@@ -193,16 +208,28 @@ class APIClient:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry: RetryPolicy = "idempotent",
+        read_timeout: float | None = None,
+        errors_in_body: bool = False,
+        bearer: bool = False,
     ) -> tuple[Any, str]:
-        """Like request(), but also return the body's text exactly as it arrived."""
+        """Like request(), but also return the body's text exactly as it arrived. `read_timeout` replaces the
+        client's timeout for this call (train steps take minutes); `errors_in_body` as for _check_body;
+        `bearer` sends the key as `Authorization: Bearer` (the OpenAI-compatible endpoint's way)."""
         self._require_configured()
         url = self._url(path)
+        headers = {**(headers or {}), **self._auth(bearer)}
         async for attempt in self._retrying(retry):
             with attempt:
                 await self._turn()
                 try:
                     response = await self._http.request(
-                        method, url, json=json, params=params, content=content, headers=headers
+                        method,
+                        url,
+                        json=json,
+                        params=params,
+                        content=content,
+                        headers=headers,
+                        timeout=_timeout(read_timeout) if read_timeout is not None else httpx2.USE_CLIENT_DEFAULT,
                     )
                 except httpx2.InvalidURL:
                     raise InvalidRequestError(f"cannot build a valid URL for {path!r}") from None
@@ -210,7 +237,7 @@ class APIClient:
                     raise _connection_error(exc, url) from None
                 if attempt.num > 1:
                     log.info("%s %s answered on attempt %d", method, path, attempt.num)
-                return _check_body(response), response.text
+                return _check_body(response, errors_in_body=errors_in_body), response.text
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def stream(
@@ -235,9 +262,9 @@ class APIClient:
     @asynccontextmanager
     async def stream_url(self, url: str) -> AsyncIterator[httpx2.Response]:
         """GET an absolute URL the API handed out (e.g. a result file), streaming the body."""
-        request = self._http.build_request("GET", url)
-        if httpx2.URL(url).host != httpx2.URL(self.endpoint).host:
-            request.headers.pop("X-Moondream-Auth", None)
+        # The key goes to the API's own host only, never to a storage host.
+        same_host = httpx2.URL(url).host == httpx2.URL(self.endpoint).host
+        request = self._http.build_request("GET", url, headers=self._auth() if same_host else None)
         try:
             response = await self._http.send(request, stream=True)
         except httpx2.TransportError as exc:
@@ -260,13 +287,13 @@ class APIClient:
         events: list[dict[str, Any]] = []
         await self._turn()
         try:
-            async with self._http.sse(url, method="POST", json=body) as source:
+            async with self._http.sse(url, method="POST", json=body, headers=self._auth()) as source:
                 response = source.response
                 content_type = response.headers.get("content-type", "")
                 if response.is_error or not content_type.startswith("text/event-stream"):
                     await response.aread()
                     # An error, or a server that ignored stream=true and answered plain JSON.
-                    return [{**_check_body(response), "completed": True}]
+                    return [{**_check_body(response, errors_in_body=True), "completed": True}]
                 async for sse in source:
                     if not sse.data.strip():
                         continue

@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .base import APIClient, parse, segment
 
+# The multipart upload is object-storage multipart underneath: every part but the last must be at least
+# 5 MiB, and all of one size. The API refuses parts of 100 MB or more; whether decimal or binary megabytes
+# is unsure, so parts stay under both.
+MIN_PART_BYTES = 5 * 1024 * 1024
+MAX_PART_BYTES = 95 * 1024 * 1024
+
 
 class _Result(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -49,7 +55,19 @@ class BatchJob(_Result):
     created_at: Any = None
     completed_at: Any = None
     expires_at: Any = None
-    error: Any = None
+    error: Any = None  # why a failed job failed: {code, message} as documented; read leniently
+
+    @property
+    def failure(self) -> str | None:
+        """The error of a failed job as one line, "code: message"; None when there is none."""
+        error = self.error
+        if error in (None, "", {}):
+            return None
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            text = ": ".join(str(part) for part in (code, message) if part)
+            return text or str(error)
+        return str(error)
 
 
 class BatchPage(_Result):

@@ -17,8 +17,9 @@
         ├── RateLimitError              429: too many requests
         └── ServerError                 5xx and Cloudflare 52x
 
-Moondream Station reports failures as HTTP 200 with ``{"error": ...}``; those become
-``APIStatusError`` with the status they came with, so callers see one shape of failure.
+Moondream Station reports failures of its skill endpoints as HTTP 200 with ``{"error": ...}``; those
+become ``APIStatusError`` with the status they came with, so callers see one shape of failure. Only there:
+elsewhere a 200 carrying ``error`` is a result (a failed batch job).
 """
 
 from __future__ import annotations

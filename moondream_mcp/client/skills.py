@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .base import APIClient, parse
 
 CaptionLength = Literal["short", "normal", "long"]
+SpatialRefs = list[list[float]]  # [x, y] points or [x_min, y_min, x_max, y_max] boxes, normalized 0-1
 
 
 class _Result(BaseModel):
@@ -145,7 +146,7 @@ class Skills:
     ) -> CaptionResult:
         body = _body(image_url=image_url, length=length, settings=settings, model=model)
         if not stream:
-            return parse(CaptionResult, await self._api.request("POST", "caption", json=body))
+            return parse(CaptionResult, await self._skill("caption", body))
         text, meta = await self._stream_text("caption", body, on_text)
         return CaptionResult(caption=text, **meta)
 
@@ -155,15 +156,25 @@ class Skills:
         *,
         image_url: str | None = None,
         reasoning: bool = False,
+        spatial_refs: SpatialRefs | None = None,
         settings: Sampling | None = None,
         model: str | None = None,
         stream: bool = False,
         on_text: OnText | None = None,
     ) -> QueryResult:
-        # `reasoning` is always sent: its default differs between API versions.
-        body = _body(question=question, image_url=image_url, reasoning=reasoning, settings=settings, model=model)
-        if not stream or reasoning:  # the API refuses streaming with reasoning
-            return parse(QueryResult, await self._api.request("POST", "query", json=body))
+        # `reasoning` is always sent: the official SDK omits it unless true, and defaults differ between APIs.
+        body = _body(
+            question=question,
+            image_url=image_url,
+            reasoning=reasoning,
+            spatial_refs=spatial_refs,
+            settings=settings,
+            model=model,
+        )
+        # Streaming with reasoning is allowed, but no source says whether the events carry the reasoning
+        # trace: asked for reasoning, the client takes the whole answer, which surely does.
+        if not stream or reasoning:
+            return parse(QueryResult, await self._skill("query", body))
         text, meta = await self._stream_text("query", body, on_text)
         return QueryResult(answer=text, **meta)
 
@@ -171,26 +182,33 @@ class Skills:
         self, image_url: str, object: str, *, settings: Sampling | None = None, model: str | None = None
     ) -> DetectResult:
         body = _body(image_url=image_url, object=object, settings=settings, model=model)
-        return parse(DetectResult, await self._api.request("POST", "detect", json=body))
+        return parse(DetectResult, await self._skill("detect", body))
 
     async def point(
-        self, image_url: str, object: str, *, settings: Sampling | None = None, model: str | None = None
+        self,
+        image_url: str,
+        object: str,
+        *,
+        spatial_refs: SpatialRefs | None = None,
+        settings: Sampling | None = None,
+        model: str | None = None,
     ) -> PointResult:
-        body = _body(image_url=image_url, object=object, settings=settings, model=model)
-        return parse(PointResult, await self._api.request("POST", "point", json=body))
+        body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings, model=model)
+        return parse(PointResult, await self._skill("point", body))
 
     async def segment(
         self,
         image_url: str,
         object: str,
         *,
-        spatial_refs: list[list[float]] | None = None,
+        spatial_refs: SpatialRefs | None = None,
         settings: Sampling | None = None,
+        model: str | None = None,
         stream: bool = False,
     ) -> SegmentResult:
-        body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings)
+        body = _body(image_url=image_url, object=object, spatial_refs=spatial_refs, settings=settings, model=model)
         if not stream:
-            return parse(SegmentResult, await self._api.request("POST", "segment", json=body))
+            return parse(SegmentResult, await self._skill("segment", body))
         events = await self._api.stream("segment", json={**body, "stream": True})
         # bbox → path_delta (coarse) → final: the final event has the whole answer; earlier ones fill gaps.
         merged: dict[str, Any] = {}
@@ -200,6 +218,10 @@ class Skills:
                 continue
             merged.update({k: v for k, v in event.items() if v is not None})
         return parse(SegmentResult, merged)
+
+    async def _skill(self, path: str, body: dict[str, Any]) -> Any:
+        # Station reports a refused skill request as HTTP 200 {"error": ...}.
+        return await self._api.request("POST", path, json=body, errors_in_body=True)
 
     async def _stream_text(self, path: str, body: dict[str, Any], on_text: OnText | None) -> tuple[str, dict[str, Any]]:
         def forward(event: dict[str, Any]) -> None:

@@ -12,6 +12,11 @@ from .errors import InvalidRequestError
 from .skills import Sampling
 
 BASE_MODEL = "moondream3-preview"
+# The official SDK always sends lr, 2e-4 (its quickstart's value); the older HTTP reference gives the server's
+# default as 0.002, ten times more. Sending it always keeps a step's size from depending on which is right.
+DEFAULT_LR = 2e-4
+# Train steps run tens of seconds to minutes; the official SDK waits 900 s for one.
+DEFAULT_TRAIN_TIMEOUT = 900.0
 
 
 def checkpoint_model(finetune_id: str, step: int) -> str:
@@ -51,6 +56,7 @@ class Checkpoint(_Result):
     step: int
     created_at_ms: int | None = None
     updated_at_ms: int | None = None
+    expires_at_ms: int | None = None
 
 
 class CheckpointPage(_Result):
@@ -94,10 +100,12 @@ def skill_request(
     question: str | None = None,
     object: str | None = None,
     reasoning: bool | None = None,
+    spatial_refs: list[list[float]] | None = None,
     settings: Sampling | None = None,
 ) -> dict[str, Any]:
     """The `request` of a rollout or SFT group: the skill call it stands for. Refused before sending when
-    a piece the skill needs is missing (query: a question; point and detect: an object and an image)."""
+    a piece the skill needs is missing (query: a question; point and detect: an object and an image), or
+    given where the docs do not take it (spatial_refs: query only)."""
     if skill == "query":
         if not question:
             raise InvalidRequestError("the query skill needs a question")
@@ -106,7 +114,11 @@ def skill_request(
             request["image_url"] = image_url
         if reasoning is not None:
             request["reasoning"] = reasoning
+        if spatial_refs is not None:
+            request["spatial_refs"] = spatial_refs
     else:
+        if spatial_refs is not None:
+            raise InvalidRequestError("rollouts take spatial_refs for the query skill only")
         if not object:
             raise InvalidRequestError(f"the {skill} skill needs an object")
         if image_url is None:
@@ -171,8 +183,9 @@ def _page(limit: int | None, cursor: str | None) -> dict[str, Any]:
 class Tuning:
     """Everything under /tuning."""
 
-    def __init__(self, api: APIClient) -> None:
+    def __init__(self, api: APIClient, *, train_timeout: float = DEFAULT_TRAIN_TIMEOUT) -> None:
         self._api = api
+        self._train_timeout = train_timeout
 
     async def create_finetune(self, name: str, rank: int) -> Finetune:
         body = await self._api.request("POST", "tuning/finetunes", json={"name": name, "rank": rank})
@@ -203,20 +216,20 @@ class Tuning:
             body["ground_truth"] = ground_truth
         return await self._api.request_raw("POST", "tuning/rollouts", json=body)
 
-    async def train_step(self, finetune_id: str, groups: list[str], lr: float | None = None) -> TrainStepResult:
-        """POST /train_step with groups given as JSON text (see rl_group / sft_group).
+    async def train_step(self, finetune_id: str, groups: list[str], lr: float = DEFAULT_LR) -> TrainStepResult:
+        """POST /train_step with groups given as JSON text (see rl_group / sft_group), waiting up to the
+        train timeout for the answer.
 
         Retried only when the request certainly never reached the server: a step is not idempotent.
         """
-        parts = [f'"finetune_id":{json.dumps(finetune_id)}', f'"groups":[{",".join(groups)}]']
-        if lr is not None:  # otherwise the server's default applies
-            parts.append(f'"lr":{json.dumps(lr)}')
+        parts = [f'"finetune_id":{json.dumps(finetune_id)}', f'"groups":[{",".join(groups)}]', f'"lr":{json.dumps(lr)}']
         answer = await self._api.request(
             "POST",
             "tuning/train_step",
             content=("{" + ",".join(parts) + "}").encode(),
             headers={"Content-Type": "application/json"},
             retry="unsent",
+            read_timeout=self._train_timeout,
         )
         return parse(TrainStepResult, answer if isinstance(answer, dict) else {})
 

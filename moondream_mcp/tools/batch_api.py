@@ -16,7 +16,7 @@ from ..state import AppState, Ctx
 from ..store import new_id
 from .local_batch import Failure, failures
 from .results import compact
-from .skills import Length, MaxObjects, MaxTokens, Model, Temperature, TopP
+from .skills import Length, MaxTokens, Model, Temperature, TopP
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 BatchId = Annotated[str, Field(min_length=1, description="The batch id submit_batch returned.")]
@@ -35,6 +35,7 @@ class Submitted(BaseModel):
 class BatchStatus(BaseModel):
     batch_id: str
     status: str
+    error: str | None = Field(description="Why a failed job failed, as the API said (code: message).")
     model: str | None
     total: int | None
     completed: int | None
@@ -66,6 +67,7 @@ def _status(job: BatchJob) -> BatchStatus:
     return BatchStatus(
         batch_id=job.id,
         status=job.status,
+        error=job.failure,
         model=job.model,
         total=progress.total if progress else None,
         completed=progress.completed if progress else None,
@@ -100,7 +102,7 @@ def register(server: MCPServer[AppState]) -> None:
         object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
         question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
         length: Length = "normal",
-        max_objects: MaxObjects = None,
+        reasoning: Annotated[bool, Field(description="query: reason first (billed).")] = False,
         model: Model = None,
         temperature: Temperature = None,
         top_p: TopP = None,
@@ -111,14 +113,11 @@ def register(server: MCPServer[AppState]) -> None:
         batch_status; fetch results with batch_results once completed (kept 7 days). For a few hundred
         images or fewer, the batch tool answers sooner."""
         state = ctx.request_context.lifespan_context
-        sampling = Sampling(
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            max_objects=max_objects if skill == "detect" else None,
-        )
-        fields = batch_api.line_fields(skill, object=object, question=question, length=length, sampling=sampling)
+        sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         with state.errors():
+            fields = batch_api.line_fields(
+                skill, object=object, question=question, length=length, reasoning=reasoning, sampling=sampling
+            )
             local_batch.require_prompt(skill, object=object, question=question)
             refs = local_batch.expand(images, state.files)
         staging = state.settings.data_dir / "batch-uploads" / f"{new_id('up')}.jsonl"
@@ -205,7 +204,8 @@ def register(server: MCPServer[AppState]) -> None:
         ] = 0,
     ) -> BatchResults:
         """Download a completed batch job's result files and write one line per image, each mapped back to
-        the image reference it came from. Coordinates are 0-1, origin top-left of each image."""
+        the image reference it came from. Coordinates are 0-1, origin top-left of each image. A failed job
+        has no results: the error says why it failed."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             path = state.files.check(output, for_writing=True)

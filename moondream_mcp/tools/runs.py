@@ -14,7 +14,7 @@ from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import charts, datasets, training
-from ..client.tuning import BASE_MODEL, checkpoint_model
+from ..client.tuning import BASE_MODEL, DEFAULT_LR, checkpoint_model
 from ..state import AppState, Ctx
 from ..store import Run
 from .dataset_checks import DatasetPath, read_dataset, refuse
@@ -265,7 +265,7 @@ def register(server: MCPServer[AppState]) -> None:
         steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps to take.")] = 20,
         groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step (one group each).")] = 8,
         rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example; 4-8 works best.")] = 4,
-        lr: Annotated[float | None, Field(gt=0, le=1, description="Learning rate; omit for the API's default.")] = None,
+        lr: Annotated[float, Field(gt=0, le=1, description="Learning rate, sent with every step.")] = DEFAULT_LR,
         temperature: Annotated[float, Field(ge=0, le=2, description="Rollout sampling temperature.")] = 1.0,
         eval_every: Annotated[
             int,

@@ -51,10 +51,7 @@ Reasoning = Annotated[
 MaxObjects = Annotated[int | None, Field(gt=0, description="Most boxes to return (API default 50).")]
 SpatialRefs = Annotated[
     list[Annotated[list[float], Field(min_length=2, max_length=4)]] | None,
-    Field(
-        description="Optional hints of where the object is: [x, y] points or [x_min, y_min, x_max, y_max] "
-        "boxes, normalized 0-1."
-    ),
+    Field(description="Hints of where to look: [x, y] points or [x_min, y_min, x_max, y_max] boxes, 0-1."),
 ]
 Temperature = Annotated[float | None, Field(ge=0, description="Sampling temperature (>= 0). Omit for the API default.")]
 TopP = Annotated[
@@ -108,6 +105,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ] = None,
         reasoning: Reasoning = False,
+        spatial_refs: SpatialRefs = None,
         model: Model = None,
         temperature: Temperature = None,
         top_p: TopP = None,
@@ -121,6 +119,7 @@ def register(server: MCPServer[AppState]) -> None:
                 question,
                 image,
                 reasoning=reasoning,
+                spatial_refs=spatial_refs,
                 model=model,
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             )
@@ -158,6 +157,7 @@ def register(server: MCPServer[AppState]) -> None:
         image: ImageRef,
         object: ObjectName,
         ctx: Ctx,
+        spatial_refs: SpatialRefs = None,
         model: Model = None,
         annotate: Annotate = False,
         temperature: Temperature = None,
@@ -172,6 +172,7 @@ def register(server: MCPServer[AppState]) -> None:
             output, prepared = await state.vision.point(
                 image,
                 object,
+                spatial_refs=spatial_refs,
                 model=model,
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             )
@@ -184,6 +185,7 @@ def register(server: MCPServer[AppState]) -> None:
         object: ObjectName,
         ctx: Ctx,
         spatial_refs: SpatialRefs = None,
+        model: Model = None,
         annotate: Annotate = False,
         temperature: Temperature = None,
         top_p: TopP = None,
@@ -198,6 +200,7 @@ def register(server: MCPServer[AppState]) -> None:
                 image,
                 object,
                 spatial_refs=spatial_refs,
+                model=model,
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             )
             rings = shapes.polygons(output.image_path) if annotate else []

@@ -9,9 +9,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..client import APIConnectionError, Sampling, ServerError, StreamError, tuning
+from ..client import APIConnectionError, APITimeoutError, Sampling, ServerError, StreamError, tuning
 from ..client.rawjson import array_items, member
 from ..client.tuning import (
+    DEFAULT_LR,
     Checkpoint,
     Finetune,
     checkpoint_model,
@@ -22,6 +23,7 @@ from ..client.tuning import (
 )
 from ..state import AppState, Ctx
 from .results import compact
+from .skills import SpatialRefs
 
 # ---- parameter and result models ------------------------------------------------------------
 
@@ -135,8 +137,9 @@ class CheckpointInfo(BaseModel):
     checkpoint_id: str | None
     finetune_id: str
     step: int
-    model: str = Field(description="Pass as `model` to detect / point / query / caption to use this checkpoint.")
+    model: str = Field(description="Pass as `model` to the skill tools to use this checkpoint.")
     created_at_ms: int | None = None
+    expires_at_ms: int | None = Field(default=None, description="When the API deletes it; null: kept.")
 
 
 class CheckpointList(BaseModel):
@@ -184,6 +187,7 @@ def _checkpoint(c: Checkpoint) -> CheckpointInfo:
         step=c.step,
         model=checkpoint_model(c.finetune_id, c.step),
         created_at_ms=c.created_at_ms,
+        expires_at_ms=c.expires_at_ms,
     )
 
 
@@ -283,6 +287,7 @@ def register(server: MCPServer[AppState]) -> None:
         object: Annotated[str | None, Field(description="point / detect: what to find.")] = None,
         num_rollouts: Annotated[int, Field(ge=1, le=16, description="How many samples, 1-16.")] = 4,
         reasoning: Annotated[bool | None, Field(description="query: reason before answering.")] = None,
+        spatial_refs: SpatialRefs = None,
         temperature: Annotated[float | None, Field(ge=0, description="Sampling temperature (API default 1.0).")] = None,
         top_p: Annotated[float | None, Field(gt=0, le=1, description="top_p (API default 1.0).")] = None,
         max_tokens: Annotated[int | None, Field(gt=0, description="Most tokens per rollout.")] = None,
@@ -306,6 +311,7 @@ def register(server: MCPServer[AppState]) -> None:
                 object=object,
                 image_url=prepared.data_url if prepared else None,
                 reasoning=reasoning if skill == "query" else None,
+                spatial_refs=spatial_refs,
                 settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, max_objects=max_objects),
             )
             truth = None
@@ -340,7 +346,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
-        lr: Annotated[float | None, Field(gt=0, description="Learning rate; omit for the API's default.")] = None,
+        lr: Annotated[float, Field(gt=0, description="Learning rate, always sent.")] = DEFAULT_LR,
         allow_reuse: Annotated[
             bool,
             Field(description="Allow rollout sets already used in a step (stale: they came from an older policy)."),
@@ -431,6 +437,8 @@ def register(server: MCPServer[AppState]) -> None:
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, APITimeoutError):
+        return "no answer within MOONDREAM_MCP_TRAIN_TIMEOUT"
     status = getattr(exc, "status_code", None)
     return f"HTTP {status}" if status else type(exc).__name__.replace("API", "").replace("Error", " error").strip()
 

@@ -273,6 +273,7 @@ GOOD = {
     "/caption": {"image_url": RED_SQUARE},
     "/query": {"image_url": RED_SQUARE, "question": "How many?"},
     "/segment": {"image_url": RED_SQUARE, "object": "red"},
+    "/point": {"image_url": RED_SQUARE, "object": "red"},
 }
 
 
@@ -308,7 +309,8 @@ GOOD = {
         ("/segment", {"spatial_refs": [[0.5]]}, 400, "spatial_refs"),
         ("/segment", {"spatial_refs": [[0.5, 1.5]]}, 400, "spatial_refs"),
         ("/segment", {"spatial_refs": "center"}, 400, "spatial_refs"),
-        ("/query", {"stream": True, "reasoning": True}, 400, "stream"),
+        ("/point", {"spatial_refs": [[0.5, 0.5, 0.7]]}, 400, "spatial_refs"),
+        ("/query", {"spatial_refs": [[-0.1, 0.5]]}, 400, "spatial_refs"),
     ],
 )
 async def test_an_invalid_request_is_refused_with_the_nested_error(
@@ -411,6 +413,28 @@ async def test_station_streams_one_token_per_event_then_stats_then_completed(
     assert all(set(e) == {"chunk"} and len(e["chunk"].split()) == 1 for e in tokens)
     assert "".join(e["chunk"] for e in tokens) == plain
     assert set(stats) == {"stats"} and completed == {"completed": True}
+    assert set(stats["stats"]) == {"tokens", "duration", "tokens_per_sec"} and stats["stats"]["tokens"] == len(tokens)
+
+
+async def test_station_answers_carry_their_stats_and_no_request_id(station: RunningEmulator) -> None:
+    answer = (await post(station, "/query", {"image_url": RED_SQUARE, "question": "How many red?"}, headers={})).json()
+    assert answer["answer"] == "1" and "request_id" not in answer
+    assert set(answer["_stats"]) == {"tokens", "duration", "tokens_per_sec"} and answer["_stats"]["tokens"] > 0
+
+
+async def test_station_refuses_a_query_without_an_image(station: RunningEmulator) -> None:
+    refused = await post(station, "/query", {"question": "What is the capital of France?"}, headers={})
+    assert refused.status_code == 200 and "image_url" in refused.json()["error"]
+
+
+async def test_a_query_streams_with_reasoning_on_and_its_reasoning_rides_on_the_last_event(
+    cloud: RunningEmulator,
+) -> None:
+    body = {"image_url": TWO_RED_ONE_BLUE, "question": "How many red shapes?", "reasoning": True}
+    plain = (await post(cloud, "/query", body)).json()
+    *chunks, last = await events(cloud, "/query", {**body, "stream": True})
+    assert "".join(e["chunk"] for e in [*chunks, last]) == plain["answer"] == "2"
+    assert last["completed"] is True and last["reasoning"] == plain["reasoning"]
 
 
 # --- faults and limits ----------------------------------------------------------------------------

@@ -22,6 +22,13 @@ pytestmark = pytest.mark.anyio
 
 KEY = "md-batch-test-key"
 AUTH = {"X-Moondream-Auth": KEY}
+
+
+def small_parts() -> EmulatorConfig:
+    """Parts of a few bytes: the storage's 5 MiB minimum is lowered here, and tested on its own below."""
+    return EmulatorConfig(keys=frozenset({KEY}), batch_min_part_bytes=1)
+
+
 SQUARES: list[Rect] = [(0.1, 0.1, 0.4, 0.5), (0.5, 0.2, 0.9, 0.6), (0.3, 0.55, 0.6, 0.95)]
 
 
@@ -127,7 +134,7 @@ def refused(response: httpx2.Response, status: int, param: str | None = None) ->
 
 @pytest.fixture
 async def api() -> AsyncIterator[Batches]:
-    emulator = Emulator(EmulatorConfig(keys=frozenset({KEY})))
+    emulator = Emulator(small_parts())
     transport = httpx2.ASGITransport(app=emulator.app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://emulator/v1", headers=AUTH) as http:
         yield Batches(emulator, http)
@@ -140,7 +147,7 @@ async def api() -> AsyncIterator[Batches]:
 async def test_a_file_uploaded_in_parts_over_http_is_detected_line_by_line() -> None:
     records = detect_lines(3)
     data = jsonl(records)
-    with running_emulator(Emulator(EmulatorConfig(keys=frozenset({KEY})))) as running:
+    with running_emulator(Emulator(small_parts())) as running:
         async with httpx2.AsyncClient(base_url=running.url, headers=AUTH) as http:
             api = Batches(running.emulator, http)
             submitted = await api.submit(data, parts=3)  # parts split mid-line
@@ -212,47 +219,75 @@ async def test_bad_lines_get_their_own_errors_and_the_rest_are_answered(
             b'{"id": "4", "skill": "detect",',
             line(5, image="data:image/png;base64," + b64(image), object="red"),
             b"[1, 2]",
-            b"   ",
+            {"id": "7", "image": b64(image), "object": "red"},
             line(8, "query", question="What is this?"),
             line(9, image=b64(b"not an image"), object="red"),
-            line(10, image=image, object="red", settings={"max_objects": 0}),
+            line(10, "caption", image, settings={"max_tokens": 0}),
             line(11, "caption", b"x" * 4096),
-            line(12, "point", image, object="red"),
+            line(12, "point", image, object="red", settings={"max_objects": 0}),  # ignored on point lines
         ]
     )
     job = await api.finished((await api.submit(data))["id"])
     ((*errors, last),) = await api.results(job)
     assert [(e["line_index"], e["id"], e["status"], e["error"]["code"]) for e in errors[1:]] == [
-        (1, "1", "error", "invalid_base64"),
-        (2, "2", "error", "missing_field"),
-        (3, "3", "error", "invalid_skill"),
-        (4, None, "error", "invalid_json"),
-        (5, "5", "error", "invalid_image"),
-        (6, None, "error", "invalid_json"),
-        (8, "8", "error", "missing_field"),  # every batch line needs an image, a query's too
-        (9, "9", "error", "invalid_image"),
-        (10, "10", "error", "invalid_field"),
-        (11, None, "error", "line_too_large"),
+        (1, "1", "error", "image_decode_failed"),
+        (2, "2", "error", "invalid_request"),
+        (3, "3", "error", "unknown_skill"),
+        (4, None, "error", "invalid_request"),
+        (5, "5", "error", "invalid_request"),
+        (6, None, "error", "invalid_request"),
+        (7, "7", "error", "invalid_request"),
+        (8, "8", "error", "invalid_request"),  # every batch line needs an image, a query's too
+        (9, "9", "error", "image_decode_failed"),
+        (10, "10", "error", "invalid_request"),
+        (11, None, "error", "invalid_request"),
     ]
+    assert {e["error"]["code"] for e in errors[1:]} <= set(batch_lines.LINE_ERRORS)
     assert all(set(e) == {"line_index", "id", "status", "error"} and e["error"]["message"] for e in errors[1:])
     assert (errors[0]["status"], last["status"], last["line_index"]) == ("ok", "ok", 12)
-    assert job["progress"] == {"total": 12, "completed": 2, "failed": 10}
+    assert job["progress"] == {"total": 13, "completed": 2, "failed": 11}
+
+
+async def test_a_query_line_reasons_unless_told_not_to(api: Batches) -> None:
+    image = png(SQUARES[0])
+    asked = [
+        line(0, "query", image, question="How many red shapes?"),
+        line(1, "query", image, question="How many red shapes?", reasoning=False),
+    ]
+    job = await api.finished((await api.submit(jsonl(asked)))["id"])
+    ((reasoned, plain),) = await api.results(job)
+    assert reasoned["result"]["reasoning"]["text"] and "reasoning" not in plain["result"]
+    assert reasoned["result"]["answer"] == plain["result"]["answer"] == "1"
 
 
 @pytest.mark.parametrize(
     ("data", "code"),
-    [(b"", "empty_file"), (b"\n \n", "empty_file"), (b"name,box\ncat,1 2 3 4\n", "invalid_file")],
+    [
+        (b"", "empty_batch"),
+        (b"\n \n", "empty_batch"),
+        (b"name,box\ncat,1 2 3 4\n", "validation_error"),
+        (jsonl(detect_lines(1)) + b"\n" + jsonl(detect_lines(1)), "validation_error"),
+        (jsonl(detect_lines(2)) + b"  \n", "validation_error"),
+    ],
 )
-async def test_a_file_that_is_not_jsonl_at_all_fails_the_job(api: Batches, data: bytes, code: str) -> None:
+async def test_a_file_that_is_not_jsonl_fails_the_whole_job(api: Batches, data: bytes, code: str) -> None:
     job = await api.finished((await api.submit(data))["id"])
     assert (job["status"], job["outputs"], job["error"]["code"]) == ("failed", [], code)
+    assert job["error"]["code"] in batch_jobs.BATCH_ERRORS and job["error"]["message"]
     assert job["completed_at"] is not None
+
+
+async def test_a_final_newline_is_no_blank_line(api: Batches) -> None:
+    data = jsonl(detect_lines(2))
+    assert data.endswith(b"}\n")
+    job = await api.finished((await api.submit(data))["id"])
+    assert (job["status"], job["progress"]["total"]) == ("completed", 2)
 
 
 async def test_a_file_over_the_line_limit_fails_the_job(api: Batches, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batch_jobs, "MAX_LINES", 3)
     job = await api.finished((await api.submit(jsonl(detect_lines(4))))["id"])
-    assert (job["status"], job["error"]["code"], job["outputs"]) == ("failed", "too_many_lines", [])
+    assert (job["status"], job["error"]["code"], job["outputs"]) == ("failed", "limit_exceeded", [])
     assert (await api.finished((await api.submit(jsonl(detect_lines(3))))["id"]))["status"] == "completed"
 
 
@@ -335,6 +370,27 @@ async def test_completing_needs_the_uploaded_parts_in_order_with_their_etags(
     assert job["progress"]["total"] == 1
 
 
+async def test_parts_but_the_last_must_be_5_mib_and_of_one_size_as_the_storage_demands(api: Batches) -> None:
+    api.emulator.config.batch_min_part_bytes = batch_uploads.MIN_PART_BYTES
+    assert batch_uploads.MIN_PART_BYTES == 5 * 1024 * 1024
+    data = jsonl(detect_lines(1))
+    upload = await api.create()
+    small = [(await api.put(upload, n, data)).json() for n in (1, 2)]
+    refused(await api.complete(upload, small), 400, "parts[0]")
+    api.emulator.config.batch_min_part_bytes = 10
+    uneven = [
+        (await api.put(upload, 1, data[:-1] + b" " * 10 + b"\n")).json(),
+        (await api.put(upload, 2, data)).json(),
+        (await api.put(upload, 3, data)).json(),
+    ]
+    refused(await api.complete(upload, uneven), 400, "parts[1]")
+    larger_last = [uneven[1], (await api.put(upload, 3, data + data)).json()]
+    refused(await api.complete(upload, larger_last), 400, "parts[1]")
+    # One part is the last: any size goes.
+    job = await api.finished((await api.complete(upload, [uneven[0]])).json()["id"])
+    assert job["progress"]["total"] == 1
+
+
 # --- models ---------------------------------------------------------------------------------------
 
 
@@ -386,7 +442,7 @@ async def test_failed_lines_hit_only_the_first_lines_of_the_next_batch(api: Batc
     api.emulator.fail_batch_lines(2)
     job = await api.finished((await api.submit(jsonl(detect_lines(3))))["id"])
     ((*failed, answered),) = await api.results(job)
-    assert [(r["id"], r["error"]["code"]) for r in failed] == [("0", "internal_error"), ("1", "internal_error")]
+    assert [(r["id"], r["error"]["code"]) for r in failed] == [("0", "processing_error"), ("1", "processing_error")]
     assert answered["status"] == "ok"
     later = await api.finished((await api.submit(jsonl(detect_lines(3))))["id"])
     assert later["progress"] == {"total": 3, "completed": 3, "failed": 0}

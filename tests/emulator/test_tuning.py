@@ -461,6 +461,25 @@ async def test_an_rl_group_without_mode_is_accepted_as_older_docs_show_it(api: A
             {"answer": "orange", "reasoning": {"text": "It is orange."}},
             True,
         ),
+        (
+            {"skill": "query", "question": "Colour?", "reasoning": True},
+            {
+                "answer": "orange",
+                "reasoning": {
+                    "text": "The roof is orange.",
+                    "grounding": [{"start_idx": 4, "end_idx": 8, "points": [[0.45, 0.5]]}],
+                },
+            },
+            True,
+        ),
+        (
+            {"skill": "query", "question": "Colour?", "reasoning": True},
+            {
+                "answer": "orange",
+                "reasoning": {"text": "Hm.", "grounding": [{"start_idx": 0, "end_idx": 9, "points": []}]},
+            },
+            False,
+        ),
         ({"skill": "query", "question": "Colour?", "reasoning": True}, {"answer": "orange"}, False),
         ({"skill": "query", "question": "Colour?"}, {"answer": "orange", "reasoning": {"text": "hm"}}, False),
         (
@@ -547,7 +566,15 @@ async def test_saving_makes_the_current_step_a_checkpoint_and_saving_again_chang
     saved = await api.ok("POST", f"/tuning/finetunes/{finetune_id}/checkpoints/save")
     assert saved["ok"] is True
     checkpoint = saved["checkpoint"]
-    assert set(checkpoint) == {"checkpoint_id", "finetune_id", "step", "created_at_ms", "updated_at_ms"}
+    assert set(checkpoint) == {
+        "checkpoint_id",
+        "finetune_id",
+        "step",
+        "created_at_ms",
+        "updated_at_ms",
+        "expires_at_ms",
+    }
+    assert checkpoint["expires_at_ms"] is None
     assert (checkpoint["finetune_id"], checkpoint["step"]) == (finetune_id, 2)
     assert is_ulid(checkpoint["checkpoint_id"])
     assert await api.ok("POST", f"/tuning/finetunes/{finetune_id}/checkpoints/save") == saved

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from pathlib import Path
 
@@ -159,5 +160,9 @@ async def test_the_rate_limit_is_never_exceeded(workdir: Path, tmp_path: Path) -
             out = await call(client, "batch", skill="detect", images=str(workdir / "r"), object="red")
     assert out["succeeded"] == 12
     statuses = [r.status for r in limited.requests]
-    assert statuses.count(429) == 0, "the emulator would answer 429 above 4 requests a second"
+    assert statuses.count(429) == 0, "the emulator answers 429 above 4 requests in any 1-second window"
+    # Measured where the limit is counted: no 1-second window of arrivals at the server holds more than 4.
+    arrivals = sorted(r.at for r in limited.requests)
+    busiest = max(bisect.bisect_right(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
+    assert busiest <= 4, arrivals
     assert out["images_per_second"] <= 4.4

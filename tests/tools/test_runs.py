@@ -116,7 +116,7 @@ async def test_a_step_whose_answer_timed_out_is_recorded_once_and_never_applied_
 ) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(2.5, path="/train_step")  # step 1 is applied; its answer comes too late
-    async with Client(build_server(settings.model_copy(update={"timeout": 1.0}))) as client:
+    async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 1.0}))) as client:
         started = await call(
             client,
             "start_training",
@@ -131,6 +131,34 @@ async def test_a_step_whose_answer_timed_out_is_recorded_once_and_never_applied_
     assert status["state"] == "completed"
     assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
     assert [(s["api_step"], s["seconds"] is None) for s in status["steps"]] == [(1, True), (2, False), (3, False)]
+
+
+async def test_a_run_waits_for_steps_slower_than_the_request_timeout_and_sends_the_default_lr(
+    settings: Settings, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.config.train_step_seconds = 1.5
+    try:
+        async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 30.0}))) as client:
+            started = await call(
+                client,
+                "start_training",
+                dataset=str(dataset),
+                name=unique(),
+                steps=2,
+                groups_per_step=1,
+                rollouts_per_group=2,
+                eval_every=0,
+            )
+            status = await wait_for(client, started["run_id"], finished)
+    finally:
+        emulator.emulator.config.train_step_seconds = 0.0
+    assert status["state"] == "completed", status
+    assert applied(emulator, started["finetune_id"]) == [1, 2]
+    # Answered, not recovered: a recovered step has no duration.
+    assert [(s["api_step"], s["seconds"] is not None) for s in status["steps"]] == [(1, True), (2, True)]
+    sent = [json.loads(r.body_text or "") for r in emulator.emulator.requests if r.path.endswith("/train_step")]
+    assert [body["lr"] for body in sent] == [2e-4, 2e-4]
 
 
 async def test_a_step_refused_with_503_is_redone_exactly_once(client: Client, workdir: Path, emulator) -> None:

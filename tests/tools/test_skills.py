@@ -142,6 +142,22 @@ async def test_query_with_reasoning_returns_grounded_points(client: Client, work
     assert point == pytest.approx({"x": 0.375, "y": 0.4}, abs=0.02)
 
 
+async def test_query_and_point_send_spatial_hints_and_segment_a_model(client: Client, workdir: Path, emulator) -> None:
+    path = save(canvas(squares=[("blue", (0.1, 0.1, 0.3, 0.3)), ("blue", (0.6, 0.5, 0.9, 0.9))]), workdir / "b.png")
+    hints = [[0.2, 0.2], [0.6, 0.5, 0.9, 0.9]]
+    asked = await call(client, "query", image=path, question="How many blue shapes?", spatial_refs=hints)
+    assert asked["answer"] == "2"
+    assert emulator.emulator.requests[-1].json["spatial_refs"] == hints
+    pointed = await call(client, "point", image=path, object="blue", spatial_refs=hints[:1])
+    assert pointed["count"] == 2
+    assert emulator.emulator.requests[-1].json["spatial_refs"] == hints[:1]
+    outlined = await call(
+        client, "segment", image=path, object="blue", spatial_refs=[[0.75, 0.7]], model="moondream3-preview"
+    )
+    assert_box(outlined["bbox"], (0.6, 0.5, 0.9, 0.9))
+    assert emulator.emulator.requests[-1].json["model"] == "moondream3-preview"
+
+
 async def test_query_without_an_image_is_text_only(client: Client, emulator) -> None:
     out = await call(client, "query", question="What is the capital of France?")
     assert out["image"] is None

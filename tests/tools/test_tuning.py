@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import mean
 
@@ -87,7 +88,7 @@ async def test_train_step_sends_back_the_rollouts_byte_for_byte_in_order(client:
     assert step[slice(*group["request"])] == rawjson.member(sent, "request")
     body = json.loads(step)
     assert body["groups"][0]["mode"] == "rl" and body["groups"][0]["rewards"] == [0.1, 0.2, 0.3, 0.4]
-    assert "lr" not in body
+    assert body["lr"] == 2e-4, "lr is always sent: the server's own default is unsettled"
 
 
 async def test_the_agent_sees_neither_token_data_nor_the_image(client: Client, photo: str) -> None:
@@ -118,6 +119,34 @@ async def test_a_used_rollout_set_is_refused_unless_reuse_is_allowed(client: Cli
     await call(client, "train_step", finetune_id=finetune["finetune_id"], groups=groups, allow_reuse=True, lr=1e-4)
 
 
+async def test_query_rollouts_carry_spatial_hints_and_other_skills_refuse_them(
+    client: Client, photo: str, emulator
+) -> None:
+    finetune = await call(client, "create_finetune", name=unique(), rank=8)
+    hints = [[0.45, 0.5]]
+    await call(
+        client,
+        "generate_rollouts",
+        finetune_id=finetune["finetune_id"],
+        skill="query",
+        image=photo,
+        question="What colour is the roof?",
+        spatial_refs=hints,
+        num_rollouts=2,
+    )
+    assert emulator.emulator.requests[-1].json["request"]["spatial_refs"] == hints
+    text = await refusal(
+        client,
+        "generate_rollouts",
+        finetune_id=finetune["finetune_id"],
+        skill="detect",
+        image=photo,
+        object="orange",
+        spatial_refs=hints,
+    )
+    assert "query" in text
+
+
 async def test_rewards_must_match_the_rollout_count(client: Client, photo: str) -> None:
     finetune = await call(client, "create_finetune", name=unique(), rank=8)
     batch = await rollouts(client, finetune["finetune_id"], photo)
@@ -130,10 +159,37 @@ async def test_rewards_must_match_the_rollout_count(client: Client, photo: str) 
     assert "4 rollouts" in text
 
 
+@pytest.fixture
+def slow_steps(emulator) -> Iterator[None]:
+    """Every train step takes 1.5 s before it is applied and answered, as real steps take a while."""
+    emulator.emulator.config.train_step_seconds = 1.5
+    try:
+        yield
+    finally:
+        emulator.emulator.config.train_step_seconds = 0.0
+
+
+async def test_a_step_slower_than_the_request_timeout_is_applied_within_the_train_timeout(
+    settings: Settings, photo: str, emulator, slow_steps: None
+) -> None:
+    async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 30.0}))) as client:
+        finetune = await call(client, "create_finetune", name=unique(), rank=8)
+        batch = await rollouts(client, finetune["finetune_id"], photo)
+        out = await call(
+            client,
+            "train_step",
+            finetune_id=finetune["finetune_id"],
+            groups=[{"rollout_set_id": batch["rollout_set_id"]}],
+        )
+    assert (out["step"], out["applied"]) == (1, True)
+    assert [s.step for s in emulator.emulator.train_steps if s.finetune_id == finetune["finetune_id"]] == [1]
+    assert len([r for r in emulator.emulator.requests if r.path.endswith("/train_step")]) == 1
+
+
 async def test_a_timeout_after_sending_is_reported_as_unknown_and_not_retried(
     settings: Settings, photo: str, emulator
 ) -> None:
-    async with Client(build_server(settings.model_copy(update={"timeout": 1.0}))) as client:
+    async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 1.0}))) as client:
         finetune = await call(client, "create_finetune", name=unique(), rank=8)
         batch = await rollouts(client, finetune["finetune_id"], photo)
         emulator.emulator.inject_delay(3.0, path="/train_step")

@@ -1,0 +1,49 @@
+"""One question about several images at once, as an MCP tool: ask (the chat endpoint)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from mcp.server import MCPServer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..client import Sampling
+from ..client.chat import Turn
+from ..state import AppState, Ctx
+from ..vision import Reply
+from .results import compact
+from .skills import READ_ONLY, MaxTokens, Reasoning, Temperature, TopP
+
+
+class PastTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"] = Field(description="Who said it.")
+    content: str = Field(description="What was said.")
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Ask about several images", annotations=READ_ONLY)
+    @compact
+    async def ask(
+        question: Annotated[str, Field(min_length=1, description="The question.")],
+        images: Annotated[
+            list[str],
+            Field(min_length=1, max_length=8, description="Images as for query (paths or URLs), in order."),
+        ],
+        ctx: Ctx,
+        history: Annotated[list[PastTurn] | None, Field(description="Earlier turns, oldest first.")] = None,
+        reasoning: Reasoning = False,
+        temperature: Temperature = None,
+        top_p: TopP = None,
+        max_tokens: MaxTokens = None,
+    ) -> Reply:
+        """One question about several images at once ("compare these", "which shows..."). Cloud only."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            return await state.vision.ask(
+                question,
+                images,
+                history=[Turn(role=t.role, content=t.content) for t in history or ()],
+                reasoning=reasoning,
+                sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
+            )

@@ -164,7 +164,7 @@ async def test_an_sft_step_whose_answer_timed_out_is_recorded_once_as_sft(
 ) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(2.5, path="/train_step")  # step 1 is applied; its answer comes too late
-    async with Client(build_server(settings.model_copy(update={"timeout": 1.0}))) as client:
+    async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 1.0}))) as client:
         started = await call(
             client,
             "start_training",

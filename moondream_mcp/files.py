@@ -651,7 +651,7 @@ class _Finder:
                     kind = "other"
                 listed.append((entry.name, kind))
         self._in_time()
-        return listed
+        return sorted(listed)  # a directory reached by two names is listed under the first, every time
 
     def _in_time(self) -> None:
         if time.monotonic() > self.deadline:

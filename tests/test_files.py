@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from moondream_mcp import files as files_module
 from moondream_mcp.files import FileError, FileGuard
 from moondream_mcp.images import ImageError, ImageLoader
 from tests.support.pictures import canvas
@@ -465,3 +466,151 @@ async def test_writing_onto_a_fifo_is_refused(allowed: Path) -> None:
 
     with anyio.fail_after(5), pytest.raises(FileError, match=r"is a named pipe \(FIFO\)"):
         files.open_output(str(allowed / "out.png"))
+
+
+# ---- no existence oracle --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def elsewhere(outside: Path) -> dict[str, str]:
+    """Paths outside the allowed dir of every kind: existing or not, a file used as a directory, a directory."""
+    picture(outside / "exists.png")
+    (outside / "folder").mkdir()
+    return {
+        "passwd-as-dir": "/etc/passwd/x",
+        "missing-dir": "/etc/nopasswd/x",
+        "existing-file": str(outside / "exists.png"),
+        "missing-file": str(outside / "missing.png"),
+        "file-as-dir": str(outside / "exists.png" / "x"),
+        "existing-dir": str(outside / "folder"),
+        "missing-parent": str(outside / "nowhere" / "deeper" / "x.png"),
+    }
+
+
+@pytest.mark.parametrize("operation", ["open", "open_dir", "open_output"])
+def test_a_path_outside_gets_the_same_refusal_whether_or_not_it_or_its_parent_exists(
+    allowed: Path, elsewhere: dict[str, str], operation: str
+) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    answers = {}
+    for kind, ref in elsewhere.items():
+        with pytest.raises(FileError) as caught:
+            getattr(guard, operation)(ref)
+        answers[kind] = str(caught.value).replace(ref, "<path>")
+
+    assert set(answers.values()) == {outside_message("<path>", allowed)}, answers
+
+
+def test_a_symlink_inside_pointing_at_missing_and_existing_paths_outside_answers_alike(
+    allowed: Path, outside: Path
+) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(outside / "exists.png")
+    (allowed / "a.png").symlink_to(outside / "exists.png")
+    (allowed / "b.png").symlink_to(outside / "missing.png")
+    (allowed / "c.png").symlink_to("/etc/passwd/x")
+    answers = set()
+    for name in ("a.png", "b.png", "c.png"):
+        with pytest.raises(FileError) as caught:
+            guard.open(str(allowed / name))
+        answers.add(str(caught.value).replace(name, "<name>"))
+
+    assert answers == {outside_message(allowed / "<name>", allowed)}
+
+
+# ---- listing and globs ----------------------------------------------------------------------------
+
+
+def listed(guard: FileGuard, pattern: str) -> list[str]:
+    return [str(p) for p in guard.glob(pattern)]
+
+
+async def test_three_links_to_dot_do_not_freeze_a_recursive_glob(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    shoot = allowed / "shoot"
+    picture(shoot / "a.png")
+    picture(shoot / "day2" / "b.png")
+    for name in ("x", "y", "z"):
+        (shoot / name).symlink_to(".")
+
+    with anyio.fail_after(10):
+        found = await anyio.to_thread.run_sync(listed, guard, f"{shoot}/**/*.png", abandon_on_cancel=True)
+
+    assert found == [str(shoot / "a.png"), str(shoot / "day2" / "b.png")]
+
+
+def test_a_glob_never_follows_a_directory_symlink_out_of_the_allowed_dirs(allowed: Path, outside: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "mine.png")
+    picture(outside / "theirs" / "secret.png")
+    (allowed / "shortcut").symlink_to(outside / "theirs", target_is_directory=True)
+    (allowed / "leak.png").symlink_to(outside / "theirs" / "secret.png")
+
+    assert listed(guard, f"{allowed}/**/*.png") == [str(allowed / "mine.png")]
+    assert listed(guard, f"{allowed}/*/*.png") == []
+    assert listed(guard, str(allowed)) == [str(allowed / "mine.png")]
+
+
+def test_a_glob_climbing_out_with_dot_dot_lists_nothing_outside(allowed: Path, outside: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    (allowed / "sub").mkdir()
+    picture(outside / "secret.png")
+
+    assert listed(guard, f"{allowed}/*/../../outside/*.png") == []
+    with pytest.raises(FileError) as caught:
+        guard.glob(f"{allowed}/../outside/*.png")
+    assert str(caught.value) == outside_message(f"{allowed}/../outside/*.png", allowed)
+
+
+def test_a_glob_follows_a_directory_symlink_that_stays_inside(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "2024" / "photo.png")
+    (allowed / "latest").symlink_to(allowed / "2024", target_is_directory=True)
+
+    assert listed(guard, f"{allowed}/latest/*.png") == [str(allowed / "2024" / "photo.png")]
+    assert listed(guard, f"{allowed}/*/*.png") == [str(allowed / "2024" / "photo.png")]  # one directory, listed once
+
+
+def test_a_glob_skips_hidden_names_and_what_is_not_a_regular_file(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "ok.png")
+    picture(allowed / ".thumbs" / "hidden.png")
+    picture(allowed / ".dot.png")
+    os.mkfifo(allowed / "pipe.png")
+
+    assert listed(guard, f"{allowed}/**/*.png") == [str(allowed / "ok.png")]
+
+
+def test_a_glob_over_too_many_entries_stops_with_a_clear_error(
+    allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "LIST_ENTRIES", 50)
+    guard = FileGuard([allowed], 1 << 20)
+    for i in range(60):
+        (allowed / f"{i}.txt").write_text("x")
+
+    with pytest.raises(FileError) as caught:
+        guard.glob(f"{allowed}/*.png")
+    assert str(caught.value) == (
+        f"{allowed}/*.png covers more than 50 directory entries; name a narrower directory or pattern."
+    )
+
+
+def test_a_glob_that_runs_out_of_time_stops_with_a_clear_error(
+    allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "LIST_SECONDS", 0.0)
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "a" / "b.png")
+
+    with pytest.raises(FileError) as caught:
+        guard.glob(f"{allowed}/**/*.png")
+    assert str(caught.value) == f"listing {allowed}/**/*.png took longer than 0 s; name a narrower directory or pattern."
+
+
+def test_a_glob_stops_counting_past_its_limit(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    for i in range(5):
+        picture(allowed / f"{i}.png")
+
+    assert len(guard.glob(f"{allowed}/*.png", limit=2)) == 3  # one past the limit proves it is over

@@ -703,34 +703,36 @@ async def test_no_jsonl_tool_writes_over_a_file_that_is_not_its_own_output_of_th
 
 
 async def test_a_batch_output_swapped_for_a_symlink_mid_run_keeps_its_lines_in_the_file_it_opened(
-    settings: Settings, workdir: Path, outside: Path, emulator
+    client: Client, workdir: Path, outside: Path, emulator
 ) -> None:
     (workdir / "many").mkdir()
     for i in range(8):
         save(canvas(), workdir / "many" / f"{i}.png")
     output = workdir / "results.jsonl"
-    emulator.emulator.config.latency = 0.05
+    emulator.emulator.config.latency = 0.3  # every answer held back: the swap lands before the first line
     try:
-        async with Client(build_server(settings.model_copy(update={"requests_per_second": None}))) as client:
-            swapped = False
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tasks:
+                outcome: list = []
 
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                nonlocal swapped
-                if not swapped:
-                    swapped = True
-                    output.rename(workdir / "moved.jsonl")
-                    output.symlink_to(outside / "planted.jsonl")
+                async def run() -> None:
+                    outcome.append(
+                        await client.call_tool(
+                            "batch", {"skill": "caption", "images": str(workdir / "many"), "output": str(output)}
+                        )
+                    )
 
-            with anyio.fail_after(BOUND):
-                result = await client.call_tool(
-                    "batch",
-                    {"skill": "caption", "images": str(workdir / "many"), "output": str(output)},
-                    progress_callback=on_progress,
-                )
+                tasks.start_soon(run)
+                # No event crosses from the emulator's thread: poll, bounded by fail_after.
+                while not emulator.emulator.requests:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                output.rename(workdir / "moved.jsonl")
+                output.symlink_to(outside / "planted.jsonl")
     finally:
         emulator.emulator.config.latency = 0.0
+    [result] = outcome
     assert not result.is_error, result.content[0].text
-    assert swapped and not (outside / "planted.jsonl").exists()
+    assert not (outside / "planted.jsonl").exists()
     assert len((workdir / "moved.jsonl").read_text().splitlines()) == 8
 
 

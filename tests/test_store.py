@@ -65,13 +65,8 @@ async def test_two_runs_started_at_once_on_one_finetune_from_two_stores_are_one_
         running = await first.runs(state="running", finetune_id="ft_1")
 
     assert len(running) == 1 and outcomes.count("started") == 1
-    assert (
-        sorted(outcomes)[:3]
-        == [
-            f"finetune ft_1 is already training in run {running[0].id}; stop it (stop_training) or wait for it to finish"
-        ]
-        * 3
-    )
+    busy = f"finetune ft_1 is already training in run {running[0].id}; stop it (stop_training) or wait for it to finish"
+    assert sorted(outcomes)[:3] == [busy] * 3
 
 
 async def test_a_rollout_set_is_claimed_once_and_freed_again_by_release(tmp_path: Path) -> None:

@@ -41,13 +41,15 @@ LIST_SECONDS = 20.0  # longest a listing or glob may take
 LIST_ENTRIES = 1_000_000  # most directory entries a listing or glob may look at
 LIST_DEPTH = 64  # deepest a `**` glob descends
 
-_O = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+# POSIX flags; where one is missing (not a POSIX system) the walk, which needs dir_fd, cannot run anyway.
+_O = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 # O_PATH where there is one: crossing a directory needs only search permission and opens nothing.
-_WALK = (getattr(os, "O_PATH", 0) or os.O_RDONLY) | os.O_DIRECTORY | _O
-_LIST = os.O_RDONLY | os.O_DIRECTORY | _O
+_WALK = (getattr(os, "O_PATH", 0) or os.O_RDONLY) | _DIRECTORY | _O
+_LIST = os.O_RDONLY | _DIRECTORY | _O
 # O_NONBLOCK: a FIFO swapped in after the last look must not wait for a writer.
-_READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _O
-_WRITE = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _O
+_READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | _O
+_WRITE = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | _O
 # What open() answers when the name it was given is, after all, a symlink (or stopped being a directory).
 _SWAPPED = (errno.ELOOP, errno.ENOTDIR)
 

@@ -14,7 +14,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
-from ..config import is_cloud
+from ..config import is_cloud, split_credentials
 from .errors import (
     RETRYABLE_STATUSES,
     APIConnectionError,
@@ -137,7 +137,11 @@ class APIClient:
         rate_limit: float | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        # Credentials in the URL (http://user:password@host) become basic auth, so no URL the client
+        # builds, logs or puts in an error carries them.
+        clean, credentials = split_credentials(endpoint.rstrip("/"))
+        self.endpoint = clean
+        self._basic_auth = httpx2.BasicAuth(*credentials) if credentials else None
         # Every attempt of every call, retries included, waits its turn: one request every (1 + margin)/rate s,
         # never in bursts. How the server counts is undocumented; paced so, no 1-second window at the server
         # holds more than `rate` arrivals unless network jitter bunches them by over JITTER_MARGIN seconds.
@@ -152,6 +156,7 @@ class APIClient:
             transport=transport,
             follow_redirects=False,
             trust_env=True,
+            auth=self._basic_auth,
         )
 
     async def __aenter__(self) -> APIClient:
@@ -263,10 +268,13 @@ class APIClient:
     async def stream_url(self, url: str) -> AsyncIterator[httpx2.Response]:
         """GET an absolute URL the API handed out (e.g. a result file), streaming the body."""
         # The key goes to the API's own host only, never to a storage host.
-        same_host = httpx2.URL(url).host == httpx2.URL(self.endpoint).host
-        request = self._http.build_request("GET", url, headers=self._auth() if same_host else None)
+        elsewhere = httpx2.URL(url).host != httpx2.URL(self.endpoint).host
+        request = self._http.build_request("GET", url, headers=None if elsewhere else self._auth())
         try:
-            response = await self._http.send(request, stream=True)
+            if elsewhere:  # the endpoint's credentials are for the endpoint alone
+                response = await self._http.send(request, stream=True, auth=None)
+            else:
+                response = await self._http.send(request, stream=True)
         except httpx2.TransportError as exc:
             raise _connection_error(exc, url.split("?")[0]) from None
         try:

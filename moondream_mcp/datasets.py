@@ -677,7 +677,12 @@ def import_dataset(
             origin = folder.path
         read = set()
     job = job_id(
-        tool="import_dataset", format=format, source=origin, image_dir=image_dir, classes=classes, split=split,
+        tool="import_dataset",
+        format=format,
+        source=origin,
+        image_dir=image_dir,
+        classes=classes,
+        split=split,
         negatives=negatives,
     )
     target = files.open_output(output)

@@ -145,11 +145,84 @@ class OpenFile(_Handle):
 
 @dataclass(eq=False)
 class OpenDir(_Handle):
-    """A directory the guard opened, for listing it and opening what is below it."""
+    """A directory the guard opened, for listing it and opening what is below it.
+
+    What is directly in it is reached by name through its descriptor, never following a symlink: a folder
+    the server writes into (an export) cannot be redirected elsewhere by a link put inside it.
+    """
 
     fd: int
     path: Path
     label: str
+
+    def names(self) -> list[str]:
+        """Every entry's name, hidden ones too."""
+        return os.listdir(self.fd)
+
+    def has(self, name: str) -> bool:
+        """Whether anything (a file, a folder, a symlink, even a dangling one) is there by that name."""
+        try:
+            os.stat(_plain(name, self), dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise FileError(f"cannot look at {self._label(name)}: {exc.strerror}") from None
+        return True
+
+    def child(self, name: str, *, create: bool = False) -> OpenDir:
+        """The folder `name` in this one (made first if `create`); a symlink or a file there is refused."""
+        label = self._label(name)
+        if create:
+            try:
+                os.mkdir(_plain(name, self), 0o777, dir_fd=self.fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise FileError(f"cannot create {label}: {exc.strerror}") from None
+        try:
+            fd = os.open(_plain(name, self), _LIST, dir_fd=self.fd)
+        except FileNotFoundError:
+            raise FileMissing(f"directory not found: {label}") from None
+        except OSError as exc:
+            if exc.errno in _SWAPPED:
+                raise FileError(f"refused: {label} is not a folder (a file or a symlink is there)") from None
+            raise FileError(f"cannot open {label}: {exc.strerror}") from None
+        return OpenDir(fd, self.path / name, label)
+
+    def create(self, name: str) -> OutputFile:
+        """A new file `name` in this folder, for writing; FileError if anything is there by that name already."""
+        label = self._label(name)
+        try:
+            fd = os.open(_plain(name, self), _WRITE | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=self.fd)
+        except FileExistsError:
+            raise FileError(f"refused to write {label}: something is there already") from None
+        except OSError as exc:
+            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+        return OutputFile(fd, self.path / name, label, True, os.dup(self.fd), name)
+
+    def link(self, name: str, target: Path) -> None:
+        """A new symlink `name` in this folder, to `target`; FileError if anything is there by that name."""
+        try:
+            os.symlink(target, _plain(name, self), dir_fd=self.fd)
+        except OSError as exc:
+            raise FileError(f"cannot write {self._label(name)}: {exc.strerror}") from None
+
+    def remove(self, name: str) -> bool:
+        """Remove the file or symlink `name` (never what a symlink leads to); False when there is none.
+        A folder there is left as it is (False)."""
+        try:
+            st = os.stat(_plain(name, self), dir_fd=self.fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                return False
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise FileError(f"cannot remove {self._label(name)}: {exc.strerror}") from None
+        return True
+
+    def _label(self, name: str) -> str:
+        return describe(str(self.path / name))
 
 
 @dataclass(eq=False)
@@ -173,6 +246,24 @@ class OutputFile(_Handle):
 
     def head(self, size: int) -> bytes:
         return os.pread(self.fd, size, 0)
+
+    def replace(self, name: str, *, expected: os.stat_result | None = None) -> None:
+        """Move this file over `name` in its own folder, in one step: a reader sees the old file or the new,
+        never half of one. With `expected`, only if `name` still holds that file, unchanged since it was
+        read (same inode, size and time); else FileError, and nothing moved."""
+        label = describe(str(self.path.with_name(name)))
+        try:
+            if expected is not None:
+                try:
+                    there: os.stat_result | None = os.stat(name, dir_fd=self._parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    there = None
+                if there is None or _version(there) != _version(expected):
+                    raise FileError(f"{label} changed while it was being rewritten; nothing was written, try again.")
+            os.replace(self._name, name, src_dir_fd=self._parent, dst_dir_fd=self._parent)
+        except OSError as exc:
+            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+        self._name, self.path, self.label, self.created = name, self.path.with_name(name), label, False
 
     def discard(self) -> None:
         """Close, and remove the file if this open created it (and the name still holds it)."""
@@ -336,6 +427,39 @@ class FileGuard:
                 return opened
             finally:
                 os.close(parent)
+
+    def make_dir(self, ref: str) -> OpenDir:
+        """The directory `ref` names, made first when it is not there (its parent must be), opened."""
+        label = describe(ref)
+        path = self._to_path(ref, label)
+        budget = _Budget(label)
+        missing = f"the directory does not exist: {label}; create its parent first."
+        while True:
+            parent, where, name = self._walk(path, label, budget, missing)
+            try:
+                if name == ".":
+                    return self._open_dir(where, label)
+                real = where / name
+                try:
+                    st: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                except OSError as exc:
+                    raise self._failure(exc, real, label, missing) from None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    path = self._follow(parent, name, where, real, budget)
+                    continue
+                self._authorize(real, label)
+                if st is None:
+                    try:
+                        os.mkdir(name, 0o777, dir_fd=parent)
+                    except FileExistsError:
+                        pass  # made meanwhile: opened below like any other
+                    except OSError as exc:
+                        raise self._failure(exc, real, label, missing, writing=True) from None
+            finally:
+                os.close(parent)
+            return self._open_dir(real, label)
 
     def open_own(self, *parts: str) -> OutputFile:
         """A file of the server's own below its data directory (folders made as needed), for writing.
@@ -724,6 +848,17 @@ def _too_large(label: str, limit: int) -> str:
         f"the file is too large: {label} is over the limit of {limit} bytes; "
         "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES."
     )
+
+
+def _plain(name: str, folder: OpenDir) -> str:
+    """`name` if it names an entry of the folder itself: one component, not `.` or `..`."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name or (os.sep != "/" and os.sep in name):
+        raise FileError(f"not a name in {folder.label}: {describe(name)}")
+    return name
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _first_hidden(relative: Path) -> str | None:

@@ -17,7 +17,10 @@ import_dataset with negatives=true turns them back into `boxes: []` examples.
 
 Never destroys what is not its own: the output folder must be new, empty, or an earlier export of this
 server (its MARKER file lists what it wrote; those files are replaced, nothing else), and no file it is
-about to write may exist.
+about to write may exist. Everything goes through the file guard: the folder is opened once and every
+file below it is reached by name through that descriptor, never through a symlink (files.OpenDir), each
+written file is created new, and the MARKER, listing what is about to be written, is renamed into place
+before the first of them, so an export cut short is still known as ours the next time.
 """
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import datasets, reviewing
+from . import datasets, outputs, reviewing
 from .failures import InputError
-from .files import FileError, FileGuard
-from .outputs import write_bytes
+from .files import FileError, FileGuard, FileMissing, OpenDir
 
 Format = Literal["coco", "yolo", "voc"]
 Mode = Literal["copy", "link"]
@@ -81,34 +84,41 @@ class Exported:
 
 
 def export(
-    dataset: Path, files: FileGuard, output: str, *, format: Format, mode: Mode, reviewed_only: bool = False
+    files: FileGuard, dataset: str, output: str, *, format: Format, mode: Mode, reviewed_only: bool = False
 ) -> Exported:
-    """Export `dataset` (already checked for reading) to the folder `output`. Blocking: run it in a worker
-    thread."""
+    """Export the dataset `dataset` names to the folder `output`. Blocking: run it in a worker thread."""
     result = Exported(Path(output))
-    pictures = _pictures(dataset, files, result, reviewed_only)
+    source, pictures = _pictures(files, dataset, result, reviewed_only)
     if not pictures:
         reasons = "; ".join(result.skipped[:3])
         raise InputError(
             "nothing to export: no detect example with a local image" + (f" ({reasons})" if reasons else "")
         )
-    folder, previous = _claim_folder(files, output)
-    result.output = folder
-    writes = _layout(pictures, result.classes, format, dataset)
-    targets = [folder / relative for relative, _ in writes]
-    _check_targets(files, folder, targets, previous)
-    _remove(files, folder, previous)
-    written: list[str] = []
-    for (relative, content), target in zip(writes, targets, strict=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        files.check(str(target), for_writing=True)
-        if isinstance(content, Picture):
-            _put_image(files, content, target, mode, result)
-        else:
-            write_bytes(target, content)
-        written.append(relative)
-    marker = {"format": format, "dataset": str(dataset), "images": mode, "files": written}
-    write_bytes(files.check(str(folder / MARKER), for_writing=True), json.dumps(marker, indent=1).encode())
+    writes = _layout(pictures, result.classes, format, source)
+    written = [relative for relative, _ in writes]
+    targets = [_target(relative) for relative in written]
+    with ExitStack() as stack:
+        folder, previous = _claim_folder(files, output)
+        stack.callback(folder.close)
+        result.output = folder.path
+        folders = _Folders(folder, stack)
+        ours = {parts for f in previous if (parts := _parts(f)) is not None}
+        for relative, parts in zip(written, targets, strict=True):
+            if parts not in ours and folders.has(parts):
+                raise InputError(
+                    f"{folder.path / relative} exists and was not written by an earlier export; move it, or export "
+                    "elsewhere"
+                )
+        for parts in ours:
+            folders.remove(parts)
+        marker = {"format": format, "dataset": str(source), "images": mode, "files": written}
+        outputs.write_over(folder, MARKER, json.dumps(marker, indent=1).encode())
+        for (_, content), parts in zip(writes, targets, strict=True):
+            where = folders.get(parts[:-1])
+            if isinstance(content, Picture):
+                _put_image(files, content, where, parts[-1], mode, result)
+            else:
+                outputs.write_new(where, parts[-1], content)
     result.files = len(written)
     result.images = len(pictures)
     result.boxes = sum(len(p.boxes) for p in pictures)
@@ -120,9 +130,18 @@ def export(
 # ---- what to export ------------------------------------------------------------------------------
 
 
-def _pictures(dataset: Path, files: FileGuard, result: Exported, reviewed_only: bool) -> list[Picture]:
-    splits = {e.line: e.split for e in datasets.assign_splits(datasets.load(dataset).examples)}
-    reviewable = reviewing.read(dataset).entries
+def _pictures(files: FileGuard, dataset: str, result: Exported, reviewed_only: bool) -> tuple[Path, list[Picture]]:
+    """The dataset's real path and its pictures, from one read of it through the file guard."""
+    with files.open(dataset, allow_empty=True) as opened:
+        data = opened.read()
+        source = opened.path
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise datasets.DatasetError(f"{opened.label} is not UTF-8 text; a dataset is a JSONL file") from None
+    examples, _, _ = datasets.parse(text, source.parent)
+    splits = {e.line: e.split for e in datasets.assign_splits(examples)}
+    reviewable = reviewing.parse(data, source).entries
     entries = [e for e in reviewable if e.example.skill == "detect"]
     by_image: dict[str, Picture] = {}
     names: set[str] = set()
@@ -149,20 +168,20 @@ def _pictures(dataset: Path, files: FileGuard, result: Exported, reviewed_only: 
     skipped = len(reviewable) - len(entries)
     if skipped:
         result.skip(f"{skipped} point example(s): detection formats hold boxes")
-    return list(by_image.values())
+    return source, list(by_image.values())
 
 
 def _picture(files: FileGuard, ref: str, split: str, names: set[str]) -> Picture:
-    checked = files.inspect(ref)
-    try:
-        with Image.open(checked.path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise InputError(f"{checked.label} is not an image this server can read") from None
+    with files.open(ref) as opened:
+        try:
+            with os.fdopen(os.dup(opened.fd), "rb") as f, Image.open(f) as image:
+                width, height = image.size
+                orientation = image.getexif().get(0x0112, 1)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            raise InputError(f"{opened.label} is not an image this server can read") from None
+        path = opened.path
     if orientation in _TURNED:
         width, height = height, width
-    path = checked.path
     name = path.name
     if path.stem.lower() in names:
         name = f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}{path.suffix}"
@@ -282,58 +301,84 @@ def _voc(pictures: list[Picture], classes: list[str], dataset: Path) -> list[Wri
 # ---- writing -------------------------------------------------------------------------------------
 
 
-def _claim_folder(files: FileGuard, output: str) -> tuple[Path, list[str]]:
-    """The output folder (created when new) and the files an earlier export of ours wrote there."""
+def _claim_folder(files: FileGuard, output: str) -> tuple[OpenDir, list[str]]:
+    """The output folder, opened (made when new), and the files an earlier export of ours wrote there."""
     try:
-        folder = files.check_dir(output)
-    except FileError:
-        folder = files.check(output, for_writing=True)  # a new folder: its parent must be allowed and exist
-        if os.path.lexists(folder):
-            raise InputError(f"the output {output} exists and is not a folder; give a new or empty folder") from None
-        folder.mkdir()
-        return folder, []
-    if not any(folder.iterdir()):
-        return folder, []
+        folder = files.open_dir(output)
+    except FileMissing:
+        return files.make_dir(output), []  # a new folder: its parent must be allowed and exist
     try:
-        listed = json.loads(files.read(files.inspect(str(folder / MARKER))))["files"]
+        if not folder.names():
+            return folder, []
+        with files.open(str(folder.path / MARKER)) as opened:
+            listed = json.loads(opened.read())["files"]
         if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
             raise ValueError
     except (FileError, ValueError, KeyError, TypeError):
+        folder.close()
         raise InputError(
-            f"the output folder {folder} is not empty and is not an export of this server; give a new or empty folder"
+            f"the output folder {folder.path} is not empty and is not an export of this server; give a new or "
+            "empty folder"
         ) from None
+    except BaseException:
+        folder.close()
+        raise
     return folder, listed
 
 
-def _inside(folder: Path, relative: str) -> Path | None:
-    """folder/relative, judged by name alone (a linked image points outside, by design); None when the name
-    climbs out of the folder: a marker is a file anyone could edit."""
-    path = Path(os.path.normpath(folder / relative))
-    return path if path.is_relative_to(folder) and path != folder else None
+def _parts(relative: str) -> tuple[str, ...] | None:
+    """A name the export may write or replace, relative to its folder, as its components; None when it
+    climbs out, is absolute, or names something hidden: a marker is a file anyone could edit."""
+    path = PurePosixPath(relative)
+    parts = path.parts
+    if not parts or path.is_absolute() or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        return None
+    return parts
 
 
-def _check_targets(files: FileGuard, folder: Path, targets: list[Path], previous: list[str]) -> None:
-    ours = {_inside(folder, f) for f in previous}
-    for target in targets:
-        if os.path.lexists(target) and _inside(folder, str(target.relative_to(folder))) not in ours:
-            raise InputError(f"{target} exists and was not written by an earlier export; move it, or export elsewhere")
+def _target(relative: str) -> tuple[str, ...]:
+    parts = _parts(relative)
+    if parts is None or parts == (MARKER,):
+        raise ValueError(f"an export never writes {relative}")  # the layouts name only plain files of their own
+    return parts
 
 
-def _remove(files: FileGuard, folder: Path, previous: list[str]) -> None:
-    for relative in previous:
-        path = _inside(folder, relative)
-        if path is not None and (path.is_symlink() or path.is_file()):
-            path.unlink()
+class _Folders:
+    """The folders below the export's, each opened once, by name from the one above (never through a link)."""
+
+    def __init__(self, top: OpenDir, stack: ExitStack) -> None:
+        self.opened: dict[tuple[str, ...], OpenDir] = {(): top}
+        self.stack = stack
+
+    def get(self, parts: tuple[str, ...], *, create: bool = True) -> OpenDir:
+        if (found := self.opened.get(parts)) is not None:
+            return found
+        below = self.get(parts[:-1], create=create).child(parts[-1], create=create)
+        self.stack.callback(below.close)
+        self.opened[parts] = below
+        return below
+
+    def has(self, parts: tuple[str, ...]) -> bool:
+        try:
+            return self.get(parts[:-1], create=False).has(parts[-1])
+        except FileMissing:
+            return False
+
+    def remove(self, parts: tuple[str, ...]) -> None:
+        try:
+            self.get(parts[:-1], create=False).remove(parts[-1])
+        except FileMissing:
+            pass
 
 
-def _put_image(files: FileGuard, picture: Picture, target: Path, mode: Mode, result: Exported) -> None:
+def _put_image(files: FileGuard, picture: Picture, folder: OpenDir, name: str, mode: Mode, result: Exported) -> None:
     if mode == "link":
         if picture.turned:
             result.rotated += 1
-        os.symlink(picture.source, target)
+        folder.link(name, picture.source)
         return
-    checked = files.inspect(str(picture.source))
-    data = files.read(checked)
+    with files.open(str(picture.source)) as opened:
+        data = opened.read()
     if picture.turned:
         with Image.open(io.BytesIO(data)) as image:
             upright = ImageOps.exif_transpose(image)
@@ -342,4 +387,4 @@ def _put_image(files: FileGuard, picture: Picture, target: Path, mode: Mode, res
             options: dict[str, Any] = {"quality": 95} if kind == "JPEG" else {}
             upright.save(out, format=kind, **options)
             data = out.getvalue()
-    write_bytes(target, data)
+    outputs.write_new(folder, name, data)

@@ -6,11 +6,17 @@ Two engines, one output. Locally, image by image through local_batch.run (resuma
 failures grouped), the dataset file itself being the run's log. Or through Moondream's Batch API
 (batch_api.py): one line per image and class, the image behind each line kept in the store's batch
 record, and the same examples written when the results arrive. Knows nothing of MCP.
+
+The dataset is a JSONL output of one job (jsonl.py), DATASET_JOB, whatever the classes, skill or model
+of the call: every call labelling into it adds the examples still missing, and a file that is not a
+label_images dataset (a photo, notes, an imported or hand-made dataset, another tool's output) is
+refused untouched. Its lines are ordinary dataset examples besides; the `job` key is ignored by readers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,14 +30,17 @@ from . import batch_api, datasets
 from .client import MoondreamClient
 from .client.tuning import BASE_MODEL
 from .failures import Explain, FailureGroups, InputError
+from .files import FileGuard
 from .images import ImageLoader
-from .jsonl import LineWriter
+from .jsonl import LineWriter, job_id
 from .local_batch import ResultLog, SkillJob, digest
 from .store import Store, new_id
 from .vision import Vision
 
 MAX_CLASSES = 20
 DECIMALS = 6  # as imports round: a label survives export and import unchanged
+TOOL = "label_images"
+DATASET_JOB = job_id(tool=TOOL)  # the job owning every dataset label_images writes
 
 LabelSkill = Literal["detect", "point"]
 
@@ -112,45 +121,46 @@ class DatasetLog(ResultLog):
     once each class has an example for it, whatever its model or review state; when an image's answers
     arrive, only the classes still missing are written, one whole line each.
 
-    An existing file is added to only if it is a dataset: every line a JSON object naming an image (or a
-    comment, or blank). Anything else is refused untouched.
+    `lines` is the dataset claimed for DATASET_JOB in resume mode (LineWriter.claim): the file is new, or
+    an earlier label_images dataset, reviewed or not.
     """
 
-    def __init__(self, path: Path, job: LabelJob, refs: list[str]) -> None:
-        super().__init__(path)
+    def __init__(self, lines: LineWriter, job: LabelJob, refs: list[str]) -> None:
+        super().__init__(lines)
         self.job = job
         self.refs = refs
-        self.base = path.parent
+        self.base = lines.output.path.parent
         self.present: dict[str, set[str]] = {}  # resolved image -> classes that have an example
         self.counts: dict[str, ClassCount] = {c: ClassCount() for c in job.classes}
         self.written = 0
-        self._newline_first = False
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.lines.output.path
 
     def key(self, ref: str) -> str:
         return datasets.resolve_image(ref.strip(), self.base)
 
-    def done(self, job: str) -> set[str]:
-        """The images every class already has an example for (reads the file; call it in a worker thread)."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        for number, raw in enumerate(data.splitlines(), start=1):
-            text = raw.strip()
-            if not text or text.startswith(b"#"):
-                continue
+    def done(self) -> set[str]:
+        """The images every class already has an example for (reads the file through its handle; call it
+        in a worker thread)."""
+        present: dict[str, set[str]] = {}
+        for raw in self.lines.existing():
             try:
-                record = json.loads(text)
+                record = json.loads(raw)
             except ValueError:
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("image"), str):
-                raise InputError(
-                    f"{self.path} exists and is not a dataset (line {number} is not a JSON example); give the path "
-                    "of a new file, or of a dataset to add to"
-                )
-            if record.get("skill") == self.job.skill and isinstance(record.get("object"), str):
-                self.present.setdefault(self.key(record["image"]), set()).add(record["object"].strip().lower())
-        self._newline_first = bool(data) and not data.endswith(b"\n")
+                continue  # not an example: readers skip it too
+            if (
+                isinstance(record, dict)
+                and record.get("skill") == self.job.skill
+                and isinstance(record.get("image"), str)
+                and isinstance(record.get("object"), str)
+            ):
+                present.setdefault(self.key(record["image"]), set()).add(record["object"].strip().lower())
+        with self._lock:
+            for image, classes in present.items():
+                self.present.setdefault(image, set()).update(classes)
         return {ref for ref in self.refs if not self.missing(ref)}
 
     def missing(self, ref: str) -> list[str]:
@@ -165,17 +175,12 @@ class DatasetLog(ResultLog):
         ref = str(record["image"])
         image = datasets.image_field(ref, self.base)
         with self._lock:
-            if self._writer is None:
-                self._writer = LineWriter(self.path, "append")
-                if self._newline_first:  # the file's last line had no newline: never glue ours onto it
-                    self._writer.write(b"")
-                    self._newline_first = False
             have = self.present.setdefault(self.key(ref), set())
             for cls, answer in record["result"].items():
                 if cls.lower() in have:
                     continue
                 example = self.job.example(image, cls, answer)
-                self._writer.write(example)
+                self.lines.write(example)
                 have.add(cls.lower())
                 self.written += 1
                 labels = example.get("boxes", example.get("points")) or []
@@ -183,6 +188,25 @@ class DatasetLog(ResultLog):
                 count.examples += 1
                 count.empty += not labels
                 count.found += len(labels)
+
+    def close(self) -> None:
+        """Let the file go; one this call made and wrote nothing to goes with it (a new file stays only
+        once it holds an example)."""
+        if self.written:
+            self.lines.close()
+        else:
+            self.lines.abandon()  # resume mode: an earlier dataset is only closed, never emptied
+
+
+def open_dataset(files: FileGuard, output: str, job: LabelJob, refs: list[str]) -> DatasetLog:
+    """The dataset `output` names as this run's log: a new .jsonl file, or an earlier label_images dataset
+    to add to; anything else is refused (FileError or InputError), left as it was. Blocking: run it in a
+    worker thread."""
+    opened = files.open_output(output)
+    if opened.path.suffix.lower() != ".jsonl":
+        opened.discard()  # removed only if this open made it
+        raise InputError(f"the output is a dataset: give a .jsonl path, not {opened.path.name}")
+    return DatasetLog(LineWriter.claim(opened, DATASET_JOB, "resume", tool=TOOL), job, refs)
 
 
 # ---- one writer per dataset -----------------------------------------------------------------------
@@ -212,29 +236,31 @@ def exclusive(path: Path) -> Iterator[None]:
 class PendingBatches:
     """Labelling jobs sent to the Batch API whose examples are not written yet, found again by the job's
     key (its skill, classes, model, images and output), so the same call made again picks up the results.
-    A JSONL file in the data directory, appended to; the last line of a key decides."""
+    A JSONL file of the server's own (labelling/batches.jsonl in the data directory), appended to; the
+    last line of a key decides."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    JOB = job_id(tool=TOOL, file="pending batches")
+
+    def __init__(self, files: FileGuard) -> None:
+        self.files = files
+
+    def _open(self) -> LineWriter:
+        return LineWriter.claim(self.files.open_own("labelling", "batches.jsonl"), self.JOB, "resume", tool=TOOL)
 
     def find(self, key: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = None
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        for raw in text.splitlines():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("key") == key:
-                found = None if record.get("finished") else record
+        with self._open() as pending:
+            for raw in pending.existing():
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("key") == key:
+                    found = None if record.get("finished") else record
         return found
 
     def _add(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with LineWriter(self.path, "append") as out:
+        with self._open() as out:
             out.write(record)
 
     def add(self, key: str, batch_id: str, images: int) -> None:
@@ -259,18 +285,20 @@ class Submitted:
 async def submit(
     client: MoondreamClient,
     images: ImageLoader,
+    files: FileGuard,
     store: Store,
     job: LabelJob,
     refs: list[str],
-    staging_dir: Path,
     *,
     part_bytes: int,
     explain: Explain,
     progress: batch_api.Progress,
 ) -> Submitted:
-    """Send every (image, class) as one Batch API line; the store records the image behind each line."""
-    await anyio.Path(staging_dir).mkdir(parents=True, exist_ok=True)
-    staging = staging_dir / f"{new_id('label')}.jsonl"
+    """Send every (image, class) as one Batch API line; the store records the image behind each line.
+    The lines are staged in a file of the server's own, written and read back through one handle, and
+    removed whatever happens."""
+    opened = await anyio.to_thread.run_sync(files.open_own, "batch-uploads", f"{new_id('label')}.jsonl")
+    staging = os.fdopen(os.dup(opened.fd), "w+b")
     variants = [{"object": cls} for cls in job.classes]
     try:
         prepared = await batch_api.write_lines(
@@ -281,7 +309,8 @@ async def submit(
             raise InputError(f"none of the images could be prepared: {reasons}")
         batch, _ = await batch_api.upload(client, staging, job.model, part_bytes=part_bytes, progress=progress)
     finally:
-        await anyio.Path(staging).unlink(missing_ok=True)
+        staging.close()
+        opened.discard()
     await store.add_batch(batch.id, job.skill, [ref for ref in refs for _ in variants])
     return Submitted(batch.id, batch.status, prepared.lines, prepared.skipped)
 
@@ -295,44 +324,55 @@ class Collected:
 
 async def collect(
     client: MoondreamClient,
+    files: FileGuard,
     store: Store,
     job: LabelJob,
     batch_id: str,
     log: DatasetLog,
-    results: Path,
     *,
     wait_seconds: float,
     progress: batch_api.Progress,
 ) -> Collected:
     """Wait for the batch (batch_api.BatchNotDone / BatchFailed when it is not done), keep its results in
-    `results`, and write the examples they hold to the dataset, skipping classes already there."""
+    the data directory (labelling/<batch>.results.jsonl, batch_results' format), and write the examples
+    they hold to the dataset, skipping classes already there. Leaves `log` open: the caller closes it."""
     batch = await batch_api.await_completion(client, batch_id, wait_seconds, progress=progress)
     per_line = await store.batch_images(batch_id)
     if per_line is None:
         raise InputError(f"batch {batch_id} was not submitted by this server; its images are unknown")
+    name = f"{batch_id}.results.jsonl"
+    results_job = batch_api.job_of(batch_id)
+
+    def claim(mode: Literal["resume", "replace"]) -> LineWriter:
+        return LineWriter.claim(files.open_own("labelling", name), results_job, mode, tool="batch_results")
+
+    results = await anyio.to_thread.run_sync(claim, "replace")
     await batch_api.write_results(client, batch, per_line, results)
-    return await anyio.to_thread.run_sync(_write_examples, job, results, log)
+    kept = await anyio.to_thread.run_sync(claim, "resume")
+    with kept:
+        return await anyio.to_thread.run_sync(_write_examples, job, kept, log)
 
 
-def _write_examples(job: LabelJob, results: Path, log: DatasetLog) -> Collected:
+def _write_examples(job: LabelJob, results: LineWriter, log: DatasetLog) -> Collected:
     answers: dict[str, dict[str, dict[str, Any]]] = {}
     collected = Collected()
-    with results.open(encoding="utf-8") as rows:
-        for raw in rows:
+    for raw in results.existing():
+        try:
             row = json.loads(raw)
-            image, line_id = row.get("image"), str(row.get("id", ""))
-            if image is None or not line_id.isdigit():
-                continue
-            cls = job.classes[int(line_id) % len(job.classes)]
-            if row.get("ok"):
-                answers.setdefault(image, {})[cls] = row.get("result") or {}
-            else:
-                collected.failed += 1
-                collected.failures.add(str(row.get("error")), image)
-    try:
-        for image, by_class in answers.items():
-            log.append({"image": image, "ok": True, "result": by_class})
-            collected.images += 1
-    finally:
-        log.close()
+        except ValueError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        image, line_id = row.get("image"), str(row.get("id", ""))
+        if image is None or not line_id.isdigit():
+            continue
+        cls = job.classes[int(line_id) % len(job.classes)]
+        if row.get("ok"):
+            answers.setdefault(image, {})[cls] = row.get("result") or {}
+        else:
+            collected.failed += 1
+            collected.failures.add(str(row.get("error")), image)
+    for image, by_class in answers.items():
+        log.append({"image": image, "ok": True, "result": by_class})
+        collected.images += 1
     return collected

@@ -6,7 +6,9 @@ Every fix is recorded in the line it changes, and nothing is lost: the line gets
 a change, so the first entry with a `before` holds the label as the model proposed it. A removed example
 keeps its line, marked `removed: true` (datasets.py skips it), so line numbers never shift between
 review_labels and fix_labels, and the file can be restored by hand. Lines that are not changed are
-written back byte for byte.
+written back byte for byte, and a line changed keeps its keys in their order, the `job` of a label_images
+dataset first (jsonl.py), so the dataset stays that job's own. The file is read and rewritten through the
+file guard (outputs.rewrite).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import datasets
+from . import datasets, outputs
 from .datasets import Example
 from .failures import InputError
-from .jsonl import write_atomically
+from .files import FileGuard, OpenFile
+from .jsonl import line
 
 REVIEWABLE = ("detect", "point")
 Action = Literal["accept", "drop", "replace", "none", "remove"]
@@ -44,16 +47,19 @@ class Entry:
 
 @dataclass
 class Lines:
+    path: Path  # the file's real path
     raw: list[bytes]  # every line of the file as written, without its newline
     entries: list[Entry]  # the detect and point examples among them
 
 
-def read(path: Path) -> Lines:
+def read(files: FileGuard, ref: str) -> Lines:
+    """The dataset `ref` names, through the file guard. Blocking: run it in a worker thread."""
+    with files.open(ref, allow_empty=True) as opened:
+        return parse(opened.read(), opened.path)
+
+
+def parse(data: bytes, path: Path) -> Lines:
     """The file's lines and its reviewable examples; lines that are not examples are kept, not judged."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
     raw = data.splitlines()
     entries: list[Entry] = []
     for number, text in enumerate(raw, start=1):
@@ -68,7 +74,7 @@ def read(path: Path) -> Lines:
         except ValueError:
             continue
         entries.append(Entry(number, record, example))
-    return Lines(raw, entries)
+    return Lines(path, raw, entries)
 
 
 @dataclass
@@ -121,10 +127,12 @@ class Applied:
     unreviewed: int = 0  # left in the file
 
 
-def apply(path: Path, fixes: list[Fix]) -> Applied:
-    """Apply every fix, in order, then rewrite the file once (atomically). Nothing is written unless
-    every fix is valid: the first that is not raises InputError naming its line."""
-    lines = read(path)
+def apply(files: FileGuard, opened: OpenFile, fixes: list[Fix]) -> Applied:
+    """Apply every fix, in order, to the dataset `opened`, then rewrite it once (atomically). Nothing is
+    written unless every fix is valid: the first that is not raises InputError naming its line. Blocking:
+    run it in a worker thread."""
+    lines = parse(opened.read(), opened.path)
+    path = lines.path
     by_line = {e.line: e for e in lines.entries}
     records: dict[int, dict[str, Any]] = {}
     applied = Applied()
@@ -141,7 +149,7 @@ def apply(path: Path, fixes: list[Fix]) -> Applied:
             records[number] = _fixed(record, fix, number, path.parent)
             applied.changed[fix.action] = applied.changed.get(fix.action, 0) + 1
     out: list[Any] = [records.get(i, raw) for i, raw in enumerate(lines.raw, start=1)]
-    write_atomically(path, out)
+    outputs.rewrite(files, opened, b"".join(line(record) for record in out))
     applied.lines = len(records)
     reviewed = {i for i, r in records.items() if r.get("reviewed") is True}
     applied.unreviewed = sum(not (e.reviewed or e.line in reviewed) for e in lines.entries)

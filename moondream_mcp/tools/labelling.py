@@ -8,7 +8,6 @@ import base64
 import hashlib
 import time
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -148,7 +147,7 @@ def register(server: MCPServer[AppState]) -> None:
             Field(min_length=1, max_length=labelling.MAX_CLASSES, description="What to label, each its own prompt."),
         ],
         output: Annotated[
-            str, Field(min_length=1, description="The dataset JSONL to write (new, or one to add to and resume).")
+            str, Field(min_length=1, description="The dataset JSONL: new, or an earlier label_images one to add to.")
         ],
         ctx: Ctx,
         skill: Annotated[Literal["detect", "point"], Field(description="Boxes (detect) or points.")] = "detect",
@@ -168,111 +167,14 @@ def register(server: MCPServer[AppState]) -> None:
         started = time.monotonic()
         with state.errors():
             job = LabelJob(skill=skill, classes=tuple(classes), model=model)
-            refs = local_batch.expand(images, state.files)
-            path = state.files.check(output, for_writing=True)
-            if path.suffix.lower() != ".jsonl":
-                raise ToolError(f"the output is a dataset: give a .jsonl path, not {path.name}")
-            log = DatasetLog(path, job, refs)
-            done = await anyio.to_thread.run_sync(log.done, job.id)
-        todo = [r for r in refs if r not in done]
-
-        def report(
-            status: Any, labelled: int, failed: int, groups: list[Failure], message: str, **extra: Any
-        ) -> Labelled:
-            return Labelled(
-                output=str(path),
-                engine=engine,
-                status=status,
-                images=len(refs),
-                labelled=labelled,
-                skipped=len(done),
-                failed=failed,
-                examples=log.written,
-                classes=_tallies(log),
-                failures=groups,
-                elapsed_s=round(time.monotonic() - started, 3),
-                message=message,
-                **extra,
-            )
-
-        if engine == "local":
-
-            async def work(ref: str) -> dict[str, Any]:
-                return await labelling.label_image(state.vision, job, ref, log.missing(ref))
-
-            with state.errors(), labelling.exclusive(path):
-                try:
-                    outcome = await local_batch.run(
-                        refs, work, log, job=job.id, explain=state.explain, progress=ctx.report_progress
-                    )
-                except OSError as exc:
-                    raise ToolError(f"cannot write the dataset {path}: {exc.strerror}") from None
-            note = f"; {outcome.failed} failed (rerun to retry them)" if outcome.failed else ""
-            return report(
-                "done",
-                outcome.succeeded,
-                outcome.failed,
-                failures(outcome.failures),
-                f"{log.written} examples written from {outcome.succeeded} images{note}. Next: review_labels.",
-            )
-
-        pending = labelling.PendingBatches(state.settings.data_dir / "labelling" / "batches.jsonl")
-        key = labelling.batch_key(job, refs, path)
-        with state.errors():
-            found = await anyio.to_thread.run_sync(pending.find, key)
-            if found is None:
-                if not todo:
-                    return report("done", 0, 0, [], "every image is labelled already.")
-                submitted = await labelling.submit(
-                    state.client,
-                    state.images,
-                    state.store,
-                    job,
-                    todo,
-                    state.settings.data_dir / "batch-uploads",
-                    part_bytes=state.settings.batch_part_bytes,
-                    explain=state.explain,
-                    progress=ctx.report_progress,
-                )
-                await anyio.to_thread.run_sync(pending.add, key, submitted.batch_id, submitted.images)
-                batch_id = submitted.batch_id
-            else:
-                batch_id = str(found["batch_id"])
-            try:
-                with labelling.exclusive(path):
-                    collected = await labelling.collect(
-                        state.client,
-                        state.store,
-                        job,
-                        batch_id,
-                        log,
-                        state.settings.data_dir / "labelling" / f"{batch_id}.results.jsonl",
-                        wait_seconds=wait_seconds,
-                        progress=ctx.report_progress,
-                    )
-            except batch_api.BatchNotDone as exc:
-                status = "submitted" if found is None else "processing"
-                return report(
-                    status,
-                    0,
-                    0,
-                    [],
-                    f"{exc} Call label_images again with the same arguments to write the dataset.",
-                    batch_id=batch_id,
-                )
-            except batch_api.BatchFailed:
-                await anyio.to_thread.run_sync(pending.finish, key, batch_id)  # the next call submits afresh
-                raise
-        await anyio.to_thread.run_sync(pending.finish, key, batch_id)
-        note = f"; {collected.failed} lines failed (call again to retry them)" if collected.failed else ""
-        return report(
-            "done",
-            collected.images,
-            collected.failed,
-            failures(collected.failures),
-            f"{log.written} examples written from {collected.images} images{note}. Next: review_labels.",
-            batch_id=batch_id,
-        )
+            refs = await anyio.to_thread.run_sync(local_batch.expand, images, state.files)
+            log = await anyio.to_thread.run_sync(labelling.open_dataset, state.files, output, job, refs)
+        try:
+            with state.errors(), labelling.exclusive(log.path):
+                return await _label(ctx, state, log, job, refs, engine, wait_seconds, started)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(log.close)
 
     @server.tool(title="Review labels as contact sheets", annotations=LOOK)
     async def review_labels(
@@ -292,8 +194,8 @@ def register(server: MCPServer[AppState]) -> None:
         with their labels drawn and numbered. `cells` maps each cell to its dataset line for fix_labels."""
         state = ctx.request_context.lifespan_context
         with state.errors():
-            path = state.files.check(dataset)
-            lines = await anyio.to_thread.run_sync(reviewing.read, path)
+            lines = await anyio.to_thread.run_sync(reviewing.read, state.files, dataset)
+        path = lines.path
         chosen = reviewing.page(
             lines.entries, unreviewed=unreviewed, object=object, found=found, many=many, number=page, size=per_page
         )
@@ -340,15 +242,15 @@ def register(server: MCPServer[AppState]) -> None:
                     done=entry.reviewed,
                 )
             )
-        folder = state.settings.data_dir / "sheets"
         tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
         files: list[SheetFile] = []
         pictures: list[ImageContent] = []
         for start in range(0, len(drawn), PER_SHEET):
             jpeg = await anyio.to_thread.run_sync(sheets.draw, drawn[start : start + PER_SHEET])
-            target = folder / f"{path.stem}-{tag}-p{page}-{start // PER_SHEET + 1}.jpg"
-            await anyio.to_thread.run_sync(partial(_save, target, jpeg))
-            files.append(SheetFile(path=str(target), cells=[c.cell for c in cells[start : start + PER_SHEET]]))
+            name = f"{path.stem}-{tag}-p{page}-{start // PER_SHEET + 1}.jpg"
+            with state.errors():
+                saved = await anyio.to_thread.run_sync(outputs.save_own, state.files, "sheets", name, jpeg)
+            files.append(SheetFile(path=str(saved.path), cells=[c.cell for c in cells[start : start + PER_SHEET]]))
             pictures.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
         more = f"; next: page={page + 1}" if page < chosen.pages else ""
         status = ReviewPage(
@@ -386,11 +288,14 @@ def register(server: MCPServer[AppState]) -> None:
             )
             for f in fixes
         ]
-        with state.errors():
-            path = state.files.check(dataset, for_writing=True)
-            state.files.check(dataset)  # the dataset must exist: fixes never create one
-            with labelling.exclusive(path):
-                applied = await anyio.to_thread.run_sync(reviewing.apply, path, plan)
+        # Opened for reading (fixes never create a dataset), rewritten beside itself (outputs.rewrite).
+        with (
+            state.errors(),
+            await anyio.to_thread.run_sync(partial(state.files.open, dataset, allow_empty=True)) as opened,
+            labelling.exclusive(opened.path),
+        ):
+            applied = await anyio.to_thread.run_sync(reviewing.apply, state.files, opened, plan)
+        path = opened.path
         done = ", ".join(f"{count} {action}" for action, count in applied.changed.items())
         return Fixed(
             dataset=str(path),
@@ -416,13 +321,12 @@ def register(server: MCPServer[AppState]) -> None:
         each image as displayed, with train / val splits (the split training uses)."""
         state = ctx.request_context.lifespan_context
         with state.errors():
-            source = state.files.check(dataset)
             try:
                 done = await anyio.to_thread.run_sync(
                     partial(
                         exports.export,
-                        source,
                         state.files,
+                        dataset,
                         output,
                         format=format,
                         mode=images,
@@ -452,6 +356,107 @@ def register(server: MCPServer[AppState]) -> None:
         )
 
 
-def _save(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    outputs.write_bytes(target, data)
+async def _label(
+    ctx: Ctx,
+    state: AppState,
+    log: DatasetLog,
+    job: LabelJob,
+    refs: list[str],
+    engine: str,
+    wait_seconds: float,
+    started: float,
+) -> Labelled:
+    """label_images once its dataset is claimed and no other call writes it."""
+    done = await anyio.to_thread.run_sync(log.done)
+    todo = [r for r in refs if r not in done]
+
+    def report(status: Any, labelled: int, failed: int, groups: list[Failure], message: str, **extra: Any) -> Labelled:
+        return Labelled(
+            output=str(log.path),
+            engine=engine,
+            status=status,
+            images=len(refs),
+            labelled=labelled,
+            skipped=len(done),
+            failed=failed,
+            examples=log.written,
+            classes=_tallies(log),
+            failures=groups,
+            elapsed_s=round(time.monotonic() - started, 3),
+            message=message,
+            **extra,
+        )
+
+    if engine == "local":
+
+        async def work(ref: str) -> dict[str, Any]:
+            return await labelling.label_image(state.vision, job, ref, log.missing(ref))
+
+        try:
+            outcome = await local_batch.run(refs, work, log, explain=state.explain, progress=ctx.report_progress)
+        except OSError as exc:
+            raise ToolError(f"cannot write the dataset {log.path}: {exc.strerror}") from None
+        note = f"; {outcome.failed} failed (rerun to retry them)" if outcome.failed else ""
+        return report(
+            "done",
+            outcome.succeeded,
+            outcome.failed,
+            failures(outcome.failures),
+            f"{log.written} examples written from {outcome.succeeded} images{note}. Next: review_labels.",
+        )
+
+    pending = labelling.PendingBatches(state.files)
+    key = labelling.batch_key(job, refs, log.path)
+    found = await anyio.to_thread.run_sync(pending.find, key)
+    if found is None:
+        if not todo:
+            return report("done", 0, 0, [], "every image is labelled already.")
+        submitted = await labelling.submit(
+            state.client,
+            state.images,
+            state.files,
+            state.store,
+            job,
+            todo,
+            part_bytes=state.settings.batch_part_bytes,
+            explain=state.explain,
+            progress=ctx.report_progress,
+        )
+        await anyio.to_thread.run_sync(pending.add, key, submitted.batch_id, submitted.images)
+        batch_id = submitted.batch_id
+    else:
+        batch_id = str(found["batch_id"])
+    try:
+        collected = await labelling.collect(
+            state.client,
+            state.files,
+            state.store,
+            job,
+            batch_id,
+            log,
+            wait_seconds=wait_seconds,
+            progress=ctx.report_progress,
+        )
+    except batch_api.BatchNotDone as exc:
+        status = "submitted" if found is None else "processing"
+        return report(
+            status,
+            0,
+            0,
+            [],
+            f"{exc} Call label_images again with the same arguments to write the dataset.",
+            batch_id=batch_id,
+        )
+    except batch_api.BatchFailed:
+        await anyio.to_thread.run_sync(pending.finish, key, batch_id)  # the next call submits afresh
+        raise
+    await anyio.to_thread.run_sync(pending.finish, key, batch_id)
+    note = f"; {collected.failed} lines failed (call again to retry them)" if collected.failed else ""
+    return report(
+        "done",
+        collected.images,
+        collected.failed,
+        failures(collected.failures),
+        f"{log.written} examples written from {collected.images} images{note}. Next: review_labels.",
+        batch_id=batch_id,
+    )

@@ -150,17 +150,60 @@ async def test_the_batch_api_engine_writes_the_same_dataset_when_its_results_arr
     assert (again["status"], again["skipped"], again["examples"]) == ("done", 3, 0)
 
 
-async def test_an_output_that_is_not_a_dataset_is_refused_and_left_untouched(client: Client, workdir: Path) -> None:
+async def test_an_output_that_is_not_a_label_images_dataset_is_refused_and_left_untouched(
+    client: Client, workdir: Path
+) -> None:
     shoot(workdir / "shoot")
     notes = workdir / "notes.jsonl"
     notes.write_text("dear diary\n")
     text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(notes))
-    assert "not a dataset" in text
+    assert "left untouched" in text
     assert notes.read_text() == "dear diary\n"
     photo = workdir / "shoot" / "both.png"
     before = photo.read_bytes()
     text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(photo))
     assert photo.read_bytes() == before
+    # A dataset is not label_images' to add to unless label_images wrote it: a hand-made one is someone's
+    # work, and an imported one is import_dataset's output (outputs never destroy).
+    hand = workdir / "hand.jsonl"
+    hand.write_text(json.dumps({"image": "shoot/sky.png", "skill": "detect", "object": "blue", "boxes": [BLUE]}) + "\n")
+    before = hand.read_bytes()
+    text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(hand))
+    assert "not an earlier label_images output" in text and hand.read_bytes() == before
+    await call(client, "export_dataset", dataset=str(hand), format="yolo", output=str(workdir / "y"))
+    imported = workdir / "imported.jsonl"
+    await call(client, "import_dataset", source=str(workdir / "y"), format="yolo", output=str(imported))
+    before = imported.read_bytes()
+    text = await refusal(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(imported))
+    assert "not an earlier label_images output" in text and imported.read_bytes() == before
+    assert not (workdir / "new.png").exists()
+    text = await refusal(
+        client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(workdir / "new.png")
+    )
+    assert "give a .jsonl path" in text and not (workdir / "new.png").exists()
+
+
+async def test_a_reviewed_dataset_stays_label_images_own_to_add_to(client: Client, workdir: Path) -> None:
+    shoot(workdir / "shoot")
+    dataset = workdir / "d.jsonl"
+    await call(client, "label_images", images=str(workdir / "shoot"), classes=["red"], output=str(dataset))
+    first = dataset.read_bytes().splitlines()
+    assert all(line.startswith(b'{"job":"') for line in first)
+    await call(
+        client,
+        "fix_labels",
+        dataset=str(dataset),
+        fixes=[{"lines": [1], "action": "none"}, {"lines": [2, 3], "action": "accept"}],
+    )
+    reviewed = dataset.read_bytes().splitlines()
+    assert [line[: line.index(b",")] for line in reviewed] == [line[: line.index(b",")] for line in first]
+    more = await call(
+        client, "label_images", images=str(workdir / "shoot"), classes=["red", "blue"], output=str(dataset)
+    )
+    assert (more["skipped"], more["labelled"], more["examples"]) == (0, 3, 3)
+    after = dataset.read_bytes().splitlines()
+    assert after[:3] == reviewed and len(after) == 6
+    assert [json.loads(line)["object"] for line in after[3:]] == ["blue"] * 3
 
 
 async def labelled(client: Client, workdir: Path) -> Path:
@@ -298,7 +341,8 @@ def examples_by_name(path: Path, splits: dict[int, str] | None = None) -> set[tu
 
 def assigned_splits(dataset: Path) -> dict[int, str]:
     """The split each line gets in training: the eval split is what evaluate scores on."""
-    return {e.line: e.split for e in datasets.assign_splits(datasets.load(dataset).examples)}
+    examples, _, _ = datasets.parse(dataset.read_text(), dataset.parent)
+    return {e.line: e.split for e in datasets.assign_splits(examples)}
 
 
 @pytest.mark.parametrize("format", ["coco", "yolo"])
@@ -321,6 +365,7 @@ async def test_an_export_round_trips_through_import_dataset_unchanged(
         imported = set()
         for folder, split in (("train", "train"), ("val", "eval")):
             source = workdir / "out" / folder / "_annotations.coco.json"
+            back = workdir / f"back-{folder}.jsonl"  # each import its own output: never another job's file
             await call(
                 client,
                 "import_dataset",
@@ -400,3 +445,17 @@ async def test_an_export_never_overwrites_what_is_not_its_own(client: Client, wo
         client, "export_dataset", dataset=str(dataset), format="coco", output=str(workdir / "c"), reviewed_only=True
     )
     assert reviewed["images"] == 1
+
+
+async def test_an_export_never_follows_a_link_planted_in_its_folder(client: Client, workdir: Path) -> None:
+    dataset = await labelled(client, workdir)
+    await call(client, "export_dataset", dataset=str(dataset), format="yolo", output=str(workdir / "y"))
+    # The marker lists labels/train/*.txt as the export's own: swapping the folder for a link must not make
+    # the next export remove or write files wherever the link leads.
+    elsewhere = workdir / "elsewhere"
+    (workdir / "y" / "labels" / "train").rename(elsewhere)
+    (workdir / "y" / "labels" / "train").symlink_to(elsewhere)
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    text = await refusal(client, "export_dataset", dataset=str(dataset), format="yolo", output=str(workdir / "y"))
+    assert "is not a folder" in text
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before

@@ -19,7 +19,8 @@ One example per line, a JSON object:
   `labelled_by` (the model that proposed the label), `history` (each fix with the label before it), and
   `removed: true` for an example taken out: the line stays in the file, so line numbers never shift and
   nothing is lost, but it is no longer an example.
-- `job`: written by import_dataset, to know the file as its own output; ignored when reading.
+- `job`: written first by import_dataset and label_images, to know the file as their own output (jsonl.py);
+  ignored when reading.
 
 Reading a file is not a way to see what is in it: problems name lines and what is wrong with them, and
 quote a value only from a line that names an image and a known skill (a dataset example, if a flawed one);

@@ -18,10 +18,10 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from pydantic import SecretStr
 
+from moondream_emulator.serve import serving_app
 from moondream_mcp.config import Settings
 from moondream_mcp.http_transport import http_app
 from moondream_mcp.server import build_server
-from tests.support.serving import serving_app
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"

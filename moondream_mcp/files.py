@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,10 +72,23 @@ class FileGuard:
         # loader is built by hand rather than from Settings.
         self.allowed_dirs = tuple(Path(os.path.expanduser(d)).resolve() for d in allowed_dirs)
         self.max_file_bytes = max_file_bytes
+        self._configured = self.allowed_dirs
+        self._extra: dict[Hashable, tuple[Path, ...]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileGuard:
         return cls(list(settings.allowed_dirs), settings.max_file_bytes)
+
+    def set_extra_dirs(self, owner: Hashable, dirs: Iterable[Path]) -> None:
+        """Allow `dirs` too, on behalf of `owner` (a client that offered them), replacing what that owner
+        offered before; the configured directories always stay. An empty `dirs` withdraws the owner's."""
+        resolved = tuple(Path(os.path.expanduser(d)).resolve() for d in dirs)
+        if resolved:
+            self._extra[owner] = resolved
+        else:
+            self._extra.pop(owner, None)
+        # One assignment: a check running meanwhile sees the old tuple or the new one, never a mixture.
+        self.allowed_dirs = tuple(dict.fromkeys([*self._configured, *(d for ds in self._extra.values() for d in ds)]))
 
     def check(self, ref: str, *, for_writing: bool = False) -> Path:
         """The real path behind `ref` if an agent may read it (or, for writing, create or replace it)."""

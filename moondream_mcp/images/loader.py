@@ -6,7 +6,9 @@ import hashlib
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +18,7 @@ import anyio
 import anyio.to_thread
 
 from ..files import FileError, FileGuard
+from .crops import Cutouts, Region, cut
 from .data_urls import decode_data_url
 from .encode import PreparedImage, prepare
 from .errors import ImageError, describe
@@ -93,6 +96,31 @@ class ImageLoader:
         await self._fetcher.__aexit__(exc_type, exc, tb)
 
     async def load(self, ref: str) -> PreparedImage:
+        key, label, read = await self._locate(ref)
+        if (hit := self._cache.get(key)) is not None:
+            return hit
+        return await self._prepare(key, label, await read())
+
+    async def read(self, ref: str) -> Source:
+        """The reference's bytes as they are (not decoded), under the same checks and limits as load()."""
+        key, label, read = await self._locate(ref)
+        return Source(key=key, label=label, data=await read())
+
+    async def prepare(self, source: Source) -> PreparedImage:
+        """What load() would return for the reference `source` was read from."""
+        if (hit := self._cache.get(source.key)) is not None:
+            return hit
+        return await self._prepare(source.key, source.label, source.data)
+
+    async def cut(self, source: Source, regions: Sequence[Region], *, max_side: int, budget: int) -> Cutouts:
+        """Regions of the original image (normalized, as displayed), each a JPEG of long side <= max_side."""
+        work = partial(
+            cut, source.data, regions, max_side=max_side, max_pixels=self._max_pixels, budget=budget, label=source.label
+        )
+        return await anyio.to_thread.run_sync(work, limiter=self._decoder_slots())
+
+    async def _locate(self, ref: str) -> tuple[Hashable, str, Callable[[], Awaitable[bytes]]]:
+        """The cache key of a reference, its label for messages, and how to read its bytes."""
         ref = ref.strip()
         if not ref:
             raise ImageError(f"the image reference is empty; give {_KINDS}.")
@@ -102,35 +130,50 @@ class ImageLoader:
 
         if scheme == "data":
             # Keyed by digest: the cache should not hold a second copy of a multi-megabyte string.
-            key: Hashable = ("data", hashlib.sha256(ref.encode("utf-8", "surrogatepass")).digest())
-            if (hit := self._cache.get(key)) is not None:
-                return hit
-            data = await anyio.to_thread.run_sync(decode_data_url, ref, self._max_file_bytes)
-        elif scheme in ("http", "https"):
-            key = ("url", ref)
-            if (hit := self._cache.get(key)) is not None:
-                return hit
-            data = await self._fetcher.fetch(ref)
-        elif scheme in (None, "file"):
-            try:
+            key = ("data", hashlib.sha256(ref.encode("utf-8", "surrogatepass")).digest())
+            return key, label, partial(anyio.to_thread.run_sync, decode_data_url, ref, self._max_file_bytes)
+        if scheme in ("http", "https"):
+            return ("url", ref), label, partial(self._fetcher.fetch, ref)
+        if scheme in (None, "file"):
+            with _as_image_error():
                 checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
-                key = ("file", checked.identity)
-                if (hit := self._cache.get(key)) is not None:
-                    return hit
-                data = await anyio.to_thread.run_sync(self._guard.read, checked)
-            except FileError as exc:
-                # To the image pipeline, a file it may not read is an image it cannot use.
-                raise ImageError(str(exc)) from None
-        else:
-            raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
 
+            async def read_file() -> bytes:
+                with _as_image_error():
+                    return await anyio.to_thread.run_sync(self._guard.read, checked)
+
+            return ("file", checked.identity), label, read_file
+        raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
+
+    async def _prepare(self, key: Hashable, label: str, data: bytes) -> PreparedImage:
+        decode = partial(prepare, data, max_pixels=self._max_pixels, label=label)
+        prepared = await anyio.to_thread.run_sync(decode, limiter=self._decoder_slots())
+        self._cache.put(key, prepared)
+        return prepared
+
+    def _decoder_slots(self) -> anyio.CapacityLimiter:
         if self._decoders is None:
             # Each decode may hold a few hundred MB at the pixel limit: a few at a time, not 40.
             self._decoders = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
-        decode = partial(prepare, data, max_pixels=self._max_pixels, label=label)
-        prepared = await anyio.to_thread.run_sync(decode, limiter=self._decoders)
-        self._cache.put(key, prepared)
-        return prepared
+        return self._decoders
+
+
+@dataclass(frozen=True)
+class Source:
+    """An image reference's bytes as read, before decoding, with its cache key and its label for messages."""
+
+    key: Hashable
+    label: str
+    data: bytes
+
+
+@contextmanager
+def _as_image_error() -> Iterator[None]:
+    try:
+        yield
+    except FileError as exc:
+        # To the image pipeline, a file it may not read is an image it cannot use.
+        raise ImageError(str(exc)) from None
 
 
 def _any_address(_address: object) -> bool:

@@ -3,21 +3,22 @@ run's status (also the body of its log resource). Thin: the logic is in training
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ImageContent, ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import charts, datasets, training
 from ..client.tuning import checkpoint_model
+from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..store import Run
 from .dataset_checks import DatasetPath, read_dataset, refuse
+from .pictures import SaveTo, show
 from .results import compact, structured
 
 RUN_URI = "moondream://runs/{run_id}"
@@ -78,6 +79,7 @@ class RunStatus(BaseModel):
     last_error: str | None
     log: str = Field(description="The run's full log as a resource (JSON).")
     message: str
+    picture: str | None = Field(default=None, description="chart=true: where the chart was saved.")
 
 
 class RunSummary(BaseModel):
@@ -334,6 +336,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ] = 0,
         history: Annotated[int, Field(ge=0, le=10_000, description="How many recent steps to list.")] = 20,
+        save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, RunStatus]:
         """A run's state (running / completed / failed / stopped), step / total, reward mean and spread per
         step, eval scores, kept checkpoints with their `model` strings (best and last), elapsed and
@@ -366,9 +369,9 @@ def register(server: MCPServer[AppState]) -> None:
         png = await anyio.to_thread.run_sync(
             lambda: charts.training_chart(title, rewards, evals, best_step, run.total_steps)
         )
-        return structured(
-            status, ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
-        )
+        with state.errors():
+            blocks, paths = await show(state, [Picture(png, "image/png", kind="chart")], save_to)
+        return structured(status.model_copy(update={"picture": paths[0]}), *blocks)
 
     @server.tool(title="Stop a training run", annotations=STOP)
     @compact

@@ -15,7 +15,7 @@ from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
 from .store import Store
-from .tools import batch_api, datasets, evaluation, guides, local_batch, pictures, runs, skills, tuning
+from .tools import batch_api, datasets, evaluation, guides, local_batch, pictures, runs, skills, tuning, zoom
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -73,6 +73,7 @@ def build_server(
         lifespan=lifespan,
     )
     skills.register(server)
+    zoom.register(server)
     tuning.register(server)
     local_batch.register(server)
     batch_api.register(server)

@@ -77,7 +77,9 @@ def _cut_opened(
         raise ImageError(_bomb(label, f"{width}x{height} pixels, over the {limit / 1e6:g} megapixel limit"))
     orientation = _orientation(image)
     shown = (height, width) if orientation in _SIDEWAYS else (width, height)
-    stored = [_stored_region(r, orientation) for r in regions]
+    # Whole pixels of the picture as displayed first, so what is cut is exactly what is reported.
+    boxes = [_pixel_box(r, *shown) for r in regions]
+    stored = [_stored_region(_normalized(b, *shown), orientation) for b in boxes]
     if draftable:
         scale = _draft_scale(width, height, stored, max_side)
         if scale > 1:
@@ -85,14 +87,20 @@ def _cut_opened(
     source = _to_8bit(image)
     sw, sh = source.size  # after draft mode: the decoded size
     pieces = []
-    for region, (s0, t0, s1, t1) in zip(regions, stored, strict=True):
-        piece = source.crop(_pixel_box((s0, t0, s1, t1), sw, sh))
+    for box, (s0, t0, s1, t1) in zip(boxes, stored, strict=True):
+        # Rounded, not floored: at full scale these are whole pixels, whatever float error the mapping added.
+        x0, y0 = min(round(s0 * sw), sw - 1), min(round(t0 * sh), sh - 1)
+        piece = source.crop((x0, y0, max(x0 + 1, round(s1 * sw)), max(y0 + 1, round(t1 * sh))))
         piece = _flatten(_resized(piece, _fit_side(piece.size, max_side)))
         if orientation in _UPRIGHT:
             piece = piece.transpose(_UPRIGHT[orientation])
         jpeg, sent = encode_jpeg(piece, budget=budget)
-        pieces.append(Cutout(jpeg=jpeg, width=sent.width, height=sent.height, pixels=_pixel_box(region, *shown)))
+        pieces.append(Cutout(jpeg=jpeg, width=sent.width, height=sent.height, pixels=box))
     return Cutouts(pieces=pieces, width=shown[0], height=shown[1])
+
+
+def _normalized(box: PixelBox, width: int, height: int) -> Region:
+    return box[0] / width, box[1] / height, box[2] / width, box[3] / height
 
 
 def _stored_region(region: Region, orientation: int) -> Region:

@@ -19,9 +19,7 @@ from ..state import AppState, Ctx
 
 PICTURE_URI = "moondream://pictures/{name}"
 
-SaveTo = Annotated[
-    str | None, Field(description="Folder to save pictures in (inside the allowed directories); default: data dir.")
-]
+SaveTo = Annotated[str | None, Field(description="Folder for the saved pictures (default: the data directory).")]
 
 
 async def show(

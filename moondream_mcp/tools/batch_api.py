@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import batch_api, local_batch
 from ..client import Sampling
 from ..client.batch import BatchJob
+from ..failures import EXPECTED
 from ..state import AppState, Ctx
 from ..store import new_id
+from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .local_batch import Failure, failures
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Temperature, TopP
@@ -77,6 +81,23 @@ def _status(job: BatchJob) -> BatchStatus:
     )
 
 
+async def _ask_submit(skill: str, images: list[str] | str, ctx: Ctx) -> Confirmation | Elicit[Confirmation]:
+    state = ctx.request_context.lifespan_context
+    if not can_ask(ctx):
+        return Confirmation()
+    try:
+        count = len(await anyio.to_thread.run_sync(local_batch.expand, images, state.files))
+    except EXPECTED:
+        return Confirmation()  # the tool reports what is wrong with the images
+    if count <= state.settings.confirm_batch_above:
+        return Confirmation()
+    return ask(
+        ctx,
+        f"Submit {count} images to Moondream's Batch API ({skill})? That is {count} API calls, "
+        "billed to the API key at batch rates.",
+    )
+
+
 def register(server: MCPServer[AppState]) -> None:
     @server.tool(
         title="Submit a batch job (Batch API)",
@@ -97,6 +118,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
+        answer: Annotated[Answer, Resolve(_ask_submit)],
         object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
         question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
         length: Length = "normal",
@@ -111,6 +133,7 @@ def register(server: MCPServer[AppState]) -> None:
         batch_status; fetch results with batch_results once completed (kept 7 days). For a few hundred
         images or fewer, the batch tool answers sooner."""
         state = ctx.request_context.lifespan_context
+        require_yes(answer, "the batch was not submitted")
         sampling = Sampling(
             temperature=temperature,
             top_p=top_p,

@@ -4,19 +4,23 @@ run's status (also the body of its log resource). Thin: the logic is in training
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import charts, datasets, training
 from ..client.tuning import checkpoint_model
+from ..failures import EXPECTED
 from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..store import Run
+from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .dataset_checks import DatasetPath, read_dataset, refuse
 from .pictures import SaveTo, show
 from .results import compact, structured
@@ -219,6 +223,35 @@ async def _find_run(state: AppState, run_id: str) -> Run:
     return run
 
 
+async def _ask_start(
+    dataset: str,
+    finetune_id: str | None,
+    name: str | None,
+    steps: int,
+    groups_per_step: int,
+    rollouts_per_group: int,
+    eval_every: int,
+    ctx: Ctx,
+) -> Confirmation | Elicit[Confirmation]:
+    state = ctx.request_context.lifespan_context
+    if not can_ask(ctx) or (finetune_id is None) == (name is None):
+        return Confirmation()  # without a way to ask, or with arguments the tool refuses anyway
+    try:
+        loaded = await anyio.to_thread.run_sync(lambda: datasets.load(state.files.check(dataset)))
+    except EXPECTED:
+        return Confirmation()
+    evals = datasets.select(loaded.examples, "eval")
+    evaluations = (steps // eval_every + (1 if steps % eval_every else 0)) if eval_every and evals else 0
+    calls = steps * (groups_per_step + 1) + evaluations * (len(evals) + 1) + 1
+    target = f"finetune {finetune_id}" if finetune_id else f"a finetune named {name}"
+    return ask(
+        ctx,
+        f"Start training {target} on {Path(dataset).name}: {steps} steps of {groups_per_step} examples x "
+        f"{rollouts_per_group} rollouts, {evaluations} evaluation(s) of {len(evals)} examples. "
+        f"About {calls} API calls, billed to the API key.",
+    )
+
+
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 # Destructive: a run deletes the checkpoints it saved itself that its save policy does not keep.
 START = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
@@ -231,6 +264,7 @@ def register(server: MCPServer[AppState]) -> None:
     async def start_training(
         dataset: DatasetPath,
         ctx: Ctx,
+        answer: Annotated[Answer, Resolve(_ask_start)],
         finetune_id: Annotated[
             str | None, Field(description="Train this finetune (from list_finetunes); or give name + rank instead.")
         ] = None,
@@ -270,6 +304,7 @@ def register(server: MCPServer[AppState]) -> None:
         last are kept (other checkpoints the run saved are deleted, per `save`). Watch with training_status;
         the run survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
         state = ctx.request_context.lifespan_context
+        require_yes(answer, "the run was not started")
         if (finetune_id is None) == (name is None):
             raise ToolError("give exactly one of finetune_id (an existing finetune) or name (+ rank) to create one")
         loaded, problems, _ = await read_dataset(state, dataset)

@@ -15,7 +15,7 @@ from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
 from .store import Store
-from .tools import batch_api, datasets, evaluation, guides, local_batch, pictures, runs, skills, tuning, zoom
+from .tools import batch_api, datasets, evaluation, guides, local_batch, pictures, roots, runs, skills, tuning, zoom
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -82,6 +82,7 @@ def build_server(
     evaluation.register(server)
     guides.register(server)
     pictures.register(server)
+    roots.register(server)
     return server
 
 

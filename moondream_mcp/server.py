@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 
 from . import __version__
 from .client import MoondreamClient
 from .config import Settings
-from .failures import Explainer
+from .failures import Explainer, invalid_arguments
 from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
@@ -24,6 +29,20 @@ All coordinates are normalized 0-1 with the origin at the top-left of the image 
 (EXIF orientation applied); multiply by image.width / image.height for pixels.
 Use detect for boxes and counts, point for locations, segment for outlines, query for questions,
 caption for descriptions. Set annotate=true to get the image back with the results drawn on it."""
+
+
+class _Server(MCPServer[AppState]):
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # Arguments that do not fit the schema: said for the model, without pydantic's report and links.
+            if isinstance(exc.__cause__, ValidationError):
+                message = invalid_arguments(name, exc.__cause__)
+                raise ToolError(f"Error executing tool {name}: {message}") from exc.__cause__
+            raise
 
 
 def build_server(
@@ -65,7 +84,7 @@ def build_server(
             )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _Server(
         "moondream",
         title="Moondream",
         instructions=INSTRUCTIONS,

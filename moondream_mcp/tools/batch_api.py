@@ -19,6 +19,7 @@ from ..state import AppState, Ctx
 from ..store import new_id
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .local_batch import Failure, failures
+from .progress import progress
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Temperature, TopP
 
@@ -66,14 +67,14 @@ class BatchResults(BaseModel):
 
 
 def _status(job: BatchJob) -> BatchStatus:
-    progress = job.progress
+    counts = job.progress
     return BatchStatus(
         batch_id=job.id,
         status=job.status,
         model=job.model,
-        total=progress.total if progress else None,
-        completed=progress.completed if progress else None,
-        failed=progress.failed if progress else None,
+        total=counts.total if counts else None,
+        completed=counts.completed if counts else None,
+        failed=counts.failed if counts else None,
         result_files=len(job.outputs),
         created_at=job.created_at,
         completed_at=job.completed_at,
@@ -147,22 +148,24 @@ def register(server: MCPServer[AppState]) -> None:
         staging = state.settings.data_dir / "batch-uploads" / f"{new_id('up')}.jsonl"
         staging.parent.mkdir(parents=True, exist_ok=True)
         try:
-            prepared = await batch_api.write_lines(
-                state.images, refs, staging, skill, fields, explain=state.explain, progress=ctx.report_progress
-            )
+            async with progress(ctx, "preparing the images") as tracker:
+                prepared = await batch_api.write_lines(
+                    state.images, refs, staging, skill, fields, explain=state.explain, progress=tracker.report
+                )
             skipped = failures(prepared.skipped)
             if not prepared.lines:
                 raise ToolError(
                     "none of the images could be prepared: " + "; ".join(f"{f.reason} ({f.count})" for f in skipped)
                 )
             with state.errors():
-                job, parts = await batch_api.upload(
-                    state.client,
-                    staging,
-                    model,
-                    part_bytes=state.settings.batch_part_bytes,
-                    progress=ctx.report_progress,
-                )
+                async with progress(ctx, "uploading") as tracker:
+                    job, parts = await batch_api.upload(
+                        state.client,
+                        staging,
+                        model,
+                        part_bytes=state.settings.batch_part_bytes,
+                        progress=tracker.report,
+                    )
         finally:
             staging.unlink(missing_ok=True)
         lines = prepared.lines
@@ -232,9 +235,11 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         with state.errors():
             path = state.files.check(output, for_writing=True)
-            job = await batch_api.await_completion(state.client, batch_id, wait_seconds, progress=ctx.report_progress)
-            refs = await state.store.batch_images(batch_id)
-            results = await batch_api.write_results(state.client, job, refs, path)
+            async with progress(ctx, f"waiting for batch {batch_id}") as tracker:
+                job = await batch_api.await_completion(state.client, batch_id, wait_seconds, progress=tracker.report)
+                await tracker.report(0, None, "downloading the results")
+                refs = await state.store.batch_images(batch_id)
+                results = await batch_api.write_results(state.client, job, refs, path)
         return BatchResults(
             batch_id=job.id,
             output=str(path),

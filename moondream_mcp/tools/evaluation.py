@@ -18,6 +18,7 @@ from ..datasets import Example
 from ..state import AppState, Ctx
 from ..store import new_id
 from .dataset_checks import DatasetPath, read_dataset, refuse
+from .progress import progress
 from .results import compact
 
 # ---- parameters -------------------------------------------------------------------------------
@@ -162,13 +163,11 @@ def register(server: MCPServer[AppState]) -> None:
         path = _output_path(state, output, "evaluations", new_id("eval"))
         started = time.monotonic()
 
-        async def progress(done: int, total: int, message: str) -> None:
-            await ctx.report_progress(done, total, message)
-
         try:
-            tallies = await evaluation.evaluate(
-                state.client, state.images, examples, asked, path, progress=progress, explain=state.explain
-            )
+            async with progress(ctx, "evaluating") as tracker:
+                tallies = await evaluation.evaluate(
+                    state.client, state.images, examples, asked, path, progress=tracker.report, explain=state.explain
+                )
         except OSError as exc:
             raise ToolError(f"cannot write {path}: {exc.strerror}") from None
         rows = [_score_row(t) for t in tallies]

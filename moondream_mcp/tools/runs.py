@@ -23,6 +23,7 @@ from ..store import Run
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .dataset_checks import DatasetPath, read_dataset, refuse
 from .pictures import SaveTo, show
+from .progress import progress
 from .results import compact, structured
 
 RUN_URI = "moondream://runs/{run_id}"
@@ -380,19 +381,20 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         deadline = time.monotonic() + wait_seconds
         seen: tuple[int, str, int] | None = None
-        while True:
-            change = state.runner.next_change()
-            run = await _find_run(state, run_id)
-            now = (run.steps_done, run.state, len(await state.store.run_evals(run.id)))
-            if seen is not None and now != seen:
-                await ctx.report_progress(run.steps_done, run.total_steps, f"step {run.steps_done}/{run.total_steps}")
-                break
-            seen = now
-            left = deadline - time.monotonic()
-            if run.state != "running" or left <= 0:
-                break
-            with anyio.move_on_after(left):
-                await change.wait()
+        async with progress(ctx, f"waiting for run {run_id} to take a step") as tracker:
+            while True:
+                change = state.runner.next_change()
+                run = await _find_run(state, run_id)
+                now = (run.steps_done, run.state, len(await state.store.run_evals(run.id)))
+                if seen is not None and now != seen:
+                    await tracker.report(run.steps_done, run.total_steps, f"step {run.steps_done}/{run.total_steps}")
+                    break
+                seen = now
+                left = deadline - time.monotonic()
+                if run.state != "running" or left <= 0:
+                    break
+                with anyio.move_on_after(left):
+                    await change.wait()
         status = await run_status(state, run, history)
         if not chart:
             return structured(status)

@@ -24,6 +24,7 @@ from ..client.tuning import (
 from ..failures import EXPECTED
 from ..state import AppState, Ctx
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
+from .progress import progress
 from .results import compact
 
 # ---- parameter and result models ------------------------------------------------------------
@@ -406,7 +407,8 @@ def register(server: MCPServer[AppState]) -> None:
                     wire.append(_sft_wire(group, prepared.data_url if prepared else None))
         with state.errors():
             try:
-                result = await state.client.tuning.train_step(finetune_id, wire, lr)
+                async with progress(ctx, "waiting for the train step"):
+                    result = await state.client.tuning.train_step(finetune_id, wire, lr)
             except (ServerError, StreamError, APIConnectionError) as exc:
                 if isinstance(exc, APIConnectionError) and not exc.sent:
                     raise  # never reached the API: an ordinary connection error

@@ -238,7 +238,8 @@ class Schemas:
             return st.none()
         if kind == "array":
             items = self.valid(node.get("items", {}), name)
-            return st.lists(items, min_size=node.get("minItems", 0), max_size=min(node.get("maxItems", 3), 3))
+            least = node.get("minItems", 0)
+            return st.lists(items, min_size=least, max_size=max(least, min(node.get("maxItems", 3), 3)))
         if kind == "object":
             return self._object(node)
         return JSON_VALUES  # no type: anything JSON can carry

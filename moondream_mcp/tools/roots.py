@@ -11,6 +11,7 @@ import logging
 import os
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +27,30 @@ from ..state import AppState
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 10.0  # seconds a client gets to list its roots before the call goes on without them
+CONNECTIONS = 64  # connections whose roots are allowed at once
 
 
 class ClientRoots:
     """Middleware keeping the file guard's extra directories in step with each connection's roots."""
 
     def __init__(self) -> None:
-        self._current: set[object] = set()  # connections whose roots the guard has
+        self._current: OrderedDict[object, None] = OrderedDict()  # connections whose roots the guard has
 
     async def __call__(self, ctx: ServerRequestContext[AppState, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "notifications/roots/list_changed":
-            self._current.discard(_connection(ctx))
+            self._current.pop(_connection(ctx), None)
         elif ctx.method == "tools/call" and _connection(ctx) not in self._current and _offers_roots(ctx):
             await self._refresh(ctx)
         return await call_next(ctx)
 
     async def _refresh(self, ctx: ServerRequestContext[AppState, Any]) -> None:
         key = _connection(ctx)
-        self._current.add(key)  # before asking: a call arriving meanwhile need not ask again
+        self._current[key] = None  # before asking: a call arriving meanwhile need not ask again
+        files = ctx.lifespan_context.files
+        while len(self._current) > CONNECTIONS:
+            # HTTP sessions end without a word: the oldest lose their roots (and ask again if they come back).
+            gone, _ = self._current.popitem(last=False)
+            files.set_extra_dirs(("roots", gone), ())
         try:
             with anyio.fail_after(ASK_TIMEOUT):
                 listed = await ctx.session.send_request(types.ListRootsRequest(), types.ListRootsResult)
@@ -52,7 +59,7 @@ class ClientRoots:
             log.warning("the client did not list its roots: %s", type(exc).__name__)
             return
         dirs = [d for d in (_directory(str(root.uri)) for root in listed.roots) if d is not None]
-        ctx.lifespan_context.files.set_extra_dirs(("roots", key), dirs)
+        files.set_extra_dirs(("roots", key), dirs)
         log.info("client roots allowed: %s", ", ".join(map(str, dirs)) or "(none)")
 
 

@@ -28,7 +28,8 @@ Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s
 All coordinates are normalized 0-1 with the origin at the top-left of the image as displayed
 (EXIF orientation applied); multiply by image.width / image.height for pixels.
 Use detect for boxes and counts, point for locations, segment for outlines, query for questions,
-caption for descriptions. Set annotate=true to get the image back with the results drawn on it."""
+caption for descriptions, zoom to look closer (crops at full resolution). Set annotate=true to get the
+image back with the results drawn on it."""
 
 
 class _Server(MCPServer[AppState]):

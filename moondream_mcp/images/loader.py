@@ -6,8 +6,8 @@ import hashlib
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -96,15 +96,16 @@ class ImageLoader:
         await self._fetcher.__aexit__(exc_type, exc, tb)
 
     async def load(self, ref: str) -> PreparedImage:
-        key, label, read = await self._locate(ref)
-        if (hit := self._cache.get(key)) is not None:
-            return hit
-        return await self._prepare(key, label, await read())
+        async with self._located(ref) as located:
+            if (hit := self._cache.get(located.key)) is not None:
+                return hit
+            data = await located.read()
+        return await self._prepare(located.key, located.label, data)
 
     async def read(self, ref: str) -> Source:
         """The reference's bytes as they are (not decoded), under the same checks and limits as load()."""
-        key, label, read = await self._locate(ref)
-        return Source(key=key, label=label, data=await read())
+        async with self._located(ref) as located:
+            return Source(key=located.key, label=located.label, data=await located.read())
 
     async def prepare(self, source: Source) -> PreparedImage:
         """What load() would return for the reference `source` was read from."""
@@ -119,8 +120,10 @@ class ImageLoader:
         )
         return await anyio.to_thread.run_sync(work, limiter=self._decoder_slots())
 
-    async def _locate(self, ref: str) -> tuple[Hashable, str, Callable[[], Awaitable[bytes]]]:
-        """The cache key of a reference, its label for messages, and how to read its bytes."""
+    @asynccontextmanager
+    async def _located(self, ref: str) -> AsyncIterator[_Located]:
+        """A reference's cache key, its label for messages and how to read its bytes; a local file is held
+        open meanwhile, so what is read is what was checked and keyed."""
         ref = ref.strip()
         if not ref:
             raise ImageError(f"the image reference is empty; give {_KINDS}.")
@@ -131,19 +134,21 @@ class ImageLoader:
         if scheme == "data":
             # Keyed by digest: the cache should not hold a second copy of a multi-megabyte string.
             key = ("data", hashlib.sha256(ref.encode("utf-8", "surrogatepass")).digest())
-            return key, label, partial(anyio.to_thread.run_sync, decode_data_url, ref, self._max_file_bytes)
-        if scheme in ("http", "https"):
-            return ("url", ref), label, partial(self._fetcher.fetch, ref)
-        if scheme in (None, "file"):
+            yield _Located(key, label, partial(anyio.to_thread.run_sync, decode_data_url, ref, self._max_file_bytes))
+        elif scheme in ("http", "https"):
+            yield _Located(("url", ref), label, partial(self._fetcher.fetch, ref))
+        elif scheme in (None, "file"):
             with _as_image_error():
-                checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
+                opened = await anyio.to_thread.run_sync(self._guard.open, ref)
+            with opened:
 
-            async def read_file() -> bytes:
-                with _as_image_error():
-                    return await anyio.to_thread.run_sync(self._guard.read, checked)
+                async def read_file() -> bytes:
+                    with _as_image_error():
+                        return await anyio.to_thread.run_sync(opened.read)
 
-            return ("file", checked.identity), label, read_file
-        raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
+                yield _Located(("file", opened.identity), label, read_file)
+        else:
+            raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
 
     async def _prepare(self, key: Hashable, label: str, data: bytes) -> PreparedImage:
         decode = partial(prepare, data, max_pixels=self._max_pixels, label=label)
@@ -156,6 +161,13 @@ class ImageLoader:
             # Each decode may hold a few hundred MB at the pixel limit: a few at a time, not 40.
             self._decoders = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         return self._decoders
+
+
+@dataclass(frozen=True)
+class _Located:
+    key: Hashable
+    label: str
+    read: Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)

@@ -390,6 +390,38 @@ class FileGuard:
         finally:
             os.close(parent)
 
+    def open_own_read(self, *parts: str) -> OpenFile:
+        """A file of the server's own below its data directory, for reading; as open_own, only for names
+        the server chooses, and no symlink followed below the data directory. FileMissing if it is not there."""
+        if self.own_dir is None:
+            raise FileMissing("this server has no data directory")
+        label = describe(str(self.own_dir.joinpath(*parts)))
+        real = self.own_dir.resolve().joinpath(*parts)
+        fd = -1
+        try:
+            parent = os.open(self.own_dir, _WALK & ~getattr(os, "O_NOFOLLOW", 0))
+            try:
+                for name in parts[:-1]:
+                    below = os.open(name, _WALK, dir_fd=parent)
+                    os.close(parent)
+                    parent = below
+                fd = os.open(parts[-1], _READ, dir_fd=parent)
+            finally:
+                os.close(parent)
+            st = os.fstat(fd)
+            _require_regular(st, label)
+            if st.st_size > self.max_file_bytes:
+                raise FileError(_too_large(label, self.max_file_bytes))
+        except BaseException as exc:
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(exc, FileNotFoundError):
+                raise FileMissing(f"file not found: {label}") from None
+            if isinstance(exc, OSError):
+                raise FileError(f"cannot open {label}: {exc.strerror}") from None
+            raise
+        return OpenFile(fd, real, st, label, self.max_file_bytes)
+
     def _open_for_writing(self, parent: int, name: str, real: Path, label: str, *, judge: bool) -> OutputFile | None:
         """Create `name` in `parent`, or open it if it is there; None when it changed under us (look again)."""
         created = True

@@ -7,6 +7,7 @@ to a folder inside the allowed directories, through the file guard. Knows nothin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -19,11 +20,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from .files import FileError, FileGuard
+from .files import FileError, FileGuard, FileMissing
 from .images.encode import encode_jpeg
 
 # Base64 characters of one picture: some clients drop images over 1 MB.
 BUDGET = 1_000_000
+FOLDER = "pictures"  # below the data directory
 KEPT = 500  # pictures kept in the data directory, newest first
 REMEMBERED = 1000  # pictures saved elsewhere whose resource still resolves
 _SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png"}
@@ -54,14 +56,20 @@ def fit(picture: Picture) -> Picture:
 
 
 class PictureShelf:
-    """Where pictures are saved and read back by name. Blocking: call it from a worker thread."""
+    """Where pictures are saved and read back by name. Blocking: call it from a worker thread.
 
-    def __init__(self, folder: Path, files: FileGuard, kept: int = KEPT) -> None:
-        self.folder = folder
+    A picture is only ever written to a file it creates under a fresh name, so saving never replaces
+    anything, ours or anyone else's."""
+
+    def __init__(self, files: FileGuard, kept: int = KEPT) -> None:
         self._files = files
         self._kept = kept
-        self._elsewhere: OrderedDict[str, Path] = OrderedDict()
+        self._elsewhere: OrderedDict[str, tuple[Path, bytes]] = OrderedDict()  # path, digest
         self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path | None:
+        return self._files.own_dir / FOLDER if self._files.own_dir is not None else None
 
     def save(self, picture: Picture, save_to: str | None = None) -> SavedPicture:
         """Save `picture` (fitted to BUDGET) in the pictures folder, or in `save_to`, a directory an agent named."""
@@ -69,19 +77,32 @@ class PictureShelf:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{picture.kind}-{stamp}-{secrets.token_hex(4)}{_SUFFIXES.get(picture.mime, '.jpg')}"
         if save_to is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / name
-            _write(path, picture.data)
+            output = self._files.open_own(FOLDER, name)
+        else:
+            with self._files.open_dir(save_to) as folder:  # refused with the agent's own words if it is not one
+                where = folder.path
+            output = self._files.open_output(str(where / name))
+        with output:
+            if not output.created:
+                # A fresh random name already taken: whatever holds it stays as it was.
+                raise FileError(f"cannot save the picture: {output.label} is already there; try again.")
+            try:
+                view = memoryview(picture.data)
+                while view:
+                    view = view[os.write(output.fd, view) :]
+            except BaseException as exc:
+                output.discard()
+                if isinstance(exc, OSError):
+                    raise FileError(f"cannot write {output.label}: {exc.strerror}") from None
+                raise
+        if save_to is None:
             self._prune(name)
         else:
-            folder = self._files.check_dir(save_to)
-            path = self._files.check(str(folder / name), for_writing=True)
-            _write(path, picture.data)
             with self._lock:
-                self._elsewhere[name] = path
+                self._elsewhere[name] = (output.path, hashlib.sha256(picture.data).digest())
                 while len(self._elsewhere) > REMEMBERED:
                     self._elsewhere.popitem(last=False)
-        return SavedPicture(picture=picture, name=name, path=path)
+        return SavedPicture(picture=picture, name=name, path=output.path)
 
     def read(self, name: str) -> tuple[bytes, str]:
         """A saved picture's bytes and media type, by name; FileError when there is no such picture."""
@@ -90,36 +111,39 @@ class PictureShelf:
         mime = "image/png" if name.endswith(".png") else "image/jpeg"
         with self._lock:
             elsewhere = self._elsewhere.get(name)
-        if elsewhere is not None:
-            # A folder an agent chose: read as any agent-named file, in case it changed since.
-            return self._files.read(self._files.inspect(str(elsewhere))), mime
+        gone = f"no picture named {name}; it may have been pruned (the newest {self._kept} are kept)"
         try:
-            with open(self.folder / name, "rb") as file:
-                return file.read(2 * BUDGET), mime
-        except FileNotFoundError:
-            raise FileError(
-                f"no picture named {name}; it may have been pruned (the newest {self._kept} are kept)"
-            ) from None
+            if elsewhere is None:
+                opened = self._files.open_own_read(FOLDER, name)
+            else:
+                # A folder an agent chose: opened as any agent-named file, in case it changed since.
+                opened = self._files.open(str(elsewhere[0]))
+        except FileMissing:
+            raise FileError(gone) from None
+        with opened:
+            data = opened.read() if opened.stat.st_size <= 2 * BUDGET else b""
+        if not data or (elsewhere is not None and hashlib.sha256(data).digest() != elsewhere[1]):
+            # Changed since it was saved: what is there now is not a picture of ours to hand out.
+            raise FileError(f"no picture named {name}; the file saved under that name was replaced")
+        return data, mime
 
     def _prune(self, newest: str) -> None:
+        folder = self.folder
+        if folder is None:
+            return
         with self._lock:
             try:
-                saved = [(e.stat().st_mtime_ns, e.path) for e in os.scandir(self.folder) if _NAME.match(e.name)]
+                saved = [
+                    (e.stat(follow_symlinks=False).st_mtime_ns, e.name)
+                    for e in os.scandir(folder)
+                    if _NAME.match(e.name) and e.is_file(follow_symlinks=False)
+                ]
             except OSError:
                 return
             # Oldest first; the picture just saved is never among those removed, whatever the clock did.
-            older = sorted(item for item in saved if not item[1].endswith(os.sep + newest))
-            for _, path in older[: max(0, len(saved) - self._kept)]:
+            older = sorted(item for item in saved if item[1] != newest)
+            for _, name in older[: max(0, len(saved) - self._kept)]:
                 try:
-                    os.unlink(path)
+                    os.unlink(folder / name)
                 except OSError:
                     pass  # gone already, or not ours to remove: the next save tries again
-
-
-def _write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -41,7 +41,7 @@ class AppState:
     @cached_property
     def pictures(self) -> PictureShelf:
         """Where the pictures tools return are saved, and read back from as resources."""
-        return PictureShelf(self.settings.data_dir / "pictures", self.files)
+        return PictureShelf(self.files)
 
     @property
     def explain(self) -> Explainer:

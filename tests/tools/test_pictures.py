@@ -94,7 +94,7 @@ def test_a_picture_over_the_budget_is_reencoded_under_it() -> None:
 
 
 def test_only_the_newest_pictures_are_kept_in_the_data_directory(tmp_path: Path) -> None:
-    shelf = PictureShelf(tmp_path / "pictures", FileGuard([tmp_path], 1 << 20), kept=3)
+    shelf = PictureShelf(FileGuard([tmp_path], 1 << 20, own_dir=tmp_path), kept=3)
     keep = tmp_path / "pictures" / "notes.txt"  # not a picture of ours: never removed
     keep.parent.mkdir()
     keep.write_text("mine")
@@ -103,3 +103,45 @@ def test_only_the_newest_pictures_are_kept_in_the_data_directory(tmp_path: Path)
     left = sorted(p.name for p in (tmp_path / "pictures").iterdir())
     assert len(left) == 4 and "notes.txt" in left
     assert names[-1] in left
+
+
+async def test_a_picture_saved_elsewhere_then_replaced_is_no_longer_served(client: Client, workdir: Path) -> None:
+    path = save(canvas(), workdir / "square.png")
+    folder = workdir / "marked"
+    folder.mkdir()
+    arguments = {"image": path, "object": "red", "annotate": True, "save_to": str(folder)}
+    result = await client.call_tool("detect", arguments)
+    _, uri = parts(result)
+    saved = Path(result.structured_content["picture"])
+    saved.unlink()
+    saved.write_text("notes that are not the picture")
+
+    with pytest.raises(MCPError, match="replaced"):
+        await client.read_resource(uri)
+
+
+async def test_a_symlink_planted_among_the_saved_pictures_is_not_followed(
+    client: Client, settings: Settings, outside: Path
+) -> None:
+    secret = outside / "secret.jpg"
+    secret.write_bytes(b"\xff\xd8 secret")
+    folder = settings.data_dir / "pictures"
+    folder.mkdir(parents=True)
+    (folder / "detect-20200101-000000-00000000.jpg").symlink_to(secret)
+
+    with pytest.raises(MCPError) as raised:
+        await client.read_resource("moondream://pictures/detect-20200101-000000-00000000.jpg")
+    assert "secret" not in str(raised.value)
+
+
+async def test_save_to_a_file_or_a_missing_folder_is_refused_and_nothing_is_written(
+    client: Client, workdir: Path
+) -> None:
+    path = save(canvas(), workdir / "square.png")
+    before = Path(path).read_bytes()
+    as_file = await refusal(client, "detect", image=path, object="red", annotate=True, save_to=path)
+    missing = await refusal(client, "detect", image=path, object="red", annotate=True, save_to=str(workdir / "missing"))
+    assert "not a directory" in as_file
+    assert "not found" in missing
+    assert Path(path).read_bytes() == before
+    assert sorted(p.name for p in workdir.iterdir()) == ["square.png"]

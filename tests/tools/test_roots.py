@@ -110,3 +110,20 @@ async def test_connections_of_the_2026_protocol_have_no_roots_and_calls_go_on(
     async with Client(build_server(settings), mode="auto", list_roots_callback=roots) as client:
         assert (await call(client, "detect", image=configured, object="red"))["count"] == 1
     assert roots.asked == 0
+
+
+async def test_inside_a_client_root_a_symlink_out_and_a_hidden_folder_are_still_refused(
+    settings: Settings, project: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    save(canvas(), secret / "square.png")
+    (project / "escape.png").symlink_to(secret / "square.png")
+    (project / ".private").mkdir()
+    save(canvas(), project / ".private" / "square.png")
+    roots = Roots(project.as_uri())
+    async with Client(build_server(settings), mode="legacy", list_roots_callback=roots) as client:
+        escaped = await refusal(client, "detect", image=str(project / "escape.png"), object="red")
+        hidden = await refusal(client, "detect", image=str(project / ".private" / "square.png"), object="red")
+    assert "outside the allowed directories" in escaped
+    assert "hidden" in hidden

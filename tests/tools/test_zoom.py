@@ -118,3 +118,14 @@ async def test_zoom_refuses_arguments_that_cannot_work(
 ) -> None:
     path = save(canvas(), workdir / "square.png")
     assert expected in await refusal(client, "zoom", image=path, **arguments)
+
+
+async def test_zoom_reads_only_what_the_file_guard_opens(client: Client, workdir: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (workdir / "escape.png").symlink_to(save(canvas(), secret / "square.png"))
+    outside = await refusal(client, "zoom", image=str(workdir / "escape.png"), boxes=[[0, 0, 1, 1]])
+    missing = await refusal(client, "zoom", image=str(secret / "nothing.png"), boxes=[[0, 0, 1, 1]])
+    # The same answer whether or not the file is there: nothing is learnt about the disk outside.
+    for text in (outside, missing):
+        assert "outside the allowed directories" in text and "not found" not in text

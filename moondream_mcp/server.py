@@ -15,7 +15,7 @@ from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
 from .store import Store
-from .tools import batch_api, datasets, evaluation, guides, local_batch, runs, skills, tuning
+from .tools import batch_api, datasets, evaluation, guides, local_batch, runs, skills, tuning, video
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -80,6 +80,7 @@ def build_server(
     runs.register(server)
     evaluation.register(server)
     guides.register(server)
+    video.register(server)
     return server
 
 

@@ -19,7 +19,7 @@ from ..files import FileError, FileGuard
 from .data_urls import decode_data_url
 from .encode import PreparedImage, prepare
 from .errors import ImageError, describe
-from .fetch import AddressPolicy, Resolver, UrlFetcher, is_public_address, system_resolver
+from .fetch import AddressPolicy, Resolver, Sink, UrlFetcher, is_public_address, system_resolver
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -131,6 +131,10 @@ class ImageLoader:
         prepared = await anyio.to_thread.run_sync(decode, limiter=self._decoders)
         self._cache.put(key, prepared)
         return prepared
+
+    async def download(self, url: str, write: Sink) -> int:
+        """An http(s) URL's bytes, chunk by chunk, under the address policy, byte cap and time cap of images."""
+        return await self._fetcher.fetch_to(url, write)
 
 
 def _any_address(_address: object) -> bool:

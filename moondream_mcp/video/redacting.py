@@ -179,8 +179,8 @@ async def redact_video(
     tiles: list[Tile] = []
     for pts in sorted(before, key=lambda p: before[p][0]):
         t, picture_before, shapes = before[pts]
-        tiles.append(Tile(picture_before, f"{t:.2f} s before", shapes))
-        tiles.append(Tile(after.get(pts, picture_before), f"{t:.2f} s after"))
+        tiles.append(Tile(picture_before, f"before, {t:.2f} s", shapes))
+        tiles.append(Tile(after.get(pts, picture_before), f"after, {t:.2f} s"))
     jpeg = await anyio.to_thread.run_sync(partial(sheet, tiles, columns=4 if len(tiles) > 2 else 2))
     await anyio.Path(sheet_path.parent).mkdir(parents=True, exist_ok=True)
     await anyio.Path(sheet_path).write_bytes(jpeg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -320,3 +321,50 @@ async def test_redact_video_refuses_an_output_it_cannot_write(
     assert "outside the allowed directories" in text
     text = await refusal(client, "redact_video", video=str(clip.path), objects=["red"], output=str(workdir / "o.avi"))
     assert text.endswith("cannot write a .avi video; name the output .mp4, .mov or .mkv.")
+
+
+# ---- what a video may not reach -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "listing"),
+    [
+        ("list.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2.0,\n{secret}\n#EXT-X-ENDLIST\n"),
+        ("list.ffconcat", "ffconcat version 1.0\nfile '{secret}'\n"),
+    ],
+)
+@pytest.mark.parametrize("where", ["file", "url"])
+async def test_a_playlist_naming_another_video_is_refused_without_opening_it(
+    client: Client, workdir: Path, tmp_path: Path, emulator, name: str, listing: str, where: str
+) -> None:
+    # FFmpeg's playlist demuxers open what a playlist names: a file past the guard, or a URL past the URL guard.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = moving_square(outside / "secret.mp4")
+    async with serving() as server:
+        server.routes["/secret.mp4"] = body(secret.path.read_bytes(), "video/mp4")
+        fifo = outside / "witness.mp4"  # opening a FIFO for reading would block until a writer came: it must not
+        os.mkfifo(fifo)
+        named = {"file": str(fifo), "url": f"{server.url}/secret.mp4"}[where]
+        playlist = workdir / name
+        playlist.write_text(listing.format(secret=named))
+        text = await refusal(client, "detect_video", video=str(playlist), object="red")
+        assert server.requests == []
+    assert (
+        text.endswith(f"{playlist} is not a video that can be read (FFmpeg could not open it).")
+        or "not a single video file" in text
+    )
+    assert emulator.emulator.requests == []
+
+
+async def test_a_symlink_to_a_video_outside_the_allowed_directories_is_refused(
+    client: Client, workdir: Path, tmp_path: Path, emulator
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = moving_square(outside / "secret.mp4")
+    link = workdir / "innocent.mp4"
+    link.symlink_to(secret.path)
+    text = await refusal(client, "detect_video", video=str(link), object="red")
+    assert "outside the allowed directories" in text
+    assert emulator.emulator.requests == []

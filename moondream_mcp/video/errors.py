@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..failures import InputError
 
-EXTRA = "install moondream-mcp with the video extra: pip install 'moondream-mcp[video]' (PyAV)"
+EXTRA = "install the video extra: pip install -e '.[video]' in the server's clone (or pip install av)"
 
 
 class VideoError(InputError):

@@ -184,7 +184,10 @@ async def test_without_pyav_the_video_tools_name_the_extra_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets when PyAV is not installed
     text = await refusal(client, "detect_video", video=str(clip.path), object="red")
-    assert "pip install 'moondream-mcp[video]'" in text
+    assert text.endswith(
+        "the video tools need PyAV, which is not installed; install the video extra: pip install -e '.[video]' "
+        "in the server's clone (or pip install av)."
+    )
     text = await refusal(
         client, "redact_video", video=str(clip.path), objects=["red"], output=str(clip.path.with_name("o.mp4"))
     )

@@ -20,7 +20,7 @@ from ..client import MoondreamClient
 from ..failures import EXPECTED, Explain, FailureGroups
 from ..jsonl import LineWriter
 from ..local_batch import digest
-from .errors import require_av
+from .errors import VideoError, require_av
 from .sampling import Sampling, VideoInfo
 from .sheets import Tile, sheet
 from .source import Source
@@ -29,6 +29,7 @@ from .tracking import Shape, Track, track
 Skill = Literal["detect", "point"]
 Progress = Callable[[float, float | None, str | None], Coroutine[Any, Any, None]]
 
+_OWN = b'{"job":'  # how every line this module writes begins
 MAX_SPANS = 32
 MAX_TRACKS = 20
 SHEET_FRAMES = 12
@@ -80,6 +81,13 @@ def shapes_of(record: dict[str, Any]) -> list[Shape]:
     return [(p["x"], p["y"], p["x"], p["y"]) for p in record.get("points", [])]
 
 
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def _readable(record: dict[str, Any]) -> bool:
     try:
         return all(isinstance(v, (int, float)) for shape in shapes_of(record) for v in shape)
@@ -101,9 +109,15 @@ class FrameLog:
             return {}
         with self._lock, open(self.path, "rb+") as f:
             data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-                data = data[: data.rfind(b"\n") + 1]
+            first, complete, _ = data.partition(b"\n")
+            tail = data[data.rfind(b"\n") + 1 :]
+            # Appending to, or cutting, anything but this log's own lines would damage it (the video itself, say).
+            head_ok = _is_record(first) if complete else first.startswith(_OWN)
+            if data and not (head_ok and (not tail or tail.startswith(_OWN))):
+                raise VideoError(f"{self.path} is not a JSONL file of frame results; choose another output.")
+            if tail:  # a line torn by a crash
+                f.truncate(len(data) - len(tail))
+                data = data[: len(data) - len(tail)]
         found: dict[int, dict[str, Any]] = {}
         for line in data.splitlines():
             try:

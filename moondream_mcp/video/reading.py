@@ -155,8 +155,12 @@ class Reader:
         tb = self.time_base
         origin = self.stream.start_time
         if self._start > 0:
-            # Seeks to the key frame at or before `start`; the frames before it are decoded and dropped.
-            self.container.seek(round(self._start / tb) + (origin or 0), stream=self.stream, backward=True)
+            # To the key frame at or before `start`; the frames before it are decoded and dropped. A file that
+            # cannot seek is decoded from its beginning instead.
+            try:
+                self.container.seek(round(self._start / tb) + (origin or 0), stream=self.stream, backward=True)
+            except (av.error.FFmpegError, OSError, ValueError):
+                pass
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(30)
         step = max(1, round(1 / (rate * tb)))  # a frame's length in pts, for streams that lose timestamps
         half = 0.5 / float(rate)

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -115,6 +116,20 @@ async def test_a_rerun_with_the_same_output_resumes_without_asking_again(
     assert len(lines(args["output"])) == 5
     other = await call(client, "detect_video", **{**args, "fps": 4})
     assert other["resumed"] == 0, "other sampling is another job"
+
+
+@pytest.mark.parametrize("content", ["video", "notes"])
+async def test_an_output_that_is_not_a_results_file_is_left_untouched(
+    client: Client, clip: Clip, workdir: Path, emulator, content: str
+) -> None:
+    target = clip.path if content == "video" else workdir / "notes.txt"
+    if content == "notes":
+        target.write_text("shopping: milk")  # no newline at the end: a torn line, were it a log
+    before = target.read_bytes()
+    text = await refusal(client, "detect_video", video=str(clip.path), object="red", output=str(target))
+    assert text.endswith(f"{target} is not a JSONL file of frame results; choose another output.")
+    assert target.read_bytes() == before
+    assert emulator.emulator.requests == []
 
 
 async def test_progress_is_reported_for_every_sampled_frame(client: Client, clip: Clip) -> None:
@@ -305,6 +320,25 @@ async def test_a_sample_that_could_not_be_checked_writes_nothing(
     text = await refusal(client, "redact_video", video=str(clip.path), objects=["red"], output=str(output))
     assert "nothing was written" in text
     assert sorted(p.name for p in workdir.iterdir()) == ["square.mp4"]
+
+
+async def test_a_cancelled_redaction_leaves_no_file_behind(settings: Settings, workdir: Path) -> None:
+    long = moving_square(workdir / "long.mp4", frames=240)
+    output = workdir / "cut.mp4"
+    async with Client(build_server(settings)) as client:
+        writing = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if message == "writing":
+                writing.set()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                arguments = {"video": str(long.path), "objects": ["red"], "output": str(output)}
+                tasks.start_soon(lambda: client.call_tool("redact_video", arguments, progress_callback=on_progress))
+                await writing.wait()
+                tasks.cancel_scope.cancel()
+    assert sorted(p.name for p in workdir.iterdir()) == ["long.mp4"]
 
 
 async def test_redact_video_never_writes_over_an_existing_file(client: Client, clip: Clip, workdir: Path) -> None:

@@ -1,5 +1,5 @@
-"""Decoding a video as a stream of frames as the viewer sees them (turned by the container's display matrix),
-and choosing which frames to sample. Blocking: called from worker threads, one frame in memory at a time."""
+"""Decoding a video as a stream of frames, each with its time, and turning a frame the way the viewer sees it
+(by the container's display matrix). Blocking: called from worker threads, one frame in memory at a time."""
 
 from __future__ import annotations
 

@@ -80,16 +80,13 @@ class Sampler:
         last: Frame | None = None
         last_taken = False
         for frame in frames:
-            if count >= cap:
+            take = frame.t >= due - self._half if self._interval else frame.index % self._step == 0
+            if take and count >= cap:  # a sample is due, and none is left
                 self.truncated = True
                 return
-            if self._interval:
-                take = frame.t >= due - self._half
-                if take:
-                    due = start + (math.floor((frame.t - start + self._half) / self._interval) + 1) * self._interval
-            else:
-                take = frame.index % self._step == 0
             if take:
+                if self._interval:
+                    due = start + (math.floor((frame.t - start + self._half) / self._interval) + 1) * self._interval
                 count += 1
                 yield frame
             last, last_taken = frame, take

@@ -59,7 +59,10 @@ class _Output:
         self.video: VideoStream = self.container.add_stream("libx264", rate=rate, options=dict(X264))
         self.video.width, self.video.height = source.codec_context.width, source.codec_context.height
         pix_fmt = source.codec_context.pix_fmt or "yuv420p"
-        self.video.pix_fmt = pix_fmt if pix_fmt in _KEPT_FORMATS else "yuv420p"
+        pix_fmt = pix_fmt if pix_fmt in _KEPT_FORMATS else "yuv420p"
+        if pix_fmt == "yuv420p" and (self.video.width % 2 or self.video.height % 2):
+            pix_fmt = "yuv444p"  # H.264 keeps 4:2:0 to even sizes only; some codecs (VP9) have odd ones
+        self.video.pix_fmt = pix_fmt
         # The source's own time base: every frame keeps its exact timestamp, variable frame rates too.
         self.video.time_base = reader.time_base
         self.video.codec_context.time_base = reader.time_base

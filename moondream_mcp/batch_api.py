@@ -11,8 +11,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -22,7 +21,6 @@ from .client.batch import BatchJob, Part
 from .failures import EXPECTED, Explain, FailureGroups, InputError
 from .images import ImageLoader
 from .jsonl import LineWriter
-from .store import new_id
 
 PREPARE_CONCURRENCY = 4  # images decoded at once while the upload file is written
 POLL_WAITS = (0.25, 0.5, 1.0, 2.0)  # then every 2 s
@@ -69,18 +67,19 @@ class Prepared:
 async def write_lines(
     images: ImageLoader,
     refs: list[str],
-    staging: Path,
+    staging: BinaryIO,
     skill: str,
     fields: dict[str, Any],
     *,
     explain: Explain,
     progress: Progress = _quiet,
 ) -> Prepared:
-    """Prepare each image and append its line to `staging`; nothing but the file holds the images."""
+    """Prepare each image and append its line to `staging` (opened through the file guard); nothing but the
+    file holds the images."""
     limiter = anyio.CapacityLimiter(PREPARE_CONCURRENCY)
     written = 0
     skipped = FailureGroups()
-    handle = await anyio.open_file(staging, "wb")
+    handle = anyio.wrap_file(staging)
 
     async def one(index: int, ref: str) -> None:
         nonlocal written
@@ -94,29 +93,28 @@ async def write_lines(
             written += 1
         await progress(written, len(refs), f"prepared {written}/{len(refs)} images")
 
-    try:
-        async with anyio.create_task_group() as tasks:
-            for index, ref in enumerate(refs):
-                tasks.start_soon(one, index, ref)
-    finally:
-        await handle.aclose()
+    async with anyio.create_task_group() as tasks:
+        for index, ref in enumerate(refs):
+            tasks.start_soon(one, index, ref)
+    await handle.flush()
     return Prepared(lines=written, skipped=skipped)
 
 
 async def upload(
-    client: MoondreamClient, staging: Path, model: str | None, *, part_bytes: int, progress: Progress = _quiet
+    client: MoondreamClient, staging: BinaryIO, model: str | None, *, part_bytes: int, progress: Progress = _quiet
 ) -> tuple[BatchJob, int]:
-    """Upload `staging` part by part, reading one part at a time; abort the upload on failure."""
+    """Upload `staging` from its start, part by part, reading one part at a time; abort the upload on failure."""
     batches = client.batches
-    size = (await anyio.Path(staging).stat()).st_size
+    size = os.fstat(staging.fileno()).st_size
+    staging.seek(0)
     total_parts = max(1, -(-size // part_bytes))
     started = await batches.create_upload()
     parts: list[Part] = []
     try:
-        async with await anyio.open_file(staging, "rb") as f:
-            while chunk := await f.read(part_bytes):
-                parts.append(await batches.upload_part(started, len(parts) + 1, chunk))
-                await progress(len(parts), total_parts, f"uploaded part {len(parts)}/{total_parts}")
+        f = anyio.wrap_file(staging)
+        while chunk := await f.read(part_bytes):
+            parts.append(await batches.upload_part(started, len(parts) + 1, chunk))
+            await progress(len(parts), total_parts, f"uploaded part {len(parts)}/{total_parts}")
         job = await batches.complete(started, parts, model)
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -158,26 +156,31 @@ class Results:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def write_results(client: MoondreamClient, job: BatchJob, refs: list[str] | None, path: Path) -> Results:
-    """Stream every result file into `path` (via a temporary file, so a failure leaves no half output),
-    each line mapped back to the image reference its id names."""
-    temporary = path.with_name(f".{path.name}.{new_id('part')}")
+async def write_results(client: MoondreamClient, job: BatchJob, refs: list[str] | None, lines: LineWriter) -> Results:
+    """Stream every result file into `lines`, each line mapped back to the image reference its id names.
+    On any failure the output is abandoned (jsonl.LineWriter.abandon), so no half output stays."""
     results = Results()
     try:
-        with LineWriter(temporary, "new") as out:
-            for file in sorted(job.outputs, key=lambda o: o.index):
-                async with client.batches.download(file.url) as response:
-                    async for text in response.aiter_lines():
-                        if not text.strip():
-                            continue
-                        row = _mapped(json.loads(text), refs, results)
-                        await anyio.to_thread.run_sync(out.write, row)
-        os.replace(temporary, path)
-    except ValueError:
-        raise InputError(f"a result file of batch {job.id} is not valid JSONL") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+        for file in sorted(job.outputs, key=lambda o: o.index):
+            async with client.batches.download(file.url) as response:
+                async for text in response.aiter_lines():
+                    if not text.strip():
+                        continue
+                    row = _mapped(json.loads(text), refs, results)
+                    await anyio.to_thread.run_sync(lines.write, row)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lines.abandon)
+        if isinstance(exc, ValueError):
+            raise InputError(f"a result file of batch {job.id} is not valid JSONL") from None
+        raise
+    await anyio.to_thread.run_sync(lines.close)
     return results
+
+
+def job_of(batch_id: str) -> str:
+    """The id marking a batch's results file: the same batch, the same job."""
+    return jsonl.job_id(tool="batch_results", batch=batch_id)
 
 
 def _mapped(record: dict[str, Any], refs: list[str] | None, results: Results) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -19,6 +19,16 @@ IN_FLIGHT = 8  # API requests one job keeps in flight; the client's shared rate 
 def is_cloud(endpoint: str) -> bool:
     """Whether an endpoint is Moondream Cloud (keys required, a default rate limit), judged by its host."""
     return (urlsplit(endpoint).hostname or "") == urlsplit(CLOUD_ENDPOINT).hostname
+
+
+def split_credentials(endpoint: str) -> tuple[str, tuple[str, str] | None]:
+    """The endpoint without the user:password it may carry (http://user:password@host/v1), and those."""
+    parts = urlsplit(endpoint)
+    if "@" not in parts.netloc:
+        return endpoint, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
 
 
 def _env(name: str) -> AliasChoices:
@@ -164,6 +174,18 @@ class Settings(BaseSettings):
     @property
     def is_cloud(self) -> bool:
         return is_cloud(self.endpoint)
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as it may appear in a message or a log: without any credentials in it."""
+        return split_credentials(self.endpoint)[0]
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the settings hold: scrubbed from whatever the server says."""
+        held = [s.get_secret_value() for s in (self.api_key, self.token) if s is not None]
+        credentials = split_credentials(self.endpoint)[1]
+        return tuple(held + [c for c in credentials or () if c])
 
     @property
     def requests_per_second(self) -> float | None:

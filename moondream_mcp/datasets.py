@@ -15,6 +15,11 @@ One example per line, a JSON object:
   not in the image). Coordinates are normalized 0-1, origin top-left; a box may also be written
   `[x_min, y_min, x_max, y_max]` and a point `[x, y]`.
 - `split`: optional, train or eval. Examples without one are split by image (see assign_splits).
+- `job`: written by import_dataset, to know the file as its own output; ignored when reading.
+
+Reading a file is not a way to see what is in it: problems name lines and what is wrong with them, and
+quote a value only from a line that names an image and a known skill (a dataset example, if a flawed one);
+samples are lines that parsed as examples. A text file that is not a dataset shows nothing of itself.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .failures import InputError
-from .files import FileError, FileGuard
+from .files import FileError, FileGuard, FileMissing, OpenFile, describe
 from .images import IMAGE_SUFFIXES
-from .jsonl import write_atomically
+from .jsonl import LineWriter, job_id
 from .scoring import MATCH_RULES, Box, Point, regex_problem
 
 SKILLS = ("query", "point", "detect")
@@ -95,7 +100,8 @@ class Dataset:
     path: Path
     examples: list[Example]
     problems: list[Problem]
-    samples: list[str]  # the first few lines as written
+    samples: list[str]  # the first few example lines as written
+    identity: tuple[int, int] | None = None  # (device, inode) of the file read
 
     def counts(self) -> dict[str, dict[str, int]]:
         splits = Counter(e.split or "unassigned" for e in self.examples)
@@ -173,7 +179,7 @@ def parse_example(record: Any, line: int, base: Path) -> Example:
         raise ValueError("missing `image`")
     skill = record.get("skill")
     if skill not in SKILLS:
-        raise ValueError(f"`skill` must be one of {', '.join(SKILLS)}, not {skill!r}")
+        raise ValueError(f"`skill` must be one of {', '.join(SKILLS)}")
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise ValueError(f"`split` must be train or eval, not {split!r}")
@@ -225,7 +231,8 @@ def parse_example(record: Any, line: int, base: Path) -> Example:
 
 
 def parse(text: str, base: Path, *, samples: int = 3) -> tuple[list[Example], list[Problem], list[str]]:
-    """Every example of a JSONL text, the problems of the lines that are not, and the first few lines."""
+    """Every example of a JSONL text, the problems of the lines that are not, and the first few examples
+    as written."""
     examples: list[Example] = []
     problems: list[Problem] = []
     shown: list[str] = []
@@ -233,36 +240,41 @@ def parse(text: str, base: Path, *, samples: int = 3) -> tuple[list[Example], li
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if len(shown) < samples:
-            shown.append(line if len(line) <= 400 else line[:399] + "…")
         if len(line) > MAX_LINE_CHARS:
             problems.append(Problem(number, f"line longer than {MAX_LINE_CHARS} characters"))
             continue
         try:
             record = json.loads(line)
         except ValueError as exc:
-            problems.append(Problem(number, f"not JSON: {getattr(exc, 'msg', exc)}"))
+            problems.append(Problem(number, f"not JSON: {getattr(exc, 'msg', 'invalid')}"))
+            continue
+        except RecursionError:
+            problems.append(Problem(number, "not a dataset line: JSON nested too deeply"))
             continue
         try:
             examples.append(parse_example(record, number, base))
         except ValueError as exc:
             problems.append(Problem(number, str(exc)))
+            continue
+        if len(shown) < samples:
+            shown.append(line if len(line) <= 400 else line[:399] + "…")
     if not examples and not problems:
         problems.append(Problem(None, "the file has no examples"))
     problems += split_conflicts(examples)
     return examples, problems, shown
 
 
-def load(path: Path) -> Dataset:
-    """Read and parse a JSONL dataset (the caller has checked that `path` may be read)."""
+def load(files: FileGuard, ref: str) -> Dataset:
+    """Read and parse a JSONL dataset through the file guard. Blocking: run it in a worker thread."""
+    with files.open(ref, allow_empty=True) as opened:
+        data = opened.read()
+        identity = (opened.stat.st_dev, opened.stat.st_ino)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DatasetError(f"{path} is not UTF-8 text; a dataset is a JSONL file") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
-    examples, problems, samples = parse(text, path.parent)
-    return Dataset(path, examples, problems, samples)
+        raise DatasetError(f"{opened.label} is not UTF-8 text; a dataset is a JSONL file") from None
+    examples, problems, samples = parse(text, opened.path.parent)
+    return Dataset(opened.path, examples, problems, samples, identity)
 
 
 def split_conflicts(examples: Iterable[Example]) -> list[Problem]:
@@ -298,12 +310,13 @@ def image_problems(examples: Iterable[Example], check: ImageCheck) -> list[Probl
     return problems
 
 
-def readable_image(path: Path) -> str | None:
-    """Why a local image file cannot be decoded, from its header alone; None when it looks fine."""
+def readable_image(opened: OpenFile) -> str | None:
+    """Why an opened image file cannot be decoded, from its header alone; None when it looks fine."""
     from PIL import Image, UnidentifiedImageError
 
+    path = opened.label
     try:
-        with Image.open(path) as image:
+        with os.fdopen(os.dup(opened.fd), "rb") as f, Image.open(f) as image:
             width, height = image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return f"unreadable image: {path} is not an image file this server can decode"
@@ -452,21 +465,25 @@ _YOLO_SPLITS = {
 }
 
 
-def yolo_class_names(root: Path) -> list[str] | None:
-    """Class names from data.yaml / dataset.yaml (`names:` as a list or an index map), classes.txt or obj.names."""
+def yolo_class_names(files: FileGuard, root: Path) -> list[str] | None:
+    """Class names from data.yaml / dataset.yaml (`names:` as a list or an index map), classes.txt or obj.names,
+    each read through the file guard: a class file that leads outside the allowed dirs is refused."""
     for name in ("data.yaml", "dataset.yaml", "data.yml"):
-        path = root / name
-        if path.is_file():
-            names = _yaml_names(path.read_text(encoding="utf-8", errors="replace"))
-            if names:
-                return names
+        if (text := _read_text(files, root / name)) is not None and (names := _yaml_names(text)):
+            return names
     for name in ("classes.txt", "obj.names", "classes.names"):
-        path = root / name
-        if path.is_file():
-            return [
-                line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
-            ]
+        if (text := _read_text(files, root / name)) is not None:
+            return [line.strip() for line in text.splitlines() if line.strip()]
     return None
+
+
+def _read_text(files: FileGuard, path: Path) -> str | None:
+    """A small text file's content, None when there is no such file."""
+    try:
+        with files.open(str(path), allow_empty=True) as opened:
+            return opened.read().decode("utf-8", errors="replace")
+    except FileMissing:
+        return None
 
 
 def _yaml_names(text: str) -> list[str] | None:
@@ -481,6 +498,8 @@ def _yaml_names(text: str) -> list[str] | None:
             return [_unquote(v) for v in rest.strip("[]").split(",") if v.strip()]
         if rest.startswith("{"):
             pairs = [p.split(":", 1) for p in rest.strip("{}").split(",") if ":" in p]
+            if not all(k.strip().isdigit() for k, _ in pairs):
+                return None
             return [_unquote(v) for _, v in sorted(pairs, key=lambda kv: int(kv[0].strip()))]
         names: dict[int, str] = {}
         listed: list[str] = []
@@ -499,30 +518,35 @@ def _unquote(value: str) -> str:
     return value.split("#", 1)[0].strip().strip("'\"")
 
 
-def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None) -> Imported:
+def from_yolo(files: FileGuard, root: Path, *, output_dir: Path, classes: list[str] | None = None) -> Imported:
     """A YOLO folder -> one detect example per (image, class) with at least one box.
 
     Images are under root/images (or root itself) and each has a label file of the same stem under
     root/labels (mirroring any subfolder) or beside it: lines of `class x_centre y_centre width height`,
-    normalized. A subfolder named train / val / valid / test sets the split. Hidden names are skipped.
+    normalized. A subfolder named train / val / valid / test sets the split. Hidden names are skipped;
+    every file is listed and read through the file guard.
     """
-    names = classes or yolo_class_names(root)
+    names = classes or yolo_class_names(files, root)
     if not names:
         raise DatasetError(f"no class names: pass `classes`, or put data.yaml (names: ...) or classes.txt in {root}")
-    image_root = root / "images" if (root / "images").is_dir() else root
-    label_root = root / "labels" if (root / "labels").is_dir() else image_root
+    image_root = _subdir(files, root, "images") or root
+    label_root = _subdir(files, root, "labels") or image_root
     out = Imported([], 0, [])
-    real_root = root.resolve()
-    for image in sorted(p for p in image_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    with files.open_dir(str(image_root)) as top:
+        listed = files.find(top, ["**", "*"], accept=lambda name: Path(name).suffix.lower() in IMAGE_SUFFIXES)
+    for image in sorted(listed):
         relative = image.relative_to(image_root)
-        if any(part.startswith(".") for part in relative.parts) or not image.is_file():
-            continue
         label = label_root / relative.with_suffix(".txt")
-        if not label.is_file() or not label.resolve().is_relative_to(real_root):
+        try:
+            text = _read_text(files, label)
+        except FileError as exc:
+            out.skip(f"{relative}: {exc}")
+            continue
+        if text is None:
             out.skip(f"{relative}: no label file")
             continue
         by_class: dict[int, list[dict[str, float]]] = defaultdict(list)
-        for number, line in enumerate(label.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -556,40 +580,87 @@ def from_yolo(root: Path, *, output_dir: Path, classes: list[str] | None = None)
     return out
 
 
+def _subdir(files: FileGuard, root: Path, name: str) -> Path | None:
+    try:
+        with files.open_dir(str(root / name)) as found:
+            return found.path
+    except FileMissing:
+        return None
+
+
 def read_checked(files: FileGuard, path: str) -> tuple[Dataset, list[Problem], int]:
     """The dataset at `path` (through the file guard), every problem (lines, then images), and how many
     image URLs went unchecked. Blocking: run it in a worker thread."""
-    dataset = load(files.check(path))
+    dataset = load(files, path)
 
     def check(ref: str) -> str | None:
         if is_url(ref):
             return None
         try:
-            real = files.check(ref)
+            with files.open(ref) as opened:
+                return readable_image(opened)
         except FileError as exc:
             return str(exc)
-        return readable_image(real)
 
     problems = image_problems(dataset.examples, check)
     urls = len({e.ref for e in dataset.examples if is_url(e.ref)})
     return dataset, dataset.problems + problems, urls
 
 
-def import_coco(json_path: Path, *, image_dir: Path, output: Path, split: str | None = None) -> Imported:
-    """A COCO detection file turned into our JSONL at `output` (written only when there is something)."""
+Format = Literal["coco", "yolo"]
+
+
+def import_dataset(
+    files: FileGuard,
+    source: str,
+    format: Format,
+    output: str,
+    *,
+    image_dir: str | None = None,
+    classes: list[str] | None = None,
+    split: str | None = None,
+) -> tuple[Imported, Path]:
+    """A COCO detection file or a YOLO folder turned into our JSONL at `output`, and the path written.
+
+    The output must be new or an earlier output of this same import (jsonl.py's rule): never the source,
+    never anyone else's file. Nothing is written, and a new file is not left behind, when nothing imports.
+    Blocking: run it in a worker thread.
+    """
+    if format == "coco":
+        with files.open(source) as opened:
+            data = opened.read()
+            read = {(opened.stat.st_dev, opened.stat.st_ino)}
+            origin = opened.path
+        images_at = origin.parent
+        if image_dir:
+            with files.open_dir(image_dir) as folder:
+                images_at = folder.path
+    else:
+        with files.open_dir(source) as folder:
+            origin = folder.path
+        read = set()
+    job = job_id(tool="import_dataset", format=format, source=origin, image_dir=image_dir, classes=classes, split=split)
+    target = files.open_output(output)
+    if target.identity in read:
+        target.close()
+        raise FileError(f"refused to write {target.label}: it is the file being imported; give a new file name.")
+    lines = LineWriter.claim(target, job, "replace", tool="import_dataset")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{json_path} is not a JSON file: {exc}") from None
-    imported = from_coco(data, image_dir=image_dir, output_dir=output.parent, split=split)
-    if imported.records:
-        write_atomically(output, imported.records)
-    return imported
-
-
-def import_yolo(root: Path, *, output: Path, classes: list[str] | None = None) -> Imported:
-    """A YOLO folder turned into our JSONL at `output` (written only when there is something)."""
-    imported = from_yolo(root, output_dir=output.parent, classes=classes)
-    if imported.records:
-        write_atomically(output, imported.records)
-    return imported
+        if format == "coco":
+            try:
+                parsed = json.loads(data.decode("utf-8"))
+            except (ValueError, RecursionError):
+                raise DatasetError(f"{describe(source)} is not a JSON file") from None
+            imported = from_coco(parsed, image_dir=images_at, output_dir=target.path.parent, split=split)
+        else:
+            imported = from_yolo(files, origin, output_dir=target.path.parent, classes=classes)
+        if not imported.records:
+            lines.abandon()
+            return imported, target.path
+        for record in imported.records:
+            lines.write(record)
+    except BaseException:
+        lines.abandon()
+        raise
+    lines.close()
+    return imported, target.path

@@ -28,6 +28,7 @@ from .client.base import APIClient
 from .client.skills import Skills
 from .client.tuning import Tuning
 from .config import STATION_ENDPOINT, Settings
+from .failures import redact
 
 # A person is waiting: one attempt, a short wait; retries would only delay the verdict.
 PROBE_TIMEOUT = 10.0
@@ -42,15 +43,12 @@ class Check:
 
 
 def _scrub(text: str, settings: Settings) -> str:
-    secrets = [s.get_secret_value() for s in (settings.api_key, settings.token) if s is not None]
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+    return redact(text, settings.secrets)
 
 
 async def check_api(settings: Settings) -> list[Check]:
     """Is the endpoint up, and does it take the key?"""
-    endpoint = settings.endpoint
+    endpoint = settings.shown_endpoint
     key = settings.api_key.get_secret_value() if settings.api_key else None
     if settings.is_cloud and key is None:
         return [
@@ -62,7 +60,7 @@ async def check_api(settings: Settings) -> list[Check]:
             )
         ]
     async with APIClient(
-        endpoint=endpoint, api_key=key, timeout=min(settings.timeout, PROBE_TIMEOUT), max_attempts=1
+        endpoint=settings.endpoint, api_key=key, timeout=min(settings.timeout, PROBE_TIMEOUT), max_attempts=1
     ) as api:
         try:
             if key is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,11 +17,16 @@ from .config import IN_FLIGHT
 from .datasets import Example
 from .failures import EXPECTED, Explain
 from .images import ImageLoader
-from .jsonl import LineWriter
+from .jsonl import LineWriter, job_id
 
 GREEDY = Sampling(temperature=0)
 
 Progress = Callable[[int, int, str], Awaitable[None]]
+
+
+def job(dataset: str, split: str, limit: int | None, models: Sequence[str | None]) -> str:
+    """The id marking an evaluation's output: the same dataset, split, limit and models, the same job."""
+    return job_id(tool="evaluate", dataset=dataset, split=split, limit=limit, models=[label(m) for m in models])
 
 
 def label(model: str | None) -> str:
@@ -124,19 +128,19 @@ async def evaluate(
     images: ImageLoader,
     examples: Sequence[Example],
     models: Sequence[str | None],
-    output: Path,
+    lines: LineWriter,
     *,
     concurrency: int = IN_FLIGHT,
     progress: Progress | None = None,
     explain: Explain = str,
 ) -> list[Tally]:
-    """Ask every model every example (None is the base model) and tally the scores, in `models` order.
+    """Ask every model every example (None is the base model), write a line per answer to `lines` (closed at
+    the end) and tally the scores, in `models` order.
 
     An example a model cannot answer (an image that will not load, an API error after retries) is
     written with its error and counted in `errors`, not scored. Anything unexpected propagates.
     """
     tallies = [Tally(label(m)) for m in models]
-    lines = await anyio.to_thread.run_sync(LineWriter, output, "new")
     limiter = anyio.CapacityLimiter(max(1, concurrency))
     total = len(examples) * len(models)
     done = 0
@@ -174,5 +178,5 @@ async def evaluate(
                 for index in range(len(models)):
                     tasks.start_soon(one, example, index)
     finally:
-        lines.close()
+        await anyio.to_thread.run_sync(lines.close)
     return tallies

@@ -3,8 +3,9 @@ failures grouped by reason for work over many items. Knows nothing of MCP."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .client import (
@@ -26,6 +27,7 @@ from .client import (
 from .files import FileError
 from .images import ImageError
 from .shapes import PathError
+from .store import Refused
 
 
 class InputError(ValueError):
@@ -33,7 +35,7 @@ class InputError(ValueError):
 
 
 # What a bad input or the API can cause; anything else is a bug and propagates.
-EXPECTED: tuple[type[Exception], ...] = (MoondreamError, ImageError, FileError, PathError, InputError)
+EXPECTED: tuple[type[Exception], ...] = (MoondreamError, ImageError, FileError, PathError, InputError, Refused)
 
 Explain = Callable[[Exception], str]
 
@@ -49,6 +51,7 @@ def _explain(exc: Exception, endpoint: str) -> str:
             InputError,
             NotConfiguredError,
             PathError,
+            Refused,
             InvalidRequestError,
             UnexpectedResponseError,
         ),
@@ -79,21 +82,37 @@ def _explain(exc: Exception, endpoint: str) -> str:
     return str(exc)
 
 
-def describe(exc: Exception, *, endpoint: str, secret: str | None) -> str:
-    """A short message for the model; the API key is scrubbed from it."""
-    message = _explain(exc, endpoint)
-    return message.replace(secret, "***") if secret else message
+# A secret this short cannot be told from ordinary text (nor kept secret): it is left alone. One this long
+# is in no word: it is replaced wherever it occurs. Between the two, only where it stands as a word of its own.
+MIN_SECRET = 4
+LONG_SECRET = 12
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with each secret replaced by *** exactly where it occurs, and nothing else touched."""
+    for secret in sorted({s for s in secrets if s and len(s.strip()) >= MIN_SECRET}, key=len, reverse=True):
+        if len(secret) >= LONG_SECRET:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def describe(exc: Exception, *, endpoint: str, secrets: Iterable[str | None] = ()) -> str:
+    """A short message for the model; every secret (API key, credentials in the endpoint) scrubbed from it."""
+    return redact(_explain(exc, endpoint), secrets)
 
 
 @dataclass(frozen=True)
 class Explainer:
-    """describe() bound to one server's endpoint and key: what domain code is handed as `explain`."""
+    """describe() bound to one server's endpoint (as it may be shown) and secrets: what domain code is handed
+    as `explain`."""
 
     endpoint: str
-    secret: str | None
+    secrets: tuple[str, ...] = ()
 
     def __call__(self, exc: Exception) -> str:
-        return describe(exc, endpoint=self.endpoint, secret=self.secret)
+        return describe(exc, endpoint=self.endpoint, secrets=self.secrets)
 
 
 @dataclass

@@ -1,27 +1,57 @@
-"""The file guard: which files an agent may name, for reading or writing, and reading them without surprises.
+"""The file guard: which files an agent may name, for reading or writing, and opening them without surprises.
 
-Every file the server touches on an agent's say-so goes through it: images, datasets, class files,
-outputs.
+Every file the server touches goes through it: images, datasets, class files, image lists, outputs, and
+the server's own files under its data directory.
 
 An agent chooses the path, so every rule here assumes the path may be hostile: it may climb out with
 `../`, escape through a symlink, aim at secrets in hidden directories, or name something that is not
-a file at all (a FIFO that blocks forever, /dev/zero that never ends, a 2 GB sparse file).
+a file at all (a FIFO that blocks forever, /dev/zero that never ends, a 2 GB sparse file). And the
+disk may change while it is being read: a directory may be swapped for a symlink between a check and
+an open. So nothing is checked and then opened by name: a path is walked from the root one component
+at a time, each directory opened relative to the one before it without following symlinks, each
+symlink read and judged by where it really leads, and what is handed out is the open descriptor, so
+nothing reopens the path. On Linux the descriptor's path is confirmed once more through /proc, which
+also catches a directory renamed out from under the walk.
+
+Refusals give nothing away about the disk outside the allowed directories: whether a path there exists,
+is a file or a directory, every answer is the same "outside the allowed directories".
 """
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import os
 import stat
+import time
 import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from .config import Settings
 
 _MAX_LABEL = 160
+MAX_LINKS = 40  # symlinks followed for one path, as the kernel's own limit
+LIST_SECONDS = 20.0  # longest a listing or glob may take
+LIST_ENTRIES = 1_000_000  # most directory entries a listing or glob may look at
+LIST_DEPTH = 64  # deepest a `**` glob descends
+
+# POSIX flags; where one is missing (not a POSIX system) the walk, which needs dir_fd, cannot run anyway.
+_O = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# O_PATH where there is one: crossing a directory needs only search permission and opens nothing.
+_WALK = (getattr(os, "O_PATH", 0) or os.O_RDONLY) | _DIRECTORY | _O
+_LIST = os.O_RDONLY | _DIRECTORY | _O
+# O_NONBLOCK: a FIFO swapped in after the last look must not wait for a writer.
+_READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | _O
+_WRITE = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | _O
+# What open() answers when the name it was given is, after all, a symlink (or stopped being a directory).
+_SWAPPED = (errno.ELOOP, errno.ENOTDIR)
 
 
 class FileError(Exception):
@@ -30,6 +60,10 @@ class FileError(Exception):
     str(e) is a short message safe to show an AI agent: it names the path and says what to do.
     It never carries file content.
     """
+
+
+class FileMissing(FileError):
+    """The path does not exist, inside the allowed directories (outside, that is never said)."""
 
 
 def describe(ref: str) -> str:
@@ -49,13 +83,39 @@ _SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 _ALLOW_MORE = "Set MOONDREAM_MCP_ALLOWED_DIRS to allow more."
 
 
-@dataclass(frozen=True)
-class CheckedFile:
-    """A file that passed every check, with the stat taken before it is opened."""
+class _Handle:
+    fd: int
 
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        # A handle dropped unclosed (its opener cancelled while a worker thread still ran) still lets go.
+        try:
+            self.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(eq=False)
+class OpenFile(_Handle):
+    """A regular file the guard opened for reading: the descriptor, its real path and its stat."""
+
+    fd: int
     path: Path
     stat: os.stat_result
     label: str
+    limit: int
 
     @property
     def identity(self) -> tuple[str, int, int, int, int]:
@@ -63,98 +123,442 @@ class CheckedFile:
         st = self.stat
         return (str(self.path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
-
-class FileGuard:
-    """The allowed directories, and the checks every path an agent names must pass."""
-
-    def __init__(self, allowed_dirs: Sequence[Path], max_file_bytes: int) -> None:
-        # Resolved here too, so that containment compares real paths with real paths even when the
-        # loader is built by hand rather than from Settings.
-        self.allowed_dirs = tuple(Path(os.path.expanduser(d)).resolve() for d in allowed_dirs)
-        self.max_file_bytes = max_file_bytes
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FileGuard:
-        return cls(list(settings.allowed_dirs), settings.max_file_bytes)
-
-    def check(self, ref: str, *, for_writing: bool = False) -> Path:
-        """The real path behind `ref` if an agent may read it (or, for writing, create or replace it)."""
-        if for_writing:
-            return self._check_for_writing(ref)
-        return self.inspect(ref).path
-
-    def check_dir(self, ref: str) -> Path:
-        """The real path of a directory inside the allowed dirs, for listing its files."""
-        label = describe(ref)
-        real = self._resolve(self._to_path(ref, label), label, missing=f"directory not found: {label}")
-        self._authorize(real, label)
-        if not stat.S_ISDIR(self._stat(real, label).st_mode):
-            raise FileError(f"not a directory: {label}")
-        return real
-
-    def inspect(self, ref: str) -> CheckedFile:
-        label = describe(ref)
-        path = self._to_path(ref, label)
-        real = self._resolve(path, label)
-        self._authorize(real, label)
-        st = self._stat(real, label)
-        self._require_regular(st, label)
-        if st.st_size > self.max_file_bytes:
-            raise FileError(self._too_large(label))
-        if st.st_size == 0:
-            raise FileError(f"the file is empty: {label}")
-        return CheckedFile(real, st, label)
-
-    def read(self, checked: CheckedFile) -> bytes:
-        """The file's bytes, refusing anything that changed into a non-file or grew past the limit."""
-        label = checked.label
-        # O_NONBLOCK: if a FIFO was swapped in after the stat, opening it must not wait for a writer.
-        # O_NOFOLLOW: the checked path is already resolved, so a symlink there now is a swap.
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-        flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+    def read(self) -> bytes:
+        """Every byte, refusing a file that grew past the limit since it was opened."""
+        chunks: list[bytes] = []
+        budget = self.limit + 1  # one byte past the limit proves the file is over it
+        offset = 0
         try:
-            fd = os.open(checked.path, flags)
-        except OSError as exc:
-            raise FileError(f"cannot open {label}: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            self._require_regular(st, label)
-            if (st.st_dev, st.st_ino) != (checked.stat.st_dev, checked.stat.st_ino):
-                raise FileError(f"the file changed while it was being opened: {label}; try again.")
-            chunks: list[bytes] = []
-            budget = self.max_file_bytes + 1  # one byte past the limit proves the file is over it
             while budget > 0:
-                chunk = os.read(fd, min(budget, 1 << 20))
+                chunk = os.pread(self.fd, min(budget, 1 << 20), offset)
                 if not chunk:
                     break
                 chunks.append(chunk)
+                offset += len(chunk)
                 budget -= len(chunk)
         except OSError as exc:
-            raise FileError(f"cannot read {label}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        data = b"".join(chunks)
-        if len(data) > self.max_file_bytes:
-            raise FileError(self._too_large(label))
-        if not data:
-            raise FileError(f"the file is empty: {label}")
-        return data
+            raise FileError(f"cannot read {self.label}: {exc.strerror}") from None
+        if offset > self.limit:
+            raise FileError(_too_large(self.label, self.limit))
+        return b"".join(chunks)
 
-    def _check_for_writing(self, ref: str) -> Path:
+
+@dataclass(eq=False)
+class OpenDir(_Handle):
+    """A directory the guard opened, for listing it and opening what is below it."""
+
+    fd: int
+    path: Path
+    label: str
+
+
+@dataclass(eq=False)
+class OutputFile(_Handle):
+    """A regular file the guard opened for writing (read-write, not truncated): new, or one that was there.
+
+    Whoever writes decides, from what is already in it, whether it may be written at all (jsonl.py).
+    """
+
+    fd: int
+    path: Path
+    label: str
+    created: bool  # made by this open: nothing of anyone else's is in it
+    _parent: int = field(repr=False)  # the directory holding it, to remove it by name if need be
+    _name: str = field(repr=False)
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        st = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino)
+
+    def head(self, size: int) -> bytes:
+        return os.pread(self.fd, size, 0)
+
+    def discard(self) -> None:
+        """Close, and remove the file if this open created it (and the name still holds it)."""
+        try:
+            if self.created and self.fd >= 0:
+                mine = os.fstat(self.fd)
+                try:
+                    there = os.stat(self._name, dir_fd=self._parent, follow_symlinks=False)
+                except OSError:
+                    there = None
+                if there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.unlink(self._name, dir_fd=self._parent)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        super().close()
+        if self._parent >= 0:
+            os.close(self._parent)
+            self._parent = -1
+
+
+@dataclass
+class _Budget:
+    label: str
+    links: int = 0
+
+    def spend(self, guard: FileGuard, where: Path) -> None:
+        self.links += 1
+        if self.links > MAX_LINKS:
+            raise guard._failure(OSError(errno.ELOOP, os.strerror(errno.ELOOP)), where, self.label, self.label)
+
+
+class FileGuard:
+    """The allowed directories, the rules every path an agent names must pass, and race-free opening."""
+
+    def __init__(self, allowed_dirs: Sequence[Path], max_file_bytes: int, own_dir: Path | None = None) -> None:
+        # Resolved here too, so that containment compares real paths with real paths even when the
+        # guard is built by hand rather than from Settings.
+        self.allowed_dirs = tuple(Path(os.path.expanduser(d)).resolve() for d in allowed_dirs)
+        self.max_file_bytes = max_file_bytes
+        self.own_dir = own_dir
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FileGuard:
+        return cls(list(settings.allowed_dirs), settings.max_file_bytes, settings.data_dir)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def open(self, ref: str, *, allow_empty: bool = False) -> OpenFile:
+        """The regular file `ref` names, opened for reading, if an agent may read it."""
+        label = describe(ref)
+        path = self._to_path(ref, label)
+        budget = _Budget(label)
+        while True:
+            parent, real, name = self._find_file(path, label, budget)
+            try:
+                fd = os.open(name, _READ, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno not in _SWAPPED:
+                    raise self._failure(exc, real, label, f"file not found: {label}") from None
+                budget.spend(self, real)
+                path = real  # it became a symlink since the look: look again
+                continue
+            finally:
+                os.close(parent)
+            return self._opened(fd, real, label, allow_empty)
+
+    def _find_file(self, path: Path, label: str, budget: _Budget) -> tuple[int, Path, str]:
+        """Walk to a regular file an agent may read: its directory's descriptor, its real path and name."""
+        missing = f"file not found: {label}"
+        while True:
+            parent, where, name = self._walk(path, label, budget, missing)
+            try:
+                if name == ".":
+                    self._authorize(where, label)
+                    raise FileError(f"refused: {label} is a directory; give the path of a regular file.")
+                real = where / name
+                st = self._lstat(parent, name, real, label, missing)
+                if stat.S_ISLNK(st.st_mode):
+                    path = self._follow(parent, name, where, real, budget)
+                    os.close(parent)
+                    continue
+                self._authorize(real, label)
+                _require_regular(st, label)  # before opening: a device or FIFO is never opened at all
+            except BaseException:
+                os.close(parent)
+                raise
+            return parent, real, name
+
+    def open_dir(self, ref: str) -> OpenDir:
+        """The directory `ref` names, opened for listing, if it is inside the allowed dirs."""
+        label = describe(ref)
+        return self._open_dir(self._to_path(ref, label), label)
+
+    def _open_dir(self, path: Path, label: str) -> OpenDir:
+        budget = _Budget(label)
+        missing = f"directory not found: {label}"
+        while True:
+            parent, where, name = self._walk(path, label, budget, missing)
+            try:
+                real = where if name == "." else where / name
+                if name != ".":
+                    st = self._lstat(parent, name, real, label, missing)
+                    if stat.S_ISLNK(st.st_mode):
+                        path = self._follow(parent, name, where, real, budget)
+                        continue
+                self._authorize(real, label)
+                if name != "." and not stat.S_ISDIR(st.st_mode):
+                    raise FileError(f"not a directory: {label}")
+                try:
+                    fd = os.open(name, _LIST, dir_fd=parent)
+                except OSError as exc:
+                    if exc.errno not in _SWAPPED:
+                        raise self._failure(exc, real, label, missing) from None
+                    budget.spend(self, real)
+                    path = real
+                    continue
+            finally:
+                os.close(parent)
+            try:
+                self._confirm(fd, label)
+            except BaseException:
+                os.close(fd)
+                raise
+            return OpenDir(fd, real, label)
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def open_output(self, ref: str) -> OutputFile:
+        """The file `ref` names, created or opened (not truncated) for writing, if an agent may write it."""
         label = describe(ref)
         path = self._to_path(ref, label)
         if path.name in ("", ".", ".."):
             raise FileError(f"not a file path: {label}; give the full path of the file to write.")
+        budget = _Budget(label)
         missing = f"the directory does not exist: {label}; create it first."
-        parent = self._resolve(path.parent, label, missing=missing)
-        target = parent / path.name
-        if os.path.lexists(target):
-            # A symlink (even a dangling one) would redirect the write: judge where it really lands.
-            target = target.resolve()
-        self._authorize(target, label)
-        if os.path.lexists(target):
-            self._require_regular(self._stat(target, label), label)
-        return target
+        while True:
+            parent, where, name = self._walk(path, label, budget, missing)
+            try:
+                if name == ".":
+                    raise FileError(f"not a file path: {label}; give the full path of the file to write.")
+                real = where / name
+                try:
+                    st: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                except OSError as exc:
+                    raise self._failure(exc, real, label, missing) from None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    # Even a dangling symlink would redirect the write: judge where it really lands.
+                    path = self._follow(parent, name, where, real, budget)
+                    continue
+                self._authorize(real, label)
+                if st is not None:
+                    _require_regular(st, label)  # never open a FIFO or a device, even to refuse it
+                opened = self._open_for_writing(parent, name, real, label, judge=True)
+                if opened is None:
+                    budget.spend(self, real)
+                    continue
+                return opened
+            finally:
+                os.close(parent)
+
+    def open_own(self, *parts: str) -> OutputFile:
+        """A file of the server's own below its data directory (folders made as needed), for writing.
+
+        Only for names the server chooses: nothing an agent says reaches here. No symlink is followed
+        below the data directory: the server never makes one there.
+        """
+        if self.own_dir is None:
+            raise FileError("this server has no data directory to write to")
+        label = describe(str(self.own_dir.joinpath(*parts)))
+        real = self.own_dir.resolve()
+        try:
+            self.own_dir.mkdir(parents=True, exist_ok=True)
+            # The data directory itself is the operator's choice: a symlink there is theirs to make.
+            parent = os.open(self.own_dir, _WALK & ~getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+        try:
+            for name in parts[:-1]:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                except FileExistsError:
+                    pass
+                below = os.open(name, _WALK, dir_fd=parent)
+                os.close(parent)
+                parent, real = below, real / name
+            for _ in range(MAX_LINKS):
+                opened = self._open_for_writing(parent, parts[-1], real / parts[-1], label, judge=False)
+                if opened is not None:
+                    return opened
+            raise FileError(f"cannot write {label}: it keeps changing while it is being opened")
+        except OSError as exc:
+            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+        finally:
+            os.close(parent)
+
+    def _open_for_writing(self, parent: int, name: str, real: Path, label: str, *, judge: bool) -> OutputFile | None:
+        """Create `name` in `parent`, or open it if it is there; None when it changed under us (look again)."""
+        created = True
+        try:
+            fd = os.open(name, _WRITE | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=parent)
+        except FileExistsError:
+            created = False
+            try:
+                fd = os.open(name, _WRITE, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (*_SWAPPED, errno.ENOENT):
+                    return None
+                raise self._failure(exc, real, label, label, writing=True, judge=judge) from None
+        except OSError as exc:
+            raise self._failure(exc, real, label, label, writing=True, judge=judge) from None
+        opened = OutputFile(fd, real, label, created, os.dup(parent), name)
+        try:
+            _require_regular(os.fstat(fd), label)
+            if judge:
+                self._confirm(fd, label)
+        except BaseException:
+            opened.discard()
+            raise
+        return opened
+
+    # ---- listing ------------------------------------------------------------------------------
+
+    def glob(
+        self,
+        pattern: str,
+        *,
+        accept: Callable[[str], bool] = lambda name: True,
+        limit: int = 100_000,
+        seconds: float | None = None,
+    ) -> list[Path]:
+        """Files matching a glob (`*`, `?`, `[...]` per component, `**` for any depth), or every file of a
+        directory when `pattern` has no magic, whose names `accept` takes: at most `limit` + 1, sorted."""
+        label = describe(pattern)
+        path = self._to_path(pattern, label)
+        parts = path.parts
+        fixed = next((i for i, part in enumerate(parts) if _magic(part)), len(parts))
+        with self._open_dir(Path(*parts[:fixed]), label) as top:
+            rest = list(parts[fixed:]) or ["*"]
+            return sorted(self.find(top, rest, accept=accept, limit=limit, seconds=seconds))
+
+    def find(
+        self,
+        top: OpenDir,
+        pattern: Sequence[str],
+        *,
+        accept: Callable[[str], bool] = lambda name: True,
+        limit: int = 100_000,
+        seconds: float | None = None,
+    ) -> list[Path]:
+        """Files below `top` matching `pattern` (its components, `**` any depth), at most `limit` + 1.
+
+        Hidden names are skipped; a symlink is taken only where it leads inside the allowed dirs, and
+        a directory is entered once however many links reach it, so link loops end at once. Bounded in
+        entries looked at and in time: a FileError says to narrow the pattern.
+        """
+        rest = tuple(pattern) + (("*",) if pattern and pattern[-1] == "**" else ())
+        return _Finder(self, top.label, accept, limit, LIST_SECONDS if seconds is None else seconds).run(top, rest)
+
+    # ---- the walk -----------------------------------------------------------------------------
+
+    def _walk(self, path: Path, label: str, budget: _Budget, missing: str) -> tuple[int, Path, str]:
+        """Cross every component of `path` but the last, from the root: a descriptor of the directory
+        reached, its real path, and the last name ("." when the path ends at that directory)."""
+        names = deque(path.parts[1:])
+        last = names.pop() if names else "."
+        if last == "..":
+            names.append("..")
+            last = "."
+        fd = os.open("/", _WALK)
+        where = Path("/")
+        try:
+            while names:
+                name = names.popleft()
+                if name == "..":
+                    above = os.open("..", _WALK, dir_fd=fd)
+                    os.close(fd)
+                    fd, where = above, where.parent
+                    continue
+                st = self._lstat(fd, name, where / name, label, missing)
+                if stat.S_ISLNK(st.st_mode):
+                    target = self._follow(fd, name, Path("."), where / name, budget)
+                    if target.is_absolute():
+                        root = os.open("/", _WALK)
+                        os.close(fd)
+                        fd, where = root, Path("/")
+                    names.extendleft(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    not_dir = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+                    raise self._failure(not_dir, where / name, label, missing)
+                try:
+                    below = os.open(name, _WALK, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in _SWAPPED:
+                        raise self._failure(exc, where / name, label, missing) from None
+                    budget.spend(self, where / name)
+                    names.appendleft(name)  # it changed since the look: look again
+                    continue
+                os.close(fd)
+                fd, where = below, where / name
+            return fd, where, last
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _lstat(self, parent: int, name: str, real: Path, label: str, missing: str) -> os.stat_result:
+        try:
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            raise self._failure(exc, real, label, missing) from None
+
+    def _follow(self, parent: int, name: str, where: Path, real: Path, budget: _Budget) -> Path:
+        """The path the symlink `name` stands for, from `where`: walked again, every rule applies to it."""
+        budget.spend(self, real)
+        try:
+            target = os.readlink(name, dir_fd=parent)
+        except OSError as exc:
+            raise self._failure(exc, real, budget.label, f"file not found: {budget.label}") from None
+        return where / target  # `where` is real, so a ".." in the target means what the kernel would
+
+    def _opened(self, fd: int, real: Path, label: str, allow_empty: bool) -> OpenFile:
+        try:
+            st = os.fstat(fd)
+            _require_regular(st, label)
+            self._confirm(fd, label)
+            if st.st_size > self.max_file_bytes:
+                raise FileError(_too_large(label, self.max_file_bytes))
+            if st.st_size == 0 and not allow_empty:
+                raise FileError(f"the file is empty: {label}")
+        except BaseException:
+            os.close(fd)
+            raise
+        return OpenFile(fd, real, st, label, self.max_file_bytes)
+
+    def _confirm(self, fd: int, label: str) -> None:
+        """Where the descriptor really is, as the kernel says, must pass the rules too. Catches a directory
+        renamed out of the allowed dirs while the walk held it."""
+        try:
+            actual = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return  # no /proc here: the walk alone stands
+        if actual.startswith("/") and self._refusal(Path(actual), label) is not None:
+            raise FileError(f"the file moved while it was being opened: {label}; try again.")
+
+    # ---- the rules ----------------------------------------------------------------------------
+
+    def _refusal(self, real: Path, label: str) -> str | None:
+        """Why `real` (a path with no symlink in it) may not be touched; None when it may."""
+        # Deepest first, so a refusal names the hidden part below the most specific allowed dir.
+        containing = [d for d in self.allowed_dirs if real.is_relative_to(d)]
+        containing.sort(key=lambda d: len(d.parts), reverse=True)
+        if not containing:
+            return self._outside(label)
+        if any(real.is_relative_to(root) for root in _SPECIAL_ROOTS):
+            return f"refused: {label} is on a system filesystem ({real.parts[1]}), not a regular file."
+        # Hidden names are judged only below the allowed dir, so an allowed dir like ~/.cache/pics
+        # explicitly opts in to its own hidden ancestors but not to hidden things inside it.
+        hidden = [_first_hidden(real.relative_to(d)) for d in containing]
+        if all(name is not None for name in hidden):
+            return (
+                f"refused: {label} is inside a hidden file or directory ({hidden[0]}), where secrets and "
+                "settings are kept. To allow it, add that directory itself to MOONDREAM_MCP_ALLOWED_DIRS."
+            )
+        return None
+
+    def _authorize(self, real: Path, label: str) -> None:
+        if (refusal := self._refusal(real, label)) is not None:
+            raise FileError(refusal)
+
+    def _failure(
+        self, exc: OSError, real: Path, label: str, missing: str, *, writing: bool = False, judge: bool = True
+    ) -> FileError:
+        """The error for a failed look at `real`: a refusal if it may not be touched at all, whatever the
+        failure (so nothing is learnt about the disk outside), else what went wrong."""
+        if judge and (refusal := self._refusal(real, label)) is not None:
+            return FileError(refusal)
+        if exc.errno == errno.ENOENT and not writing:
+            return FileMissing(missing)
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return FileError(f"cannot {'write' if writing else 'access'} {label}: permission denied")
+        reason = exc.strerror or "cannot be resolved"
+        return FileError(f"cannot {'write' if writing else 'open'} {label}: {reason}")
 
     def _to_path(self, ref: str, label: str) -> Path:
         text = ref
@@ -173,73 +577,153 @@ class FileGuard:
             raise FileError(f"not an absolute path: {label}; give the full path, e.g. {example}")
         return Path(text)
 
-    def _resolve(self, path: Path, label: str, *, missing: str | None = None) -> Path:
-        try:
-            return path.resolve(strict=True)
-        except FileNotFoundError:
-            # Outside the allowed dirs, "not found" would tell an agent which files exist there.
-            if not self._lexically_inside(path):
-                raise FileError(self._outside(label)) from None
-            raise FileError(missing or f"file not found: {label}") from None
-        except PermissionError:
-            raise FileError(f"cannot access {label}: permission denied") from None
-        except (OSError, RuntimeError) as exc:  # symlink loops, a file used as a directory, too long
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "cannot be resolved"
-            raise FileError(f"cannot open {label}: {reason}") from None
-
-    def _lexically_inside(self, path: Path) -> bool:
-        normal = Path(os.path.normpath(path))
-        return any(normal.is_relative_to(d) for d in self.allowed_dirs)
-
-    def _authorize(self, real: Path, label: str) -> None:
-        # Deepest first, so a refusal names the hidden part below the most specific allowed dir.
-        containing = [d for d in self.allowed_dirs if real.is_relative_to(d)]
-        containing.sort(key=lambda d: len(d.parts), reverse=True)
-        if not containing:
-            raise FileError(self._outside(label))
-        if any(real.is_relative_to(root) for root in _SPECIAL_ROOTS):
-            raise FileError(f"refused: {label} is on a system filesystem ({real.parts[1]}), not a regular file.")
-        # Hidden names are judged only below the allowed dir, so an allowed dir like ~/.cache/pics
-        # explicitly opts in to its own hidden ancestors but not to hidden things inside it.
-        hidden = [_first_hidden(real.relative_to(d)) for d in containing]
-        if all(name is not None for name in hidden):
-            raise FileError(
-                f"refused: {label} is inside a hidden file or directory ({hidden[0]}), where secrets and "
-                "settings are kept. To allow it, add that directory itself to MOONDREAM_MCP_ALLOWED_DIRS."
-            )
-
-    def _stat(self, real: Path, label: str) -> os.stat_result:
-        try:
-            return os.stat(real)
-        except OSError as exc:
-            raise FileError(f"cannot open {label}: {exc.strerror}") from None
-
-    @staticmethod
-    def _require_regular(st: os.stat_result, label: str) -> None:
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            return
-        if stat.S_ISDIR(mode):
-            kind = "a directory"
-        elif stat.S_ISFIFO(mode):
-            kind = "a named pipe (FIFO)"
-        elif stat.S_ISSOCK(mode):
-            kind = "a socket"
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            kind = "a device"
-        else:
-            kind = "not a regular file"
-        raise FileError(f"refused: {label} is {kind}; give the path of a regular file.")
-
     def _outside(self, label: str) -> str:
         allowed = ", ".join(str(d) for d in self.allowed_dirs) or "(none)"
         return f"the file is outside the allowed directories: {label}; allowed: {allowed}. {_ALLOW_MORE}"
 
-    def _too_large(self, label: str) -> str:
-        return (
-            f"the file is too large: {label} is over the limit of {self.max_file_bytes} bytes; "
-            "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES."
-        )
+
+class _Finder:
+    """One bounded walk of `FileGuard.find`."""
+
+    def __init__(self, guard: FileGuard, label: str, accept: Callable[[str], bool], limit: int, seconds: float) -> None:
+        self.guard = guard
+        self.label = label
+        self.accept = accept
+        self.limit = limit
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.most_entries = LIST_ENTRIES
+        self.entries = 0
+        self.found: list[Path] = []
+        self.seen: set[tuple[int, int, int]] = set()
+
+    def run(self, top: OpenDir, pattern: tuple[str, ...]) -> list[Path]:
+        self._visit(top.fd, top.path, pattern, 0)
+        return self.found
+
+    def _full(self) -> bool:
+        return len(self.found) > self.limit
+
+    def _visit(self, fd: int, where: Path, pattern: tuple[str, ...], depth: int) -> None:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, len(pattern))
+        if key in self.seen or self._full():
+            return  # a loop, or a directory already reached by another link
+        self.seen.add(key)
+        head, rest = pattern[0], pattern[1:]
+        if head == "**":
+            self._visit(fd, where, rest, depth)  # `**` matching no directory at all
+            for name, kind in self._entries(fd):
+                if kind != "file":
+                    self._enter(fd, where, name, kind, pattern, depth)
+            return
+        for name, kind in self._entries(fd):
+            if not _matches(name, head):
+                continue
+            if rest:
+                if kind != "file":
+                    self._enter(fd, where, name, kind, rest, depth)
+            elif kind != "dir" and self.accept(name) and self._readable(fd, where, name, kind):
+                self.found.append(where / name)
+                if self._full():
+                    return
+
+    def _entries(self, fd: int) -> list[tuple[str, str]]:
+        """(name, "file" | "dir" | "link" | "other") of each entry not hidden."""
+        listed: list[tuple[str, str]] = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                self.entries += 1
+                if self.entries > self.most_entries:
+                    raise FileError(
+                        f"{self.label} covers more than {self.most_entries} directory entries; name a narrower "
+                        "directory or pattern."
+                    )
+                if self.entries % 1000 == 0:
+                    self._in_time()
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_symlink():
+                    kind = "link"
+                elif entry.is_dir(follow_symlinks=False):
+                    kind = "dir"
+                elif entry.is_file(follow_symlinks=False):
+                    kind = "file"
+                else:
+                    kind = "other"
+                listed.append((entry.name, kind))
+        self._in_time()
+        return sorted(listed)  # a directory reached by two names is listed under the first, every time
+
+    def _in_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise FileError(
+                f"listing {self.label} took longer than {self.seconds:g} s; name a narrower directory or pattern."
+            )
+
+    def _enter(self, fd: int, where: Path, name: str, kind: str, pattern: tuple[str, ...], depth: int) -> None:
+        if depth >= LIST_DEPTH:
+            raise FileError(f"{self.label} reaches more than {LIST_DEPTH} directories deep; name a narrower pattern.")
+        if self.guard._refusal(where / name, name) is not None:
+            return
+        try:
+            if kind == "link":
+                opened = self.guard._open_dir(where / name, describe(str(where / name)))
+                below, real = opened.fd, where / name
+            elif kind == "dir":
+                below, real = os.open(name, _LIST, dir_fd=fd), where / name
+            else:
+                return
+        except (FileError, OSError):
+            return  # refused, gone, or not a directory after all: not part of the listing
+        try:
+            self._visit(below, real, pattern, depth + 1)
+        finally:
+            os.close(below)
+
+    def _readable(self, fd: int, where: Path, name: str, kind: str) -> bool:
+        """A listed name is kept only if the guard would open it: nothing outside the allowed dirs is named."""
+        if kind == "file":
+            return self.guard._refusal(where / name, name) is None
+        if kind != "link":
+            return False
+        try:
+            self.guard.open(str(where / name), allow_empty=True).close()
+        except FileError:
+            return False
+        return True
+
+
+def _magic(part: str) -> bool:
+    return any(c in part for c in "*?[")
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return name == pattern if not _magic(pattern) else fnmatch.fnmatchcase(name, pattern)
+
+
+def _require_regular(st: os.stat_result, label: str) -> None:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        kind = "a directory"
+    elif stat.S_ISFIFO(mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "not a regular file"
+    raise FileError(f"refused: {label} is {kind}; give the path of a regular file.")
+
+
+def _too_large(label: str, limit: int) -> str:
+    return (
+        f"the file is too large: {label} is over the limit of {limit} bytes; "
+        "give a smaller file or raise MOONDREAM_MCP_MAX_FILE_BYTES."
+    )
 
 
 def _first_hidden(relative: Path) -> str | None:

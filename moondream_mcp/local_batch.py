@@ -6,11 +6,8 @@ complete, so a rerun resumes where the last one stopped. Knows nothing of MCP.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -98,29 +95,22 @@ class SkillJob:
 
 def expand(images: list[str] | str, files: FileGuard) -> list[str]:
     """The image references a batch covers: the list as given (duplicates dropped), or the image files
-    of a directory (not recursive) or of a glob (`**` recurses), sorted, skipping hidden names."""
+    of a directory (not recursive) or of a glob (`**` recurses), sorted, skipping hidden names.
+    Blocking and bounded in time and entries (the file guard's listing): run it in a worker thread."""
     if isinstance(images, list):
         refs = list(dict.fromkeys(r.strip() for r in images if r.strip()))
     else:
-        pattern = os.path.expanduser(images.strip())
-        if glob.has_magic(pattern):
-            parts = Path(pattern).parts
-            fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-            base = files.check_dir(str(Path(*parts[:fixed])))
-            matches = glob.glob(str(base / Path(*parts[fixed:])), recursive=True)
-            candidates = [Path(m) for m in matches]
-        else:
-            base = files.check_dir(pattern)
-            candidates = list(base.iterdir())
-        refs = sorted(
-            str(p)
-            for p in candidates
-            if p.suffix.lower() in IMAGE_SUFFIXES
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        found = files.glob(
+            images.strip(), accept=lambda name: Path(name).suffix.lower() in IMAGE_SUFFIXES, limit=MAX_IMAGES
         )
-        if not refs:
+        if not found:
             raise InputError(f"no image files found in {describe_ref(images)}")
+        if len(found) > MAX_IMAGES:
+            raise InputError(
+                f"{describe_ref(images)} holds more than {MAX_IMAGES} images, more than one batch takes; split it, "
+                "or use submit_batch for very large jobs"
+            )
+        refs = [str(p) for p in found]
     if not refs:
         raise InputError("no images given")
     if len(refs) > MAX_IMAGES:
@@ -131,44 +121,33 @@ def expand(images: list[str] | str, files: FileGuard) -> list[str]:
     return refs
 
 
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 class ResultLog:
-    """An append-only JSONL file of one line per finished image, opened once for the whole run."""
+    """One line per finished image, appended to a file that is this job's own (jsonl.LineWriter)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._writer: LineWriter | None = None
+    def __init__(self, lines: LineWriter) -> None:
+        self.lines = lines
 
-    def done(self, job: str) -> set[str]:
-        """Images this job already finished successfully; a line torn by a crash is cut off first."""
-        if not self.path.exists():
-            return set()
-        with self._lock, open(self.path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-                data = data[: data.rfind(b"\n") + 1]
+    def done(self) -> set[str]:
+        """Images this job already finished successfully."""
         finished: set[str] = set()
-        for line in data.splitlines():
+        for raw in self.lines.existing():
             try:
-                record = json.loads(line)
+                record = json.loads(raw)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("job") == job and record.get("ok") is True:
+            if isinstance(record, dict) and record.get("job") == self.lines.job and record.get("ok") is True:
                 finished.add(str(record.get("image")))
         return finished
 
     def append(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            if self._writer is None:
-                self._writer = LineWriter(self.path, "append")
-        self._writer.write(record)
+        self.lines.write(record)
 
     def close(self) -> None:
-        with self._lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        self.lines.close()
 
 
 @dataclass
@@ -191,7 +170,6 @@ async def run(
     work: Work,
     log: ResultLog,
     *,
-    job: str,
     explain: Explain,
     concurrency: int = IN_FLIGHT,
     progress: Progress | None = None,
@@ -202,7 +180,7 @@ async def run(
     the lines already written stay, whole, and a rerun skips them. Memory is O(concurrency): a fixed
     set of workers pulls the images from one iterator.
     """
-    done = await anyio.to_thread.run_sync(log.done, job)
+    done = await anyio.to_thread.run_sync(log.done)
     todo = [r for r in refs if r not in done]
     outcome = Outcome(total=len(refs), skipped=len(refs) - len(todo))
     started = time.monotonic()
@@ -214,11 +192,11 @@ async def run(
             result = await work(ref)
         except EXPECTED as exc:
             message = explain(exc)
-            record: dict[str, Any] = {"image": ref, "job": job, "ok": False, "error": message}
+            record: dict[str, Any] = {"image": ref, "ok": False, "error": message}
             outcome.failed += 1
             outcome.failures.add(message.replace(describe_ref(ref), "<image>"), ref)
         else:
-            record = {"image": ref, "job": job, "ok": True, "result": result}
+            record = {"image": ref, "ok": True, "result": result}
             outcome.succeeded += 1
             if len(outcome.samples) < SAMPLES:
                 outcome.samples.append({"image": ref, "result": result})

@@ -51,7 +51,6 @@ def build_server(
             loader = await stack.enter_async_context(images(settings, files))
             store = await stack.enter_async_context(Store(settings.data_dir / "state.sqlite3"))
             await store.purge_rollout_sets(settings.rollout_ttl_hours * 3600)
-            secret = settings.api_key.get_secret_value() if settings.api_key else None
             # Entered last, so it exits first: runs are cancelled (and resume on the next start) before the
             # client and the store they use are closed. Entering it resumes the runs left running.
             runner = await stack.enter_async_context(
@@ -59,8 +58,8 @@ def build_server(
                     store=store,
                     client=client,
                     images=loader,
-                    runs_dir=settings.data_dir / "runs",
-                    explain=Explainer(endpoint=settings.endpoint, secret=secret),
+                    files=files,
+                    explain=Explainer(endpoint=settings.shown_endpoint, secrets=settings.secrets),
                 ).serving()
             )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)

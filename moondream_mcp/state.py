@@ -33,17 +33,13 @@ class AppState:
     runner: Runner  # training runs in the background, for as long as the server lives
 
     @property
-    def secret(self) -> str | None:
-        return self.settings.api_key.get_secret_value() if self.settings.api_key else None
-
-    @property
     def vision(self) -> Vision:
         return Vision(self.client, self.images)
 
     @property
     def explain(self) -> Explainer:
-        """Turns an expected failure into the message the model reads, the API key scrubbed."""
-        return Explainer(endpoint=self.settings.endpoint, secret=self.secret)
+        """Turns an expected failure into the message the model reads, every secret scrubbed."""
+        return Explainer(endpoint=self.settings.shown_endpoint, secrets=self.settings.secrets)
 
     @contextmanager
     def errors(self) -> Iterator[None]:

@@ -1,10 +1,18 @@
 """Local SQLite state that must outlive a tool call or a restart: rollout sets kept for train_step,
 the image behind each line of a submitted batch, and training runs with their steps, evaluations and
-checkpoints."""
+checkpoints.
+
+Several server processes may share one data directory (the default does), so what must have one
+holder at a time is claimed atomically here: a finetune has at most one running run (checked and
+inserted in one write transaction), a rollout set is claimed by one train_step call at a time, and a
+run is driven by the one process holding its lease (an exclusive lock the kernel lets go when that
+process ends, however it ends)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import sqlite3
 import time
@@ -15,7 +23,19 @@ from typing import Any, TypeVar
 
 import anyio
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: one process per data directory is assumed
+    fcntl = None  # type: ignore[assignment]
+
 T = TypeVar("T")
+
+CLAIM_SECONDS = 15 * 60  # a rollout set's claim outlives any train_step call; after a crash it lapses
+
+
+class Refused(Exception):
+    """What the store will not do because someone else holds it, or it is gone; the message is for the agent."""
+
 
 SCHEMA = [
     # version 1
@@ -101,6 +121,10 @@ SCHEMA = [
         PRIMARY KEY (run_id, api_step)
     );
     """,
+    # version 4: a rollout set is claimed by one train_step call at a time
+    """
+    ALTER TABLE rollout_sets ADD COLUMN claimed_at REAL;
+    """,
 ]
 
 
@@ -126,6 +150,25 @@ def _columns(row: sqlite3.Row) -> dict[str, Any]:
     # extending a SELECT cannot shift one into the wrong dataclass field; SELECT lists use the
     # field names for exactly this.
     return dict(row)
+
+
+_RUN_ID = re.compile(r"^[a-z]+_[0-9a-f]+$")
+
+
+class RunLease:
+    """Held while this process drives a run: an exclusive lock on a file of the run's own."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the file lets the lock go
+            self._fd = -1
+
+    def __del__(self) -> None:
+        # Dropped unreleased (its taker was cancelled while a worker thread took it): still let go.
+        self.release()
 
 
 def new_id(prefix: str) -> str:
@@ -199,25 +242,69 @@ class Store:
         await self._run(insert)
         return set_id
 
+    _SET_COLUMNS = "id, finetune_id, skill, response, rewards, num_rollouts, created_at, used_step, used_at"
+
+    @staticmethod
+    def _set_row(row: sqlite3.Row) -> RolloutSet:
+        fields = {k: row[k] for k in RolloutSet.__dataclass_fields__}
+        return RolloutSet(**{**fields, "rewards": json.loads(row["rewards"]) if row["rewards"] else None})
+
     async def rollout_set(self, set_id: str) -> RolloutSet | None:
         def select() -> RolloutSet | None:
-            row = self.db.execute(
-                "SELECT id, finetune_id, skill, response, rewards, num_rollouts, created_at, used_step, used_at"
-                " FROM rollout_sets WHERE id = ?",
-                (set_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            rewards = json.loads(row["rewards"]) if row["rewards"] else None
-            return RolloutSet(**{**_columns(row), "rewards": rewards})
+            row = self.db.execute(f"SELECT {self._SET_COLUMNS} FROM rollout_sets WHERE id = ?", (set_id,)).fetchone()
+            return self._set_row(row) if row is not None else None
 
         return await self._run(select)
+
+    async def claim_rollout_sets(self, set_ids: list[str], *, finetune_id: str, allow_reuse: bool) -> list[RolloutSet]:
+        """Claim sets for one train_step, all or none, in one transaction: refused if one is listed twice,
+        unknown, another finetune's, claimed by a call still in progress, or (unless `allow_reuse`) used."""
+
+        def work(db: sqlite3.Connection) -> list[RolloutSet]:
+            now = time.time()
+            seen: set[str] = set()
+            claimed = []
+            for set_id in set_ids:
+                if set_id in seen:
+                    raise Refused(f"rollout set {set_id} is listed twice; a set trains once in a step")
+                seen.add(set_id)
+                row = db.execute(
+                    f"SELECT {self._SET_COLUMNS}, claimed_at FROM rollout_sets WHERE id = ?", (set_id,)
+                ).fetchone()
+                if row is None:
+                    raise Refused(f"unknown or expired rollout set {set_id}: generate new rollouts")
+                found = self._set_row(row)
+                if found.finetune_id != finetune_id:
+                    raise Refused(f"rollout set {set_id} belongs to finetune {found.finetune_id}, not {finetune_id}")
+                if row["claimed_at"] is not None and row["claimed_at"] > now - CLAIM_SECONDS:
+                    raise Refused(
+                        f"rollout set {set_id} is being trained on by another train_step call right now; wait for "
+                        "it, or generate new rollouts"
+                    )
+                if found.used and not allow_reuse:
+                    raise Refused(
+                        f"rollout set {set_id} was already used in step {found.used_step}; its rollouts come "
+                        "from an older policy. Generate new rollouts, or pass allow_reuse=true."
+                    )
+                claimed.append(found)
+            db.executemany("UPDATE rollout_sets SET claimed_at = ? WHERE id = ?", [(now, i) for i in set_ids])
+            return claimed
+
+        return await self._run(self._atomic, work)
+
+    async def release_rollout_sets(self, set_ids: list[str]) -> None:
+        """Let claimed sets go unused (their train_step never applied them, or may not have)."""
+
+        def update() -> None:
+            self.db.executemany("UPDATE rollout_sets SET claimed_at = NULL WHERE id = ?", [(i,) for i in set_ids])
+
+        await self._run(update)
 
     async def mark_used(self, set_ids: list[str], step: int | None) -> None:
         def update() -> None:
             now = time.time()
             self.db.executemany(
-                "UPDATE rollout_sets SET used_step = ?, used_at = ? WHERE id = ?",
+                "UPDATE rollout_sets SET used_step = ?, used_at = ?, claimed_at = NULL WHERE id = ?",
                 [(step, now, set_id) for set_id in set_ids],
             )
 
@@ -268,24 +355,52 @@ class Store:
     async def create_run(
         self,
         *,
+        run_id: str,
         finetune_id: str,
         dataset: str,
         config: dict[str, Any],
         examples: dict[str, list[dict[str, Any]]],
         total_steps: int,
-    ) -> str:
-        run_id = new_id("run")
+    ) -> None:
+        """A new running run; Refused if the finetune already has one (checked and inserted in one write
+        transaction, so two callers, or two processes, cannot both start one)."""
 
-        def insert() -> None:
+        def work(db: sqlite3.Connection) -> None:
+            busy = db.execute(
+                "SELECT id FROM runs WHERE finetune_id = ? AND state = 'running' ORDER BY created_at LIMIT 1",
+                (finetune_id,),
+            ).fetchone()
+            if busy is not None:
+                raise Refused(
+                    f"finetune {finetune_id} is already training in run {busy['id']}; stop it (stop_training) or "
+                    "wait for it to finish"
+                )
             now = time.time()
-            self.db.execute(
+            db.execute(
                 "INSERT INTO runs (id, finetune_id, dataset, config, examples, state, total_steps, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                 (run_id, finetune_id, dataset, json.dumps(config), json.dumps(examples), total_steps, now, now),
             )
 
-        await self._run(insert)
-        return run_id
+        await self._run(self._atomic, work)
+
+    def lease(self, run_id: str) -> RunLease | None:
+        """The right to drive `run_id`, or None while another process (or task) holds it. Quick and
+        non-blocking; kept until released, or until this process ends."""
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"not a run id: {run_id!r}")
+        folder = self.path.parent / "leases"
+        folder.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(folder / f"{run_id}.lock", flags, 0o600)
+        if fcntl is not None:
+            try:
+                # flock, not fcntl locks: held per open file, so two stores in one process exclude each other too.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return None
+        return RunLease(fd)
 
     _RUN_COLUMNS = (
         "id, finetune_id, dataset, config, state, total_steps, steps_done, base_step, last_api_step,"

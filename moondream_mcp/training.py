@@ -21,6 +21,10 @@ Exactly once, across crashes. train_step is not idempotent, so the run's row in 
 The finetune's step before the run (base_step) is learnt the same way before the first step
 (404 from save: never trained, 0).
 
+One driver. Every server sharing the data directory resumes the runs left running, so each run is driven
+only by the process holding its lease (Store.lease): the others leave it be, and look again every
+ADOPT_SECONDS, taking it over once its driver has gone (the lease goes with the process, however it ends).
+
 Evaluation and checkpoints. A `model` string can only name a saved checkpoint, so each evaluated step
 is saved, then scored on the eval split at temperature 0 (evaluation.py). The best score so far marks
 its checkpoint best; at the end the last step is saved too. Checkpoints the save policy does not keep
@@ -36,14 +40,14 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
+from functools import partial
 from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict
 
-from . import evaluation
+from . import evaluation, jsonl
 from .client import (
     APIConnectionError,
     APIStatusError,
@@ -59,12 +63,15 @@ from .client.tuning import checkpoint_model, ground_truth, rl_group, skill_reque
 from .config import IN_FLIGHT
 from .datasets import Example
 from .failures import EXPECTED, Explain
+from .files import FileGuard
 from .images import ImageLoader
-from .store import Run, RunStep, Store
+from .jsonl import LineWriter
+from .store import Run, RunLease, RunStep, Store, new_id
 
 log = logging.getLogger(__name__)
 
 SavePolicy = Literal["best_and_last", "last", "all"]
+ADOPT_SECONDS = 10.0  # how often runs driven by another process are looked at, to take over when it is gone
 
 
 class RunConfig(BaseModel):
@@ -169,14 +176,14 @@ class Runner:
         store: Store,
         client: MoondreamClient,
         images: ImageLoader,
-        runs_dir: Path,
+        files: FileGuard,
         explain: Explain = str,
         concurrency: int = IN_FLIGHT,
     ) -> None:
         self.store = store
         self.client = client
         self.images = images
-        self.runs_dir = runs_dir
+        self.files = files
         self._explain = explain
         self._concurrency = concurrency
         self._tasks: TaskGroup | None = None
@@ -185,13 +192,14 @@ class Runner:
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[Runner]:
-        """Run in the background until the context exits; runs left "running" by the last server resume now.
-        On exit the tasks are cancelled and their runs stay "running", to resume next time."""
+        """Run in the background until the context exits; runs left "running" resume here unless another
+        process drives them (then they are taken over once it has gone). On exit the tasks are cancelled,
+        their leases let go, and their runs stay "running", to resume next time or elsewhere."""
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             try:
-                for run in await self.store.runs(state="running"):
-                    self._launch(run.id)
+                await self._adopt()
+                tasks.start_soon(self._keep_adopting, name="adopting training runs")
                 yield self
             finally:
                 self._tasks = None
@@ -200,19 +208,28 @@ class Runner:
     async def start(
         self, *, finetune_id: str, dataset: str, config: RunConfig, train: Sequence[Example], evals: Sequence[Example]
     ) -> str:
-        run_id = await self.store.create_run(
-            finetune_id=finetune_id,
-            dataset=dataset,
-            config=config.model_dump(),
-            examples={"train": [e.to_json() for e in train], "eval": [e.to_json() for e in evals]},
-            total_steps=config.steps,
-        )
-        self._launch(run_id)
+        """A new run, driven here. store.Refused if the finetune already has a running run."""
+        run_id = new_id("run")
+        lease = await anyio.to_thread.run_sync(self.store.lease, run_id)
+        try:
+            await self.store.create_run(
+                run_id=run_id,
+                finetune_id=finetune_id,
+                dataset=dataset,
+                config=config.model_dump(),
+                examples={"train": [e.to_json() for e in train], "eval": [e.to_json() for e in evals]},
+                total_steps=config.steps,
+            )
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        self._launch(run_id, lease)
         self._notify()
         return run_id
 
     async def stop(self, run_id: str) -> None:
-        """Ask a run to stop after its current step."""
+        """Ask a run to stop after its current step (whichever process drives it)."""
         await self.store.update_run(run_id, stop_requested=1)
         self._notify()
 
@@ -225,15 +242,29 @@ class Runner:
         self._changed.set()
         self._changed = anyio.Event()
 
-    def _launch(self, run_id: str) -> None:
+    async def _adopt(self) -> None:
+        for run in await self.store.runs(state="running"):
+            self._launch(run.id)
+
+    async def _keep_adopting(self) -> None:
+        while True:
+            await anyio.sleep(ADOPT_SECONDS)
+            await self._adopt()
+
+    def _launch(self, run_id: str, lease: RunLease | None = None) -> None:
         if self._tasks is None:
             raise RuntimeError("the runner is not serving")
         if run_id in self._active:
             return
         self._active.add(run_id)
-        self._tasks.start_soon(self._drive, run_id, name=f"training run {run_id}")
+        self._tasks.start_soon(self._drive, run_id, lease, name=f"training run {run_id}")
 
-    async def _drive(self, run_id: str) -> None:
+    async def _drive(self, run_id: str, lease: RunLease | None) -> None:
+        if lease is None:
+            lease = await anyio.to_thread.run_sync(self.store.lease, run_id)
+            if lease is None:  # another process drives it
+                self._active.discard(run_id)
+                return
         try:
             await self._run(run_id)
         except Exception as exc:  # a run fails alone; the server and other runs go on
@@ -247,6 +278,7 @@ class Runner:
                 message = f"internal error: {type(cause).__name__}; see the server log"
             await self.store.update_run(run_id, state="failed", error=message, finished_at=time.time())
         finally:
+            lease.release()
             self._active.discard(run_id)
             self._notify()
 
@@ -254,8 +286,8 @@ class Runner:
 
     async def _run(self, run_id: str) -> None:
         run = await self.store.run(run_id)
-        if run is None:
-            return
+        if run is None or run.state != "running":
+            return  # ended while its last driver still held it
         config = RunConfig.model_validate(run.config)
         snapshot = await self.store.run_examples(run_id)
         train = [Example.from_json(e) for e in snapshot.get("train", [])]
@@ -412,15 +444,19 @@ class Runner:
         saved = await self.client.tuning.save_checkpoint(run.finetune_id)
         api_step = saved.checkpoint.step if saved.checkpoint is not None else current
         await self.store.add_run_checkpoint(run.id, api_step=api_step, step=run.steps_done, evaluated=True)
-        output = self.runs_dir / run.id / f"eval-step-{run.steps_done:05d}.jsonl"
-        await anyio.to_thread.run_sync(lambda: output.parent.mkdir(parents=True, exist_ok=True))
+        opened = await anyio.to_thread.run_sync(
+            self.files.open_own, "runs", run.id, f"eval-step-{run.steps_done:05d}.jsonl"
+        )
+        job = jsonl.job_id(tool="training run evaluation", run=run.id, step=run.steps_done)
+        lines = await anyio.to_thread.run_sync(partial(LineWriter.claim, opened, job, "replace", tool="evaluation"))
+        output = opened.path
         started = time.monotonic()
         [tally] = await evaluation.evaluate(
             self.client,
             self.images,
             evals,
             [checkpoint_model(run.finetune_id, api_step)],
-            output,
+            lines,
             concurrency=self._concurrency,
             explain=self._explain,
         )

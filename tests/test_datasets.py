@@ -7,6 +7,7 @@ from pathlib import Path
 
 from moondream_mcp import datasets
 from moondream_mcp.datasets import Example, Problem
+from moondream_mcp.files import FileGuard
 
 BASE = Path("/data/set")
 
@@ -71,7 +72,7 @@ def test_every_broken_line_is_a_problem_with_its_line_number() -> None:
         (3, "box [0.5, 0.2, 0.3, 0.4] is inverted or empty"),
         (4, "empty label"),
         (5, "empty label"),
-        (6, "`skill` must be one of query, point, detect, not 'caption'"),
+        (6, "`skill` must be one of query, point, detect"),
         (7, "invalid regex '('"),
         (8, "missing `image`"),
     ]
@@ -166,7 +167,7 @@ def test_a_yolo_folder_imports_with_class_names_and_splits_from_subfolders(tmp_p
     (tmp_path / "images" / "val" / "b.png").write_bytes(b"x")
     (tmp_path / "labels" / "val" / "b.txt").write_text("5 0.5 0.5 0.2 0.2\n")
     (tmp_path / "images" / "val" / "c.png").write_bytes(b"x")  # no label file
-    out = datasets.from_yolo(tmp_path, output_dir=tmp_path)
+    out = datasets.from_yolo(FileGuard([tmp_path], 1 << 20), tmp_path, output_dir=tmp_path)
     assert out.records == [
         {
             "image": "images/train/a.jpg",

@@ -176,3 +176,23 @@ def test_a_setting_that_does_not_parse_is_reported_by_its_variable(
         )
         + "\n"
     )
+
+
+async def test_credentials_in_the_endpoint_are_never_shown(settings: Settings, closed_port: int) -> None:
+    password = "hunter2-swordfish"
+    endpoint = f"http://robot:{password}@127.0.0.1:{closed_port}/v1"
+    status, report = await doctor(settings.model_copy(update={"endpoint": endpoint}))
+
+    assert status == 1
+    shown = f"http://127.0.0.1:{closed_port}/v1"
+    assert f"  FAIL  cannot reach {shown}: could not connect to {shown}/tuning/finetunes" in report
+    assert password not in report and "robot" not in report
+
+
+@pytest.mark.parametrize("key", ["", "e", "a"])
+async def test_a_tiny_key_leaves_the_report_ungarbled(settings: Settings, closed_port: int, key: str) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port}/v1"
+    status, report = await doctor(settings.model_copy(update={"endpoint": endpoint, "api_key": SecretStr(key)}))
+
+    assert status == 1 and "***" not in report
+    assert "        fix: check MOONDREAM_ENDPOINT (is that server running?)" in report

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import pytest
 
+from moondream_mcp import files as files_module
 from moondream_mcp.files import FileError, FileGuard
 from moondream_mcp.images import ImageError, ImageLoader
 from tests.support.pictures import canvas
@@ -38,7 +39,8 @@ async def test_a_picture_inside_the_allowed_dir_loads(loader: ImageLoader, allow
     prepared = await loader.load(str(path))
 
     assert (prepared.width, prepared.height) == (40, 30)
-    assert FileGuard([allowed], 1 << 20).check(str(path)) == path.resolve()
+    with FileGuard([allowed], 1 << 20).open(str(path)) as opened:
+        assert opened.path == path.resolve()
 
 
 async def test_dot_dot_traversal_out_of_the_allowed_dir_is_refused(
@@ -185,44 +187,114 @@ def unblock_fifo() -> Iterator[list[Path]]:
             pass
 
 
-async def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_without_hanging(
-    allowed: Path, unblock_fifo: list[Path]
+@pytest.fixture
+def race(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Callable[[], None]], None]:
+    """An attacker acting between two of the guard's system calls: `race(name, swap)` runs `swap` right after
+    the guard has first looked at (lstat) an entry called `name`, before it opens it."""
+
+    def arrange(name: str, swap: Callable[[], None]) -> None:
+        real_stat = os.stat
+        pending = [swap]
+
+        def stat_then_swap(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            result = real_stat(path, *args, **kwargs)
+            if pending and path == name and kwargs.get("dir_fd") is not None:
+                pending.pop()()
+            return result
+
+        monkeypatch.setattr(os, "stat", stat_then_swap)
+
+    return arrange
+
+
+async def test_a_file_swapped_for_a_fifo_between_the_look_and_the_open_is_refused_without_hanging(
+    allowed: Path, unblock_fifo: list[Path], race
 ) -> None:
     guard = FileGuard([allowed], max_file_bytes=1 << 20)
     path = picture(allowed / "photo.png")
-    checked = guard.inspect(str(path))
-    path.unlink()
-    os.mkfifo(path)
     unblock_fifo.append(path)
 
+    def swap() -> None:
+        path.unlink()
+        os.mkfifo(path)
+
+    race("photo.png", swap)
     with anyio.fail_after(5):
         with pytest.raises(FileError) as caught:
-            await anyio.to_thread.run_sync(guard.read, checked, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(guard.open, str(path), abandon_on_cancel=True)
 
     assert str(caught.value) == f"refused: {path} is a named pipe (FIFO); give the path of a regular file."
 
 
-async def test_a_file_replaced_after_the_check_is_refused(allowed: Path) -> None:
+async def test_a_file_swapped_for_a_symlink_between_the_look_and_the_open_is_judged_where_it_leads(
+    allowed: Path, outside: Path, race
+) -> None:
     guard = FileGuard([allowed], max_file_bytes=1 << 20)
     path = picture(allowed / "photo.png")
-    checked = guard.inspect(str(path))
-    os.replace(picture(allowed / "other.png"), path)  # both exist at once, so the inode must differ
+    secret = picture(outside / "secret.png")
 
+    def swap() -> None:
+        path.unlink()
+        path.symlink_to(secret)
+
+    race("photo.png", swap)
     with pytest.raises(FileError) as caught:
-        guard.read(checked)
+        guard.open(str(path))
 
-    assert str(caught.value) == f"the file changed while it was being opened: {path}; try again."
+    assert str(caught.value) == outside_message(path, allowed)
 
 
-async def test_a_file_swapped_for_a_symlink_after_the_check_is_refused(allowed: Path, outside: Path) -> None:
+async def test_a_directory_swapped_for_a_symlink_between_the_look_and_the_open_is_not_followed_out(
+    allowed: Path, outside: Path, race
+) -> None:
     guard = FileGuard([allowed], max_file_bytes=1 << 20)
-    path = picture(allowed / "photo.png")
-    checked = guard.inspect(str(path))
-    path.unlink()
-    path.symlink_to(picture(outside / "secret.png"))
+    picture(allowed / "album" / "photo.png")
+    picture(outside / "album" / "photo.png")
 
-    with pytest.raises(FileError, match=r"cannot open .*photo\.png"):
-        guard.read(checked)
+    def swap() -> None:
+        (allowed / "album").rename(allowed / "old-album")
+        (allowed / "album").symlink_to(outside / "album", target_is_directory=True)
+
+    race("album", swap)
+    ref = str(allowed / "album" / "photo.png")
+    with pytest.raises(FileError) as caught:
+        guard.open(ref)
+
+    assert str(caught.value) == outside_message(ref, allowed)
+
+
+async def test_a_directory_moved_out_of_the_allowed_dir_while_the_walk_holds_it_is_refused(
+    allowed: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guard = FileGuard([allowed], max_file_bytes=1 << 20)
+    picture(allowed / "album" / "photo.png")
+    real_open = os.open
+
+    def open_then_move(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fd = real_open(path, *args, **kwargs)
+        if path == "album":
+            (allowed / "album").rename(outside / "album")  # the held directory now lies outside
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_move)
+    ref = str(allowed / "album" / "photo.png")
+    with pytest.raises(FileError) as caught:
+        guard.open(ref)
+
+    assert str(caught.value) == f"the file moved while it was being opened: {ref}; try again."
+
+
+async def test_a_file_replaced_after_it_was_opened_is_read_as_it_was_opened(allowed: Path) -> None:
+    guard = FileGuard([allowed], max_file_bytes=1 << 20)
+    path = allowed / "notes.png"
+    path.write_bytes(b"first")
+    with guard.open(str(path)) as opened:
+        (allowed / "other.png").write_bytes(b"second, swapped in")
+        os.replace(allowed / "other.png", path)
+
+        assert opened.read() == b"first"
+    with guard.open(str(path)) as again:
+        assert again.identity != opened.identity  # so a cache keyed by it never serves the old bytes
 
 
 async def test_a_unix_socket_is_refused() -> None:
@@ -266,15 +338,15 @@ async def test_a_2_gb_sparse_file_is_refused_from_its_size_alone(loader: ImageLo
     )
 
 
-async def test_a_file_that_grew_after_the_check_is_cut_off_at_the_limit(allowed: Path) -> None:
+async def test_a_file_that_grew_after_it_was_opened_is_cut_off_at_the_limit(allowed: Path) -> None:
     guard = FileGuard([allowed], max_file_bytes=1000)
     path = allowed / "growing.png"
     path.write_bytes(b"\0" * 500)
-    checked = guard.inspect(str(path))
-    os.truncate(path, 5500)  # grows after the check
+    with guard.open(str(path)) as opened:
+        os.truncate(path, 5500)  # grows after the open
 
-    with pytest.raises(FileError, match="is over the limit of 1000 bytes"):
-        guard.read(checked)
+        with pytest.raises(FileError, match="is over the limit of 1000 bytes"):
+            opened.read()
 
 
 async def test_an_empty_file_is_refused(loader: ImageLoader, allowed: Path) -> None:
@@ -347,14 +419,18 @@ async def test_a_path_with_control_characters_is_named_without_them(loader: Imag
 def test_a_new_file_may_be_written_inside_the_allowed_dir(allowed: Path) -> None:
     files = FileGuard([allowed], 1 << 20)
 
-    assert files.check(str(allowed / "out.png"), for_writing=True) == allowed.resolve() / "out.png"
+    with files.open_output(str(allowed / "out.jsonl")) as opened:
+        assert (opened.path, opened.created) == (allowed.resolve() / "out.jsonl", True)
 
 
-def test_an_existing_file_may_be_replaced(allowed: Path) -> None:
+def test_an_existing_file_is_opened_for_writing_without_being_truncated(allowed: Path) -> None:
     files = FileGuard([allowed], 1 << 20)
     path = picture(allowed / "out.png")
+    before = path.read_bytes()
 
-    assert files.check(str(path), for_writing=True) == path.resolve()
+    with files.open_output(str(path)) as opened:
+        assert (opened.path, opened.created) == (path.resolve(), False)
+    assert path.read_bytes() == before  # whether it may be written is for its writer to decide (jsonl.py)
 
 
 @pytest.mark.parametrize(
@@ -371,7 +447,8 @@ def test_writing_is_refused_where_reading_would_be(allowed: Path, outside: Path,
     (allowed / "sub").mkdir()
 
     with pytest.raises(FileError, match=message):
-        files.check(f"{allowed}/{name}", for_writing=True)
+        files.open_output(f"{allowed}/{name}")
+    assert list(outside.iterdir()) == []
 
 
 def test_writing_through_a_dangling_symlink_that_points_out_is_refused(allowed: Path, outside: Path) -> None:
@@ -379,12 +456,159 @@ def test_writing_through_a_dangling_symlink_that_points_out_is_refused(allowed: 
     (allowed / "out.png").symlink_to(outside / "planted.png")
 
     with pytest.raises(FileError, match="outside the allowed directories"):
-        files.check(str(allowed / "out.png"), for_writing=True)
+        files.open_output(str(allowed / "out.png"))
+    assert not (outside / "planted.png").exists()
 
 
-def test_writing_onto_a_fifo_is_refused(allowed: Path) -> None:
+async def test_writing_onto_a_fifo_is_refused(allowed: Path) -> None:
     files = FileGuard([allowed], 1 << 20)
     os.mkfifo(allowed / "out.png")
 
-    with pytest.raises(FileError, match=r"is a named pipe \(FIFO\)"):
-        files.check(str(allowed / "out.png"), for_writing=True)
+    with anyio.fail_after(5), pytest.raises(FileError, match=r"is a named pipe \(FIFO\)"):
+        await anyio.to_thread.run_sync(files.open_output, str(allowed / "out.png"), abandon_on_cancel=True)
+
+
+# ---- no existence oracle --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def elsewhere(outside: Path) -> dict[str, str]:
+    """Paths outside the allowed dir of every kind: existing or not, a file used as a directory, a directory."""
+    picture(outside / "exists.png")
+    (outside / "folder").mkdir()
+    return {
+        "passwd-as-dir": "/etc/passwd/x",
+        "missing-dir": "/etc/nopasswd/x",
+        "existing-file": str(outside / "exists.png"),
+        "missing-file": str(outside / "missing.png"),
+        "file-as-dir": str(outside / "exists.png" / "x"),
+        "existing-dir": str(outside / "folder"),
+        "missing-parent": str(outside / "nowhere" / "deeper" / "x.png"),
+    }
+
+
+@pytest.mark.parametrize("operation", ["open", "open_dir", "open_output"])
+def test_a_path_outside_gets_the_same_refusal_whether_or_not_it_or_its_parent_exists(
+    allowed: Path, elsewhere: dict[str, str], operation: str
+) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    answers = {}
+    for kind, ref in elsewhere.items():
+        with pytest.raises(FileError) as caught:
+            getattr(guard, operation)(ref)
+        answers[kind] = str(caught.value).replace(ref, "<path>")
+
+    assert set(answers.values()) == {outside_message("<path>", allowed)}, answers
+
+
+def test_a_symlink_inside_pointing_at_missing_and_existing_paths_outside_answers_alike(
+    allowed: Path, outside: Path
+) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(outside / "exists.png")
+    (allowed / "a.png").symlink_to(outside / "exists.png")
+    (allowed / "b.png").symlink_to(outside / "missing.png")
+    (allowed / "c.png").symlink_to("/etc/passwd/x")
+    answers = set()
+    for name in ("a.png", "b.png", "c.png"):
+        with pytest.raises(FileError) as caught:
+            guard.open(str(allowed / name))
+        answers.add(str(caught.value).replace(name, "<name>"))
+
+    assert answers == {outside_message(allowed / "<name>", allowed)}
+
+
+# ---- listing and globs ----------------------------------------------------------------------------
+
+
+def listed(guard: FileGuard, pattern: str) -> list[str]:
+    return [str(p) for p in guard.glob(pattern)]
+
+
+async def test_three_links_to_dot_do_not_freeze_a_recursive_glob(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    shoot = allowed / "shoot"
+    picture(shoot / "a.png")
+    picture(shoot / "day2" / "b.png")
+    for name in ("x", "y", "z"):
+        (shoot / name).symlink_to(".")
+
+    with anyio.fail_after(10):
+        found = await anyio.to_thread.run_sync(listed, guard, f"{shoot}/**/*.png", abandon_on_cancel=True)
+
+    assert found == [str(shoot / "a.png"), str(shoot / "day2" / "b.png")]
+
+
+def test_a_glob_never_follows_a_directory_symlink_out_of_the_allowed_dirs(allowed: Path, outside: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "mine.png")
+    picture(outside / "theirs" / "secret.png")
+    (allowed / "shortcut").symlink_to(outside / "theirs", target_is_directory=True)
+    (allowed / "leak.png").symlink_to(outside / "theirs" / "secret.png")
+
+    assert listed(guard, f"{allowed}/**/*.png") == [str(allowed / "mine.png")]
+    assert listed(guard, f"{allowed}/*/*.png") == []
+    assert listed(guard, str(allowed)) == [str(allowed / "mine.png")]
+
+
+def test_a_glob_climbing_out_with_dot_dot_lists_nothing_outside(allowed: Path, outside: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    (allowed / "sub").mkdir()
+    picture(outside / "secret.png")
+
+    assert listed(guard, f"{allowed}/*/../../outside/*.png") == []
+    with pytest.raises(FileError) as caught:
+        guard.glob(f"{allowed}/../outside/*.png")
+    assert str(caught.value) == outside_message(f"{allowed}/../outside/*.png", allowed)
+
+
+def test_a_glob_follows_a_directory_symlink_that_stays_inside(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "2024" / "photo.png")
+    (allowed / "latest").symlink_to(allowed / "2024", target_is_directory=True)
+
+    assert listed(guard, f"{allowed}/latest/*.png") == [str(allowed / "2024" / "photo.png")]
+    assert listed(guard, f"{allowed}/*/*.png") == [str(allowed / "2024" / "photo.png")]  # one directory, listed once
+
+
+def test_a_glob_skips_hidden_names_and_what_is_not_a_regular_file(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "ok.png")
+    picture(allowed / ".thumbs" / "hidden.png")
+    picture(allowed / ".dot.png")
+    os.mkfifo(allowed / "pipe.png")
+
+    assert listed(guard, f"{allowed}/**/*.png") == [str(allowed / "ok.png")]
+
+
+def test_a_glob_over_too_many_entries_stops_with_a_clear_error(allowed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files_module, "LIST_ENTRIES", 50)
+    guard = FileGuard([allowed], 1 << 20)
+    for i in range(60):
+        (allowed / f"{i}.txt").write_text("x")
+
+    with pytest.raises(FileError) as caught:
+        guard.glob(f"{allowed}/*.png")
+    assert str(caught.value) == (
+        f"{allowed}/*.png covers more than 50 directory entries; name a narrower directory or pattern."
+    )
+
+
+def test_a_glob_that_runs_out_of_time_stops_with_a_clear_error(allowed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files_module, "LIST_SECONDS", 0.0)
+    guard = FileGuard([allowed], 1 << 20)
+    picture(allowed / "a" / "b.png")
+
+    with pytest.raises(FileError) as caught:
+        guard.glob(f"{allowed}/**/*.png")
+    assert str(caught.value) == (
+        f"listing {allowed}/**/*.png took longer than 0 s; name a narrower directory or pattern."
+    )
+
+
+def test_a_glob_stops_counting_past_its_limit(allowed: Path) -> None:
+    guard = FileGuard([allowed], 1 << 20)
+    for i in range(5):
+        picture(allowed / f"{i}.png")
+
+    assert len(guard.glob(f"{allowed}/*.png", limit=2)) == 3  # one past the limit proves it is over

@@ -14,7 +14,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
-from ..config import is_cloud
+from ..config import is_cloud, split_credentials
 from .errors import (
     RETRYABLE_STATUSES,
     APIConnectionError,
@@ -126,7 +126,11 @@ class APIClient:
         rate_limit: float | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        # Credentials in the URL (http://user:password@host) become basic auth, so no URL the client
+        # builds, logs or puts in an error carries them.
+        clean, credentials = split_credentials(endpoint.rstrip("/"))
+        self.endpoint = clean
+        self._auth = httpx2.BasicAuth(*credentials) if credentials else None
         # Every attempt of every call, retries included, waits its turn: one request per 1/rate s.
         # A bucket of one (not of `rate`) leaves the server's own bucket slack for network jitter.
         self._limiter = AsyncLimiter(1, 1 / rate_limit) if rate_limit else None
@@ -143,6 +147,7 @@ class APIClient:
             transport=transport,
             follow_redirects=False,
             trust_env=True,
+            auth=self._auth,
         )
 
     async def __aenter__(self) -> APIClient:
@@ -236,10 +241,14 @@ class APIClient:
     async def stream_url(self, url: str) -> AsyncIterator[httpx2.Response]:
         """GET an absolute URL the API handed out (e.g. a result file), streaming the body."""
         request = self._http.build_request("GET", url)
-        if httpx2.URL(url).host != httpx2.URL(self.endpoint).host:
+        elsewhere = httpx2.URL(url).host != httpx2.URL(self.endpoint).host
+        if elsewhere:
             request.headers.pop("X-Moondream-Auth", None)
         try:
-            response = await self._http.send(request, stream=True)
+            if elsewhere:  # the endpoint's credentials are for the endpoint alone
+                response = await self._http.send(request, stream=True, auth=None)
+            else:
+                response = await self._http.send(request, stream=True)
         except httpx2.TransportError as exc:
             raise _connection_error(exc, url.split("?")[0]) from None
         try:

@@ -113,11 +113,12 @@ class ImageLoader:
             data = await self._fetcher.fetch(ref)
         elif scheme in (None, "file"):
             try:
-                checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
-                key = ("file", checked.identity)
-                if (hit := self._cache.get(key)) is not None:
-                    return hit
-                data = await anyio.to_thread.run_sync(self._guard.read, checked)
+                opened = await anyio.to_thread.run_sync(self._guard.open, ref)
+                with opened:
+                    key = ("file", opened.identity)
+                    if (hit := self._cache.get(key)) is not None:
+                        return hit
+                    data = await anyio.to_thread.run_sync(opened.read)
             except FileError as exc:
                 # To the image pipeline, a file it may not read is an image it cannot use.
                 raise ImageError(str(exc)) from None

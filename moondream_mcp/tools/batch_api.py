@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -12,6 +15,7 @@ from pydantic import BaseModel, Field
 from .. import batch_api, local_batch
 from ..client import Sampling
 from ..client.batch import BatchJob
+from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
 from .local_batch import Failure, failures
@@ -120,9 +124,10 @@ def register(server: MCPServer[AppState]) -> None:
         fields = batch_api.line_fields(skill, object=object, question=question, length=length, sampling=sampling)
         with state.errors():
             local_batch.require_prompt(skill, object=object, question=question)
-            refs = local_batch.expand(images, state.files)
-        staging = state.settings.data_dir / "batch-uploads" / f"{new_id('up')}.jsonl"
-        staging.parent.mkdir(parents=True, exist_ok=True)
+            refs = await anyio.to_thread.run_sync(local_batch.expand, images, state.files)
+            opened = await anyio.to_thread.run_sync(state.files.open_own, "batch-uploads", f"{new_id('up')}.jsonl")
+        # Written, then read back for the upload, through the one handle; removed whatever happens.
+        staging = os.fdopen(os.dup(opened.fd), "w+b")
         try:
             prepared = await batch_api.write_lines(
                 state.images, refs, staging, skill, fields, explain=state.explain, progress=ctx.report_progress
@@ -141,7 +146,8 @@ def register(server: MCPServer[AppState]) -> None:
                     progress=ctx.report_progress,
                 )
         finally:
-            staging.unlink(missing_ok=True)
+            staging.close()
+            opened.discard()
         lines = prepared.lines
         await state.store.add_batch(job.id, skill, refs)
         size = job.size if job.size is not None else 0
@@ -179,10 +185,11 @@ def register(server: MCPServer[AppState]) -> None:
             batches=[_status(b) for b in page.batches], next_cursor=page.next_cursor, has_more=page.has_more
         )
 
+    # Destructive: it rewrites its own earlier results of the same batch (never any other file).
     @server.tool(
         title="Fetch a batch job's results",
         annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
         ),
     )
     @compact
@@ -191,7 +198,10 @@ def register(server: MCPServer[AppState]) -> None:
         output: Annotated[
             str,
             Field(
-                description="Where to write the JSONL results (inside the allowed directories); replaced if it exists."
+                description=(
+                    "Where to write the JSONL results (inside the allowed directories): a new file, or this batch's "
+                    "earlier results, which are replaced; any other existing file is refused."
+                )
             ),
         ],
         ctx: Ctx,
@@ -208,10 +218,21 @@ def register(server: MCPServer[AppState]) -> None:
         the image reference it came from. Coordinates are 0-1, origin top-left of each image."""
         state = ctx.request_context.lifespan_context
         with state.errors():
-            path = state.files.check(output, for_writing=True)
-            job = await batch_api.await_completion(state.client, batch_id, wait_seconds, progress=ctx.report_progress)
-            refs = await state.store.batch_images(batch_id)
-            results = await batch_api.write_results(state.client, job, refs, path)
+            opened = await anyio.to_thread.run_sync(state.files.open_output, output)
+            lines = await anyio.to_thread.run_sync(
+                partial(LineWriter.claim, opened, batch_api.job_of(batch_id), "replace", tool="batch_results")
+            )
+            try:
+                job = await batch_api.await_completion(
+                    state.client, batch_id, wait_seconds, progress=ctx.report_progress
+                )
+                refs = await state.store.batch_images(batch_id)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(lines.abandon)
+                raise
+            results = await batch_api.write_results(state.client, job, refs, lines)
+        path = opened.path
         return BatchResults(
             batch_id=job.id,
             output=str(path),

@@ -69,6 +69,7 @@ def _problems(problems: list[Problem], limit: int = MAX_PROBLEMS) -> list[Proble
 
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+# Destructive: it rewrites its own earlier output of the same import (never any other file).
 WRITE_FILE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
@@ -92,8 +93,9 @@ def register(server: MCPServer[AppState]) -> None:
             Field(
                 min_length=1,
                 description=(
-                    "Where to write the JSONL dataset (absolute path inside the allowed directories; replaced if it "
-                    "exists). Image paths in it are relative to its folder when below it."
+                    "Where to write the JSONL dataset (absolute path inside the allowed directories): a new file, or "
+                    "this same import's earlier output, which is replaced; any other existing file is refused. Image "
+                    "paths in it are relative to its folder when below it."
                 ),
             ),
         ],
@@ -121,24 +123,20 @@ def register(server: MCPServer[AppState]) -> None:
         """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
         image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
         state = ctx.request_context.lifespan_context
-        with state.errors():
-            target = state.files.check(output, for_writing=True)
-            if format == "coco":
-                json_path = state.files.check(source)
-                images_at = state.files.check_dir(image_dir) if image_dir else json_path.parent
-            else:
-                root = state.files.check_dir(source)
-
         try:
             with state.errors():
-                if format == "coco":
-                    imported = await anyio.to_thread.run_sync(
-                        partial(datasets.import_coco, json_path, image_dir=images_at, output=target, split=split)
+                imported, target = await anyio.to_thread.run_sync(
+                    partial(
+                        datasets.import_dataset,
+                        state.files,
+                        source,
+                        format,
+                        output,
+                        image_dir=image_dir,
+                        classes=classes,
+                        split=split,
                     )
-                else:
-                    imported = await anyio.to_thread.run_sync(
-                        partial(datasets.import_yolo, root, output=target, classes=classes)
-                    )
+                )
         except OSError as exc:
             raise ToolError(f"cannot import: {exc.strerror or exc}") from None
         if not imported.records:

@@ -4,9 +4,9 @@ evaluation.py."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Literal
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 
 from .. import datasets, evaluation
 from ..client.tuning import BASE_MODEL
-from ..datasets import Example
+from ..datasets import Dataset, Example
+from ..files import FileError
+from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
 from .dataset_checks import DatasetPath, read_dataset, refuse
@@ -73,13 +75,18 @@ class EvalReport(BaseModel):
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-def _output_path(state: AppState, output: str | None, folder: str, stem: str) -> Path:
-    with state.errors():
-        if output is not None:
-            return state.files.check(output, for_writing=True)
-    path = state.settings.data_dir / folder / f"{stem}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _open_output(state: AppState, output: str | None, dataset: Dataset, job: str) -> LineWriter:
+    """The per-example JSONL: `output` if it is new or this evaluation's own, else a new file in the data
+    directory; never the dataset being read. Blocking: run it in a worker thread."""
+    opened = (
+        state.files.open_output(output)
+        if output is not None
+        else state.files.open_own("evaluations", f"{new_id('eval')}.jsonl")
+    )
+    if dataset.identity is not None and opened.identity == dataset.identity:
+        opened.close()
+        raise FileError(f"refused to write {opened.label}: it is the dataset being evaluated; give a new file name.")
+    return LineWriter.claim(opened, job, "replace", tool="evaluate")
 
 
 def _model_label(model: str | None) -> str | None:
@@ -104,7 +111,7 @@ def _score_row(tally: evaluation.Tally) -> ModelScore:
     )
 
 
-# Destructive: an existing file named as `output` is replaced.
+# Destructive: it rewrites its own earlier output of the same evaluation (never any other file).
 EVALUATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
 
 
@@ -133,8 +140,9 @@ def register(server: MCPServer[AppState]) -> None:
             str | None,
             Field(
                 description=(
-                    "Where to write the per-example JSONL (inside the allowed directories); default: a new file in "
-                    "the server's data directory."
+                    "Where to write the per-example JSONL (inside the allowed directories): a new file, or this same "
+                    "evaluation's earlier output, which is replaced; any other existing file is refused. Default: a "
+                    "new file in the server's data directory."
                 )
             ),
         ] = None,
@@ -159,7 +167,10 @@ def register(server: MCPServer[AppState]) -> None:
             examples = examples[:limit]
         if not examples:
             raise ToolError(f"the {split} split of {dataset} is empty; try split=all")
-        path = _output_path(state, output, "evaluations", new_id("eval"))
+        job = evaluation.job(str(loaded.path), split, limit, asked)
+        with state.errors():
+            lines = await anyio.to_thread.run_sync(_open_output, state, output, loaded, job)
+        path = lines.output.path
         started = time.monotonic()
 
         async def progress(done: int, total: int, message: str) -> None:
@@ -167,7 +178,7 @@ def register(server: MCPServer[AppState]) -> None:
 
         try:
             tallies = await evaluation.evaluate(
-                state.client, state.images, examples, asked, path, progress=progress, explain=state.explain
+                state.client, state.images, examples, asked, lines, progress=progress, explain=state.explain
             )
         except OSError as exc:
             raise ToolError(f"cannot write {path}: {exc.strerror}") from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -12,6 +14,7 @@ from pydantic import BaseModel, Field
 from .. import local_batch
 from ..client import Sampling
 from ..failures import FailureGroups
+from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Reasoning, Temperature, TopP
@@ -82,8 +85,9 @@ def register(server: MCPServer[AppState]) -> None:
             str | None,
             Field(
                 description=(
-                    "Where to write the JSONL results (inside the allowed directories). Default: a file in the "
-                    "server's data directory named after the job. Rerunning with the same output resumes."
+                    "Where to write the JSONL results (inside the allowed directories): a new file, or this same job's "
+                    "earlier output, which is resumed; any other existing file is refused. Default: a file in the "
+                    "server's data directory named after the job."
                 )
             ),
         ] = None,
@@ -108,20 +112,21 @@ def register(server: MCPServer[AppState]) -> None:
                     max_objects=max_objects if skill == "detect" else None,
                 ),
             )
-            refs = local_batch.expand(images, state.files)
+            refs = await anyio.to_thread.run_sync(local_batch.expand, images, state.files)
             if output is not None:
-                path = state.files.check(output, for_writing=True)
+                opened = await anyio.to_thread.run_sync(state.files.open_output, output)
             else:
                 name = f"{skill}-{job.id}-{local_batch.digest({'skill': 'refs', 'r': refs})[:8]}.jsonl"
-                path = state.settings.data_dir / "batches" / name
-                path.parent.mkdir(parents=True, exist_ok=True)
+                opened = await anyio.to_thread.run_sync(state.files.open_own, "batches", name)
+            lines = await anyio.to_thread.run_sync(partial(LineWriter.claim, opened, job.id, "resume", tool="batch"))
+        path = opened.path
 
         async def work(ref: str) -> dict[str, Any]:
             return await job.run(state.vision, ref)
 
         try:
             outcome = await local_batch.run(
-                refs, work, local_batch.ResultLog(path), job=job.id, explain=state.explain, progress=ctx.report_progress
+                refs, work, local_batch.ResultLog(lines), explain=state.explain, progress=ctx.report_progress
             )
         except OSError as exc:
             raise ToolError(f"cannot write the results file {path}: {exc.strerror}") from None

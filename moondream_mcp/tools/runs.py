@@ -285,12 +285,6 @@ def register(server: MCPServer[AppState]) -> None:
                 finetune = await state.client.tuning.create_finetune(name, rank)
             else:
                 finetune = await state.client.tuning.get_finetune(finetune_id or "")
-        busy = [r for r in await state.store.runs(state="running", finetune_id=finetune.finetune_id)]
-        if busy:
-            raise ToolError(
-                f"finetune {finetune.finetune_id} is already training in run {busy[0].id}; stop it "
-                "(stop_training) or wait for it to finish"
-            )
         config = training.RunConfig(
             steps=steps,
             groups_per_step=groups_per_step,
@@ -301,9 +295,10 @@ def register(server: MCPServer[AppState]) -> None:
             save=save,
             seed=seed,
         )
-        run_id = await state.runner.start(
-            finetune_id=finetune.finetune_id, dataset=str(loaded.path), config=config, train=train, evals=evals
-        )
+        with state.errors():
+            run_id = await state.runner.start(
+                finetune_id=finetune.finetune_id, dataset=str(loaded.path), config=config, train=train, evals=evals
+            )
         note = "" if evals or not eval_every else " (no eval examples: no evaluation during the run)"
         return RunStarted(
             run_id=run_id,

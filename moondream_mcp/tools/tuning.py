@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -21,6 +22,7 @@ from ..client.tuning import (
     skill_request,
 )
 from ..state import AppState, Ctx
+from ..store import RolloutSet
 from .results import compact
 
 # ---- parameter and result models ------------------------------------------------------------
@@ -350,28 +352,36 @@ def register(server: MCPServer[AppState]) -> None:
         the step. If the outcome is unknown (timeout, server error), check list_checkpoints before
         calling again."""
         state = ctx.request_context.lifespan_context
-        wire: list[str] = []
-        used: list[str] = []
+        used = [g.rollout_set_id for g in groups if isinstance(g, RLGroup)]
         with state.errors():
-            for group in groups:
-                if isinstance(group, RLGroup):
-                    wire.append(await _rl_wire(state, finetune_id, group, allow_reuse))
-                    used.append(group.rollout_set_id)
-                else:
-                    prepared = await state.images.load(group.image) if group.image is not None else None
-                    wire.append(_sft_wire(group, prepared.data_url if prepared else None))
-        with state.errors():
-            try:
-                result = await state.client.tuning.train_step(finetune_id, wire, lr)
-            except (ServerError, StreamError, APIConnectionError) as exc:
-                if isinstance(exc, APIConnectionError) and not exc.sent:
-                    raise  # never reached the API: an ordinary connection error
-                raise ToolError(
-                    f"train_step outcome unknown: the request reached the API but no clear answer came back "
-                    f"({_reason(exc)}). The step may or may not have been applied. Check list_checkpoints "
-                    f"for {finetune_id} (a new step appears when one is applied) before calling train_step "
-                    "again; the rollout sets were left unused."
-                ) from None
+            # Claimed before anything is sent, all at once: a set listed twice, or already in another call's
+            # step, is refused here rather than trained on twice.
+            stored = iter(await state.store.claim_rollout_sets(used, finetune_id=finetune_id, allow_reuse=allow_reuse))
+        try:
+            wire: list[str] = []
+            with state.errors():
+                for group in groups:
+                    if isinstance(group, RLGroup):
+                        wire.append(_rl_wire(next(stored), group))
+                    else:
+                        prepared = await state.images.load(group.image) if group.image is not None else None
+                        wire.append(_sft_wire(group, prepared.data_url if prepared else None))
+            with state.errors():
+                try:
+                    result = await state.client.tuning.train_step(finetune_id, wire, lr)
+                except (ServerError, StreamError, APIConnectionError) as exc:
+                    if isinstance(exc, APIConnectionError) and not exc.sent:
+                        raise  # never reached the API: an ordinary connection error
+                    raise ToolError(
+                        f"train_step outcome unknown: the request reached the API but no clear answer came back "
+                        f"({_reason(exc)}). The step may or may not have been applied. Check list_checkpoints "
+                        f"for {finetune_id} (a new step appears when one is applied) before calling train_step "
+                        "again; the rollout sets were left unused."
+                    ) from None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await state.store.release_rollout_sets(used)
+            raise
         await state.store.mark_used(used, result.step)
         extra = result.model_extra or {}
         return StepApplied(
@@ -435,17 +445,7 @@ def _reason(exc: Exception) -> str:
     return f"HTTP {status}" if status else type(exc).__name__.replace("API", "").replace("Error", " error").strip()
 
 
-async def _rl_wire(state: AppState, finetune_id: str, group: RLGroup, allow_reuse: bool) -> str:
-    stored = await state.store.rollout_set(group.rollout_set_id)
-    if stored is None:
-        raise ToolError(f"unknown or expired rollout set {group.rollout_set_id}: generate new rollouts")
-    if stored.finetune_id != finetune_id:
-        raise ToolError(f"rollout set {stored.id} belongs to finetune {stored.finetune_id}, not {finetune_id}")
-    if stored.used and not allow_reuse:
-        raise ToolError(
-            f"rollout set {stored.id} was already used in step {stored.used_step}; its rollouts come "
-            "from an older policy. Generate new rollouts, or pass allow_reuse=true."
-        )
+def _rl_wire(stored: RolloutSet, group: RLGroup) -> str:
     rewards = group.rewards if group.rewards is not None else stored.rewards
     if rewards is None:
         raise ToolError(f"rollout set {stored.id} has no ground-truth rewards: pass rewards (one per rollout)")

@@ -8,10 +8,12 @@ that the same guards stand between a tool call and the user's files and network.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +21,9 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from pydantic import SecretStr
 
+from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.config import Settings
 from moondream_mcp.files import FileGuard
 from moondream_mcp.images import ImageLoader
@@ -493,3 +497,288 @@ async def test_evaluate_output_outside_the_allowed_directories_is_refused(
     assert text == outside_message(output, workdir)
     assert list(outside.iterdir()) == []
     assert emulator.emulator.requests == []  # refused before a single example was sent
+
+
+# ---- no existence oracle ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "argument"),
+    [("detect", "image"), ("batch", "images"), ("inspect_dataset", "path"), ("batch", "output")],
+)
+async def test_a_path_below_a_file_outside_answers_exactly_like_a_missing_one(
+    client: Client, logs, workdir: Path, emulator, one_image: str, tool: str, argument: str
+) -> None:
+    extra: dict[str, object] = {
+        "detect": {"object": "red"},
+        "batch": {"skill": "caption", **({"images": [one_image]} if argument == "output" else {})},
+        "inspect_dataset": {},
+    }[tool]
+    answers = []
+    for ref in ("/etc/passwd/x", "/etc/nopasswd/x", "/etc/passwd", "/root/.ssh/none/x"):
+        text = await refused(client, logs, tool, **{argument: ref, **extra})
+        answers.append(text.replace(ref, "<path>"))
+    assert set(answers) == {outside_message("<path>", workdir)}
+    assert emulator.emulator.requests == []
+
+
+# ---- globs ------------------------------------------------------------------------------------
+
+
+async def test_three_links_to_dot_do_not_freeze_a_batch_over_a_glob(client: Client, workdir: Path, emulator) -> None:
+    shoot = workdir / "shoot"
+    (shoot / "day2").mkdir(parents=True)
+    save(canvas(), shoot / "a.png")
+    save(canvas(), shoot / "day2" / "b.png")
+    for name in ("x", "y", "z"):
+        (shoot / name).symlink_to(".")
+
+    with anyio.fail_after(BOUND):
+        result = await client.call_tool("batch", {"skill": "caption", "images": f"{shoot}/**/*.png", "length": "short"})
+    assert not result.is_error, result.content[0].text
+    assert (result.structured_content["total"], result.structured_content["succeeded"]) == (2, 2)
+
+
+@pytest.mark.parametrize("pattern", ["{w}/**/*.png", "{w}/*/*.png", "{w}/*/../../outside/*.png", "{w}/shortcut"])
+async def test_a_batch_over_a_glob_never_names_a_file_outside_the_allowed_directories(
+    client: Client, workdir: Path, outside: Path, emulator, pattern: str
+) -> None:
+    save(canvas(), workdir / "mine.png")
+    (workdir / "album").mkdir()
+    save(canvas(), outside / "payroll-2024.png")
+    (workdir / "shortcut").symlink_to(outside, target_is_directory=True)
+    (workdir / "album" / "leak.png").symlink_to(outside / "payroll-2024.png")
+
+    with anyio.fail_after(BOUND):
+        result = await client.call_tool("batch", {"skill": "caption", "images": pattern.format(w=workdir)})
+    assert "payroll" not in result.model_dump_json()
+    assert all("/outside/payroll" not in r.path for r in emulator.emulator.requests)
+
+
+# ---- reading a "dataset" ----------------------------------------------------------------------
+
+SECRET = "hunter2-swordfish"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"db_password = {SECRET}\nAWS_SECRET_ACCESS_KEY={SECRET}\n",
+        f'{{"user": "admin", "password": "{SECRET}"}}\n{{"skill": "{SECRET}"}}\n[1, "{SECRET}"]\n',
+        f'{{"image": "a.png", "skill": "{SECRET}"}}\n{{"image": {{"x": "{SECRET}"}}, "skill": "detect"}}\n',
+    ],
+)
+async def test_a_file_that_is_not_a_dataset_shows_none_of_its_content(
+    client: Client, workdir: Path, emulator, content: str
+) -> None:
+    notes = workdir / "notes.txt"
+    notes.write_text(content)
+
+    with anyio.fail_after(BOUND):
+        report = await client.call_tool("inspect_dataset", {"path": str(notes)})
+        refusals = [
+            await client.call_tool("evaluate", {"dataset": str(notes), "split": "all"}),
+            await client.call_tool("start_training", {"dataset": str(notes), "name": "never"}),
+        ]
+    assert not report.is_error
+    assert SECRET not in report.model_dump_json()
+    assert report.structured_content["samples"] == []
+    assert [p["line"] for p in report.structured_content["problems"]] == list(range(1, len(content.splitlines()) + 1))
+    for refusal in refusals:
+        assert refusal.is_error and SECRET not in refusal.model_dump_json()
+    assert emulator.emulator.requests == []
+
+
+@pytest.mark.parametrize(("class_file", "where"), [("classes.txt", "outside"), ("data.yaml", "hidden")])
+async def test_a_yolo_class_file_leading_outside_or_into_a_hidden_dir_is_refused_unread(
+    client: Client, logs, workdir: Path, outside: Path, class_file: str, where: str
+) -> None:
+    yolo = workdir / "yolo"
+    (yolo / "images").mkdir(parents=True)
+    (yolo / "labels").mkdir()
+    save(canvas(), yolo / "images" / "a.png")
+    (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    text_of_secret = f"names: [{SECRET}]\n" if class_file == "data.yaml" else f"{SECRET}\n"
+    if where == "outside":
+        target = outside / "names.txt"
+    else:
+        (workdir / ".config").mkdir()
+        target = workdir / ".config" / "names.txt"
+    target.write_text(text_of_secret)
+    (yolo / class_file).symlink_to(target)
+    output = workdir / "dataset.jsonl"
+
+    text = await refused(client, logs, "import_dataset", source=str(yolo), format="yolo", output=str(output))
+    if where == "outside":
+        assert text == outside_message(str(yolo / class_file), workdir)
+    else:
+        assert text.startswith(f"refused: {yolo / class_file} is inside a hidden file or directory (.config)")
+    assert SECRET not in text
+    assert not output.exists()
+
+
+# ---- outputs never destroy --------------------------------------------------------------------
+
+
+def not_ours(path: object, tool: str) -> str:
+    return (
+        f"refused to write {path}: the file is there and is not an earlier {tool} output of this same job, so it "
+        "was left untouched; give a new file name."
+    )
+
+
+async def imported(client: Client, coco: Path, output: Path) -> Path:
+    with anyio.fail_after(BOUND):
+        made = await client.call_tool("import_dataset", {"source": str(coco), "format": "coco", "output": str(output)})
+    assert not made.is_error, made.content[0].text
+    return output
+
+
+async def test_batch_output_naming_a_photo_is_refused_and_the_photo_kept(
+    client: Client, logs, workdir: Path, emulator, one_image: str
+) -> None:
+    photo = save(canvas(), workdir / "holiday.png")
+    before = Path(photo).read_bytes()
+
+    text = await refused(client, logs, "batch", skill="caption", images=[one_image], output=photo)
+    assert text == not_ours(photo, "batch")
+    assert Path(photo).read_bytes() == before
+    assert emulator.emulator.requests == []
+
+
+async def test_evaluate_output_naming_its_own_dataset_is_refused_and_the_labels_kept(
+    client: Client, logs, workdir: Path, emulator, coco: Path
+) -> None:
+    dataset = await imported(client, coco, workdir / "dataset.jsonl")
+    before = dataset.read_bytes()
+    emulator.emulator.clear()
+
+    text = await refused(client, logs, "evaluate", dataset=str(dataset), split="all", output=str(dataset))
+    assert text == f"refused to write {dataset}: it is the dataset being evaluated; give a new file name."
+    assert dataset.read_bytes() == before
+    assert emulator.emulator.requests == []
+
+
+async def test_import_output_naming_its_own_source_is_refused_and_the_source_kept(
+    client: Client, logs, workdir: Path, coco: Path
+) -> None:
+    before = coco.read_bytes()
+
+    text = await refused(client, logs, "import_dataset", source=str(coco), format="coco", output=str(coco))
+    assert text == f"refused to write {coco}: it is the file being imported; give a new file name."
+    assert coco.read_bytes() == before
+
+
+@pytest.mark.parametrize("tool", ["batch", "evaluate", "import_dataset", "batch_results"])
+@pytest.mark.parametrize("victim", ["notes.txt", "photo.png", "other-job.jsonl"])
+async def test_no_jsonl_tool_writes_over_a_file_that_is_not_its_own_output_of_the_same_job(
+    client: Client, logs, workdir: Path, emulator, coco: Path, one_image: str, tool: str, victim: str
+) -> None:
+    dataset = await imported(client, coco, workdir / "dataset.jsonl")
+    path = workdir / victim
+    if victim == "photo.png":
+        save(canvas(), path)
+    elif victim == "notes.txt":
+        path.write_text("my notes, one line\n")
+    else:
+        with anyio.fail_after(BOUND):
+            made = await client.call_tool("batch", {"skill": "caption", "images": [one_image], "output": str(path)})
+        assert not made.is_error  # a caption batch: to a detect batch too, another job's output
+    before = path.read_bytes()
+    emulator.emulator.clear()
+    arguments: dict[str, object] = {
+        "batch": {"skill": "detect", "object": "red", "images": [one_image]},
+        "evaluate": {"dataset": str(dataset), "split": "all"},
+        "import_dataset": {"source": str(coco), "format": "coco"},
+        "batch_results": {"batch_id": "batch_123"},
+    }[tool]
+
+    text = await refused(client, logs, tool, output=str(path), **arguments)
+    assert text == not_ours(path, tool)
+    assert path.read_bytes() == before
+    assert emulator.emulator.requests == []
+
+
+async def test_a_batch_output_swapped_for_a_symlink_mid_run_keeps_its_lines_in_the_file_it_opened(
+    client: Client, workdir: Path, outside: Path, emulator
+) -> None:
+    (workdir / "many").mkdir()
+    for i in range(8):
+        save(canvas(), workdir / "many" / f"{i}.png")
+    output = workdir / "results.jsonl"
+    emulator.emulator.config.latency = 0.3  # every answer held back: the swap lands before the first line
+    try:
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tasks:
+                outcome: list = []
+
+                async def run() -> None:
+                    outcome.append(
+                        await client.call_tool(
+                            "batch", {"skill": "caption", "images": str(workdir / "many"), "output": str(output)}
+                        )
+                    )
+
+                tasks.start_soon(run)
+                # No event crosses from the emulator's thread: poll, bounded by fail_after.
+                while not emulator.emulator.requests:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                output.rename(workdir / "moved.jsonl")
+                output.symlink_to(outside / "planted.jsonl")
+    finally:
+        emulator.emulator.config.latency = 0.0
+    [result] = outcome
+    assert not result.is_error, result.content[0].text
+    assert not (outside / "planted.jsonl").exists()
+    assert len((workdir / "moved.jsonl").read_text().splitlines()) == 8
+
+
+async def test_tool_annotations_say_which_tools_may_rewrite_a_file(client: Client) -> None:
+    hints = {t.name: t.annotations.destructive_hint for t in (await client.list_tools()).tools if t.annotations}
+    # batch only appends to its own output; these three rewrite their own earlier output of the same job.
+    assert hints["batch"] is False
+    assert (hints["evaluate"], hints["import_dataset"], hints["batch_results"]) == (True, True, True)
+
+
+# ---- secrets ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_credentials_in_the_endpoint_reach_no_tool_error_and_no_log(
+    settings: Settings, logs, workdir: Path, one_image: str
+) -> None:
+    endpoint = f"http://robot:{SECRET}@127.0.0.1:{free_port()}/v1"
+    async with Client(build_server(settings.model_copy(update={"endpoint": endpoint}))) as client:
+        text = await refused(client, logs, "caption", image=one_image)
+    assert text.startswith(f"could not reach the Moondream API at http://127.0.0.1:{endpoint.rsplit(':', 1)[1]}")
+    assert SECRET not in text and "robot" not in text
+    assert [r for r in logs.records if SECRET in r.getMessage() or SECRET in (r.exc_text or "")] == []
+
+
+async def test_credentials_in_the_endpoint_still_authenticate_as_basic_auth(
+    settings: Settings, workdir: Path, emulator, one_image: str
+) -> None:
+    endpoint = emulator.url.replace("http://", f"http://robot:{SECRET}@")
+    async with Client(build_server(settings.model_copy(update={"endpoint": endpoint}))) as client:
+        with anyio.fail_after(BOUND):
+            result = await client.call_tool("caption", {"image": one_image, "length": "short"})
+    assert not result.is_error, result.content[0].text
+    [request] = emulator.emulator.requests
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(f"robot:{SECRET}".encode()).decode()
+
+
+@pytest.mark.parametrize("key", ["e", "a"])
+async def test_a_one_letter_key_leaves_every_message_as_it_was(
+    settings: Settings, workdir: Path, outside: Path, key: str
+) -> None:
+    with running_emulator(Emulator(EmulatorConfig(keys=frozenset({key})))) as running:
+        short = settings.model_copy(update={"api_key": SecretStr(key), "endpoint": running.url})
+        async with Client(build_server(short)) as client:
+            with anyio.fail_after(BOUND):
+                result = await client.call_tool("detect", {"image": str(outside / "a.png"), "object": "red"})
+    assert result.content[0].text == f"Error executing tool detect: {outside_message(str(outside / 'a.png'), workdir)}"

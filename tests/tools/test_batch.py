@@ -12,7 +12,7 @@ from mcp import Client
 from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
-from tests.support.calls import call
+from tests.support.calls import call, refusal
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
 
@@ -71,8 +71,15 @@ async def test_a_rerun_with_the_same_output_skips_what_is_done(client: Client, w
     assert (again["skipped"], again["succeeded"]) == (4, 0)
     assert "already done" in again["message"]
     assert emulator.emulator.requests == []
-    other = await call(client, "batch", **{**args, "object": "blue"})
-    assert other["skipped"] == 0, "other parameters are another job"
+    before = Path(args["output"]).read_bytes()
+    text = await refusal(client, "batch", **{**args, "object": "blue"})
+    assert text == (
+        f"Error executing tool batch: refused to write {args['output']}: the file is there and is not an earlier "
+        "batch output of this same job, so it was left untouched; give a new file name."
+    ), "other parameters are another job: not appended to this one's file"
+    assert Path(args["output"]).read_bytes() == before
+    other = await call(client, "batch", **{**args, "object": "blue", "output": str(workdir / "blue.jsonl")})
+    assert other["skipped"] == 0
 
 
 async def test_failures_are_reported_per_image_and_grouped(client: Client, workdir: Path, tmp_path: Path) -> None:

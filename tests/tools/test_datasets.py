@@ -40,6 +40,7 @@ async def test_a_coco_file_imports_as_detect_lines_that_inspect_as_ready(client:
     )
     assert (out["examples"], out["images"], out["objects"]) == (2, 2, {"red box": 1, "blue box": 1})
     lines = [json.loads(line) for line in (workdir / "boxes.jsonl").read_text().splitlines()]
+    assert len({line.pop("job") for line in lines}) == 1  # every line names the import that wrote it
     assert lines[0] == {
         "image": "coco/one.png",
         "skill": "detect",

@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 from statistics import mean
 
+import anyio
 import pytest
 from mcp import Client
 from PIL import Image
 
+from moondream_mcp import training
 from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 from tests.support.calls import call, refusal, unique
@@ -280,3 +282,92 @@ async def test_a_second_run_on_a_busy_finetune_is_refused(client: Client, workdi
     assert "already training" in text and started["run_id"] in text
     await call(client, "stop_training", run_id=started["run_id"])
     await wait_for(client, started["run_id"], finished)
+
+
+# ---- one driver per run ---------------------------------------------------------------------------
+
+
+async def test_two_servers_sharing_a_data_dir_apply_each_step_of_a_run_once(
+    settings: Settings, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(0.1, times=10_000, path="/rollouts")
+    async with Client(build_server(settings)) as first:
+        started = await call(
+            first,
+            "start_training",
+            dataset=str(dataset),
+            name=unique(),
+            steps=4,
+            groups_per_step=2,
+            rollouts_per_group=2,
+            eval_every=2,
+        )
+        # A second server on the same data directory finds the run "running": it must leave it to its driver.
+        async with Client(build_server(settings)):
+            status = await wait_for(first, started["run_id"], finished)
+    assert (status["state"], status["step"]) == ("completed", 4)
+    assert applied(emulator, started["finetune_id"]) == [1, 2, 3, 4]
+    assert [e["step"] for e in status["evals"]] == [2, 4]
+
+
+async def test_a_run_whose_driver_has_gone_is_taken_over_by_the_server_still_running(
+    settings: Settings, workdir: Path, emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training, "ADOPT_SECONDS", 0.05)
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(0.2, times=10_000, path="/rollouts")
+    async with Client(build_server(settings)) as second:
+        async with Client(build_server(settings)) as first:
+            started = await call(
+                first,
+                "start_training",
+                dataset=str(dataset),
+                name=unique(),
+                steps=6,
+                groups_per_step=2,
+                rollouts_per_group=2,
+                eval_every=0,
+            )
+            midway = await wait_for(first, started["run_id"], lambda s: s["step"] >= 2)
+        assert midway["state"] == "running"
+        status = await wait_for(second, started["run_id"], finished)
+    assert (status["state"], status["step"]) == ("completed", 6)
+    assert applied(emulator, started["finetune_id"]) == list(range(1, 7))
+
+
+async def test_two_start_training_calls_at_once_on_one_finetune_start_one_run(
+    settings: Settings, workdir: Path, emulator
+) -> None:
+    dataset = detect_dataset(workdir, count=4)
+    emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")
+    name = unique()
+    arguments = {
+        "dataset": str(dataset),
+        "name": name,
+        "steps": 20,
+        "groups_per_step": 2,
+        "rollouts_per_group": 2,
+        "eval_every": 0,
+    }
+    results = []
+    async with Client(build_server(settings)) as one, Client(build_server(settings)) as other:
+        async with anyio.create_task_group() as tasks:
+            for client in (one, one, other, other):
+
+                async def start(client: Client = client) -> None:
+                    results.append(await client.call_tool("start_training", arguments))
+
+                tasks.start_soon(start)
+        [started] = [r.structured_content for r in results if not r.is_error]
+        refused = [r.content[0].text for r in results if r.is_error]
+        await call(one, "stop_training", run_id=started["run_id"])
+        await wait_for(one, started["run_id"], finished)
+    assert (
+        refused
+        == [
+            f"Error executing tool start_training: finetune {started['finetune_id']} is already training in run "
+            f"{started['run_id']}; stop it (stop_training) or wait for it to finish"
+        ]
+        * 3
+    )

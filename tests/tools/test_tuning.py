@@ -257,3 +257,48 @@ async def test_metrics_are_logged_against_a_step(client: Client) -> None:
         client, "log_metrics", finetune_id=finetune["finetune_id"], step=0, metrics=[{"name": "acc", "value": 0.5}]
     )
     assert out["ok"] is True and out["logged_count"] == 1
+
+
+async def test_the_same_rollout_set_twice_in_one_step_is_refused_before_sending(
+    client: Client, photo: str, emulator
+) -> None:
+    finetune = await call(client, "create_finetune", name=unique(), rank=8)
+    batch = await rollouts(client, finetune["finetune_id"], photo)
+    group = {"rollout_set_id": batch["rollout_set_id"]}
+
+    text = await refusal(client, "train_step", finetune_id=finetune["finetune_id"], groups=[group, group])
+
+    assert text == (
+        f"Error executing tool train_step: rollout set {batch['rollout_set_id']} is listed twice; a set trains once "
+        "in a step"
+    )
+    assert not [r for r in emulator.emulator.requests if r.path.endswith("/train_step")]
+    await call(client, "train_step", finetune_id=finetune["finetune_id"], groups=[group])  # left unclaimed
+
+
+async def test_one_rollout_set_in_two_concurrent_steps_is_trained_on_once(client: Client, photo: str, emulator) -> None:
+    finetune = await call(client, "create_finetune", name=unique(), rank=8)
+    batch = await rollouts(client, finetune["finetune_id"], photo)
+    groups = [{"rollout_set_id": batch["rollout_set_id"]}]
+    emulator.emulator.inject_delay(1.0, path="/train_step")  # the first step is still on the wire...
+    results = []
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+
+            async def first() -> None:
+                results.append(
+                    await client.call_tool("train_step", {"finetune_id": finetune["finetune_id"], "groups": groups})
+                )
+
+            tasks.start_soon(first)
+            # No event crosses from the emulator's thread: poll, bounded by fail_after.
+            while not [r for r in emulator.emulator.requests if r.path.endswith("/train_step")]:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            # ...when the second asks for the same set, even allowing reuse.
+            second = await refusal(
+                client, "train_step", finetune_id=finetune["finetune_id"], groups=groups, allow_reuse=True
+            )
+    assert "is being trained on by another train_step call right now" in second
+    [applied] = results
+    assert not applied.is_error and applied.structured_content["step"] == 1
+    assert [s.step for s in emulator.emulator.train_steps if s.finetune_id == finetune["finetune_id"]] == [1]

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import base64
-import uuid
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,12 +14,16 @@ from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import Field
 
 from ..failures import InputError
+from ..files import OutputFile
 from ..state import AppState, Ctx
 from ..video import detection, redacting
 from ..video.detection import VideoDetection
+from ..video.errors import VideoError
 from ..video.redacting import VideoRedaction
 from ..video.sampling import Sampling
+from ..video.sheets import save
 from ..video.source import video_source
+from ..video.writing import container_for
 from .results import structured
 from .skills import Model, ObjectName
 
@@ -41,6 +43,13 @@ WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempoten
 
 def _picture(jpeg: bytes) -> ImageContent:
     return ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg")
+
+
+async def _let_go(output: OutputFile | None) -> None:
+    """An output still open when the call ends was never claimed: if this call created it, it goes."""
+    if output is not None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(output.discard)
 
 
 def register(server: MCPServer[AppState]) -> None:
@@ -66,15 +75,12 @@ def register(server: MCPServer[AppState]) -> None:
         displayed, with t in seconds) go to a JSONL file as they come; the result says when it was seen, how
         many over time, and its tracks (the same object followed across frames, by box overlap)."""
         state = ctx.request_context.lifespan_context
-        video_dir = state.settings.data_dir / "video"
         jpeg: bytes | None = None
         with state.errors():
             sampling = Sampling(fps=fps, every_n_frames=every_n_frames, max_frames=max_frames, start=start, end=end)
-            path = None
-            if output:
-                path = await anyio.to_thread.run_sync(partial(state.files.check, output, for_writing=True))
+            opened = await anyio.to_thread.run_sync(state.files.open_output, output) if output else None
             try:
-                async with video_source(video, state.files, state.images, video_dir / "downloads") as source:
+                async with video_source(video, state.files, state.images) as source:
                     detected = await detection.detect_video(
                         source,
                         client=state.client,
@@ -82,22 +88,25 @@ def register(server: MCPServer[AppState]) -> None:
                         object=object,
                         sampling=sampling,
                         model=model,
-                        output=path,
-                        data_dir=video_dir,
+                        output=opened,
+                        files=state.files,
                         max_pixels=state.settings.max_image_pixels,
                         explain=state.explain,
                         progress=ctx.report_progress,
                     )
                     if annotate:
                         jpeg = await detection.draw_sheet(source, detected)
+                summary = detected.summary
+                if jpeg is not None:
+                    name = f"{skill}-{detected.job}.jpg"
+                    summary.sheet = str(
+                        await anyio.to_thread.run_sync(save, state.files, jpeg, "video", "sheets", name)
+                    )
             except OSError as exc:
                 raise ToolError(f"cannot write the results: {exc.strerror or exc}") from None
-        summary = detected.summary
+            finally:
+                await _let_go(opened)
         if jpeg is not None:
-            sheet = video_dir / "sheets" / f"{skill}-{detected.job}.jpg"
-            await anyio.Path(sheet.parent).mkdir(parents=True, exist_ok=True)
-            await anyio.Path(sheet).write_bytes(jpeg)
-            summary.sheet = str(sheet)
             return structured(summary, _picture(jpeg))
         return structured(summary)
 
@@ -126,7 +135,6 @@ def register(server: MCPServer[AppState]) -> None:
         their tracks through the frames between. Same length, frame rate and size; audio kept. Returns a
         before/after contact sheet."""
         state = ctx.request_context.lifespan_context
-        video_dir = state.settings.data_dir / "video"
         with state.errors():
             sampling = Sampling(
                 fps=fps if fps is not None or every_n_frames is not None else 2.0,
@@ -138,9 +146,13 @@ def register(server: MCPServer[AppState]) -> None:
             names = [name for name in dict.fromkeys(o.strip() for o in objects) if name]
             if not names:
                 raise InputError("objects must name at least one thing to hide")
-            target = await anyio.to_thread.run_sync(partial(state.files.check, output, for_writing=True))
+            fmt = container_for(Path(output.strip()))
+            target = await anyio.to_thread.run_sync(state.files.open_output, output)
             try:
-                async with video_source(video, state.files, state.images, video_dir / "downloads") as source:
+                if not target.created:
+                    target.close()
+                    raise VideoError(f"{target.label} already exists; choose a new output file.")
+                async with video_source(video, state.files, state.images) as source:
                     redacted = await redacting.redact_video(
                         source,
                         client=state.client,
@@ -148,11 +160,17 @@ def register(server: MCPServer[AppState]) -> None:
                         style=style,
                         sampling=sampling,
                         target=target,
-                        sheet_path=video_dir / "sheets" / f"{Path(target).stem}-{uuid.uuid4().hex[:8]}.jpg",
+                        fmt=fmt,
+                        files=state.files,
                         max_pixels=state.settings.max_image_pixels,
                         explain=state.explain,
                         progress=ctx.report_progress,
                     )
             except OSError as exc:
-                raise ToolError(f"cannot write {target}: {exc.strerror or exc}") from None
+                await _let_go(target)
+                raise ToolError(f"cannot write {target.label}: {exc.strerror or exc}") from None
+            except BaseException:
+                await _let_go(target)
+                raise
+            target.close()
         return structured(redacted.summary, _picture(redacted.sheet))

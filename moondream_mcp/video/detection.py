@@ -5,11 +5,10 @@ into tracks. Knows nothing of MCP."""
 from __future__ import annotations
 
 import json
-import threading
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -18,9 +17,9 @@ from pydantic import BaseModel, Field
 
 from ..client import MoondreamClient
 from ..failures import EXPECTED, Explain, FailureGroups
-from ..jsonl import LineWriter
-from ..local_batch import digest
-from .errors import VideoError, require_av
+from ..files import FileGuard, OutputFile
+from ..jsonl import LineWriter, job_id
+from .errors import require_av
 from .sampling import Sampling, VideoInfo
 from .sheets import Tile, sheet
 from .source import Source
@@ -29,7 +28,6 @@ from .tracking import Shape, Track, track
 Skill = Literal["detect", "point"]
 Progress = Callable[[float, float | None, str | None], Coroutine[Any, Any, None]]
 
-_OWN = b'{"job":'  # how every line this module writes begins
 MAX_SPANS = 32
 MAX_TRACKS = 20
 SHEET_FRAMES = 12
@@ -81,13 +79,6 @@ def shapes_of(record: dict[str, Any]) -> list[Shape]:
     return [(p["x"], p["y"], p["x"], p["y"]) for p in record.get("points", [])]
 
 
-def _is_record(line: bytes) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
 def _readable(record: dict[str, Any]) -> bool:
     try:
         return all(isinstance(v, (int, float)) for shape in shapes_of(record) for v in shape)
@@ -96,37 +87,22 @@ def _readable(record: dict[str, Any]) -> bool:
 
 
 class FrameLog:
-    """An append-only JSONL file of one line per sampled frame, opened once for the whole run."""
+    """One line per sampled frame, appended to a JSONL file that is this job's own (jsonl.LineWriter)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._writer: LineWriter | None = None
+    def __init__(self, lines: LineWriter) -> None:
+        self.lines = lines
 
-    def done(self, job: str) -> dict[int, dict[str, Any]]:
-        """This job's frames answered in earlier runs, by pts; a line torn by a crash is cut off first."""
-        if not self.path.exists():
-            return {}
-        with self._lock, open(self.path, "rb+") as f:
-            data = f.read()
-            first, complete, _ = data.partition(b"\n")
-            tail = data[data.rfind(b"\n") + 1 :]
-            # Appending to, or cutting, anything but this log's own lines would damage it (the video itself, say).
-            head_ok = _is_record(first) if complete else first.startswith(_OWN)
-            if data and not (head_ok and (not tail or tail.startswith(_OWN))):
-                raise VideoError(f"{self.path} is not a JSONL file of frame results; choose another output.")
-            if tail:  # a line torn by a crash
-                f.truncate(len(data) - len(tail))
-                data = data[: len(data) - len(tail)]
+    def done(self) -> dict[int, dict[str, Any]]:
+        """This job's frames answered in earlier runs, by pts."""
         found: dict[int, dict[str, Any]] = {}
-        for line in data.splitlines():
+        for raw in self.lines.existing():
             try:
-                record = json.loads(line)
+                record = json.loads(raw)
             except ValueError:
                 continue
             if (
                 isinstance(record, dict)
-                and record.get("job") == job
+                and record.get("job") == self.lines.job
                 and record.get("ok") is True
                 and isinstance(record.get("pts"), int)
                 and isinstance(record.get("t"), (int, float))
@@ -136,20 +112,19 @@ class FrameLog:
         return found
 
     def append(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            if self._writer is None:
-                self._writer = LineWriter(self.path, "append")
-            self._writer.write(record)
+        self.lines.write(record)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+    def close(self, *, failed: bool = False) -> None:
+        """Let the file go; after a failure, one this call created and left empty goes too."""
+        output = self.lines.output
+        if failed and output.created and output.fd >= 0 and os.fstat(output.fd).st_size == 0:
+            self.lines.abandon()
+        else:
+            self.lines.close()
 
 
-def job_id(source: Source, **parameters: Any) -> str:
-    return digest({"video": source.identity, **parameters})
+def video_job(source: Source, **parameters: Any) -> str:
+    return job_id(tool="detect_video", video=source.identity, **parameters)
 
 
 async def look(client: MoondreamClient, skill: Skill, data_url: str, object: str, model: str | None) -> dict[str, Any]:
@@ -236,23 +211,32 @@ async def detect_video(
     object: str,
     sampling: Sampling,
     model: str | None,
-    output: Path | None,
-    data_dir: Path,
+    output: OutputFile | None,
+    files: FileGuard,
     max_pixels: int,
     explain: Explain,
     progress: Progress | None = None,
 ) -> Detected:
     """Detect or point at `object` in the sampled frames, appending one line per frame to `output` (default:
-    a file in `data_dir` named after the job)."""
+    a file of the server's own named after the job), once it is claimed as this job's (jsonl.LineWriter)."""
     require_av()
     from .scanning import Sample, Scan, scan
 
-    job = job_id(source, skill=skill, object=object, model=model, sampling=sampling.as_dict())
-    if output is None:
-        output = data_dir / f"{skill}-{job}.jsonl"
-        await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
-    log = FrameLog(output)
-    done = await anyio.to_thread.run_sync(log.done, job)
+    job = video_job(source, skill=skill, object=object, model=model, sampling=sampling.as_dict())
+
+    def claim() -> LineWriter:
+        opened = output if output is not None else files.open_own("video", f"{skill}-{job}.jsonl")
+        return LineWriter.claim(opened, job, "resume", tool="detect_video")
+
+    lines = await anyio.to_thread.run_sync(claim)
+    path = lines.output.path
+    log = FrameLog(lines)
+    try:
+        done = await anyio.to_thread.run_sync(log.done)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(partial(log.close, failed=True))
+        raise
     results: dict[int, tuple[float, list[Shape]]] = {pts: (r["t"], shapes_of(r)) for pts, r in done.items()}
     failures = FailureGroups()
     answered = 0
@@ -264,7 +248,7 @@ async def detect_video(
 
     async def work(sample: Sample) -> None:
         nonlocal answered
-        record: dict[str, Any] = {"job": job, "t": round(sample.t, 6), "pts": sample.pts}
+        record: dict[str, Any] = {"t": round(sample.t, 6), "pts": sample.pts}
         try:
             record |= {"ok": True, **await look(client, skill, sample.image.data_url, object, model)}
         except EXPECTED as exc:
@@ -282,8 +266,11 @@ async def detect_video(
 
     try:
         outcome = await scan(source, sampling, work, max_pixels=max_pixels, skip=done, started=started)
-    finally:
-        await anyio.to_thread.run_sync(log.close)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(partial(log.close, failed=True))
+        raise
+    await anyio.to_thread.run_sync(log.close)
 
     ordered = sorted(results.values())
     seen = [t for t, shapes in ordered if shapes]
@@ -291,7 +278,7 @@ async def detect_video(
     parts = [f"{outcome.sampled} frames sampled, the object in {len(seen)}"]
     resumed = len(done)
     if resumed:
-        parts.append(f"{resumed} already done in {output}")
+        parts.append(f"{resumed} already done in {path}")
     if len(failures):
         parts.append(f"{len(failures)} failed ({failures.grouped()[0][0]}); rerun with the same output to retry them")
     if outcome.truncated:
@@ -307,7 +294,7 @@ async def detect_video(
         count_over_time=count_spans([(t, len(shapes)) for t, shapes in ordered]),
         tracks=summarize_tracks(tracks),
         track_count=len(tracks),
-        output=str(output),
+        output=str(path),
         sheet=None,
         message="; ".join(parts) + ".",
     )

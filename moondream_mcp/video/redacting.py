@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,10 +20,11 @@ from pydantic import BaseModel, Field
 
 from ..client import MoondreamClient
 from ..failures import EXPECTED, Explain, FailureGroups
+from ..files import FileGuard, OutputFile
 from .detection import STILL_PIXELS, Progress, VideoFacts, facts, key_frames, look, shapes_of
 from .errors import VideoError, require_av
 from .sampling import Sampling
-from .sheets import Tile, sheet
+from .sheets import Tile, save, sheet
 from .source import Source
 from .tracking import Shape, Timeline, Track, track
 
@@ -72,22 +69,17 @@ async def redact_video(
     objects: list[str],
     style: Style,
     sampling: Sampling,
-    target: Path,
-    sheet_path: Path,
+    target: OutputFile,
+    fmt: str,
+    files: FileGuard,
     max_pixels: int,
     explain: Explain,
     progress: Progress | None = None,
 ) -> Redacted:
-    """Write `target`, a new file, from `source` with every object hidden; nothing is left behind on failure."""
+    """Write `target`, a file this call created, from `source` as `fmt` with every object hidden; the contact
+    sheet goes to the data directory. On failure the caller discards `target`."""
     require_av()
     from .scanning import Sample, scan
-    from .writing import container_for
-
-    container_for(target)
-    if await anyio.Path(target).exists() or await anyio.Path(target).is_symlink():
-        raise VideoError(f"{target} already exists; choose a new output file.")
-    if target == source.path:
-        raise VideoError("the output must be a new file, not the video itself.")
 
     found: dict[str, dict[int, tuple[float, list[Shape]]]] = {o: {} for o in objects}
     failures = FailureGroups()
@@ -169,12 +161,11 @@ async def redact_video(
             last_report = now
             anyio.from_thread.run(progress, outcome.sampled + count, max(total, outcome.sampled + count), "writing")
 
-    with _published(target) as partial_file:
-        from .writing import rewrite
+    from .writing import rewrite
 
-        result = await anyio.to_thread.run_sync(
-            partial(rewrite, source, partial_file, edit, checkpoint=anyio.from_thread.check_cancelled, on_frame=written)
-        )
+    result = await anyio.to_thread.run_sync(
+        partial(rewrite, source, target, fmt, edit, checkpoint=anyio.from_thread.check_cancelled, on_frame=written)
+    )
 
     tiles: list[Tile] = []
     for pts in sorted(before, key=lambda p: before[p][0]):
@@ -182,11 +173,11 @@ async def redact_video(
         tiles.append(Tile(picture_before, f"before, {t:.2f} s", shapes))
         tiles.append(Tile(after.get(pts, picture_before), f"after, {t:.2f} s"))
     jpeg = await anyio.to_thread.run_sync(partial(sheet, tiles, columns=4 if len(tiles) > 2 else 2))
-    await anyio.Path(sheet_path.parent).mkdir(parents=True, exist_ok=True)
-    await anyio.Path(sheet_path).write_bytes(jpeg)
+    sheet_name = f"{target.path.stem}-{uuid.uuid4().hex[:8]}.jpg"
+    sheet_path = await anyio.to_thread.run_sync(save, files, jpeg, "video", "sheets", sheet_name)
 
     summary = VideoRedaction(
-        output=str(target),
+        output=str(target.path),
         video=facts(info),
         frames_written=result.frames,
         frames_sampled=outcome.sampled,
@@ -213,22 +204,3 @@ def _frames_estimate(outcome: Scan) -> int:
     if info.frames:
         return int(info.frames)
     return round(info.duration * info.fps) if info.duration and info.fps else 0
-
-
-@contextmanager
-def _published(target: Path) -> Iterator[Path]:
-    """A hidden partial file beside `target`, moved to `target` only when the block succeeds — never over an
-    existing file — and removed otherwise."""
-    partial_file = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
-    try:
-        yield partial_file
-        try:
-            os.link(partial_file, target)  # fails, rather than replaces, when target exists
-        except FileExistsError:
-            raise VideoError(f"{target} already exists; choose a new output file.") from None
-        except OSError:  # a filesystem without hard links
-            if os.path.lexists(target):
-                raise VideoError(f"{target} already exists; choose a new output file.") from None
-            os.rename(partial_file, target)
-    finally:
-        partial_file.unlink(missing_ok=True)

@@ -4,10 +4,11 @@ cannot hold its codec). Blocking; one frame in memory at a time."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import av.error
@@ -17,6 +18,7 @@ from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
+from ..files import OutputFile
 from .errors import VideoError
 from .reading import Checkpoint, Frame, Reader
 from .source import Source
@@ -47,8 +49,8 @@ def container_for(path: Path) -> str:
 class _Output:
     """The output container, opened once the first frame says how the video is turned."""
 
-    def __init__(self, target: Path, fmt: str, reader: Reader) -> None:
-        self._file = open(target, "xb")  # noqa: SIM115 - closed in close(); "x": never over an existing file
+    def __init__(self, file: BinaryIO, fmt: str, reader: Reader) -> None:
+        self._file = file
         try:
             self.container: OutputContainer = av.open(self._file, "w", format=fmt)
         except BaseException:
@@ -118,14 +120,14 @@ class _Output:
 
 def rewrite(
     source: Source,
-    target: Path,
+    target: OutputFile,
+    fmt: str,
     edit: Edit,
     *,
     checkpoint: Checkpoint | None = None,
     on_frame: Callable[[int], None] | None = None,
 ) -> Written:
-    """Write `target` (which must not exist) from `source`, every frame passed through `edit`."""
-    fmt = container_for(target)
+    """Write `target` (a file this call created, empty) from `source` as `fmt`, every frame passed through `edit`."""
     held: list[Packet] = []  # audio demuxed before the first video frame, until the output is open
     output: _Output | None = None
 
@@ -138,7 +140,7 @@ def rewrite(
     written = 0
     try:
         with Reader(source, checkpoint=checkpoint, other_packets=audio) as reader:
-            output = _Output(target, fmt, reader)
+            output = _Output(os.fdopen(os.dup(target.fd), "wb"), fmt, reader)
             for packet in held:
                 output.audio(packet)
             held.clear()
@@ -152,6 +154,4 @@ def rewrite(
                 output.close()
             return Written(frames=written, audio=output.audio_out is not None)
     except (av.error.FFmpegError, OSError) as exc:
-        if isinstance(exc, FileExistsError):
-            raise VideoError(f"{target} already exists; choose a new output file.") from None
         raise VideoError(f"the video could not be written: {exc}") from None

@@ -17,7 +17,7 @@ from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 from tests.support.calls import call, refusal
 from tests.support.clips import Clip, decode, is_red, moving_square, pixels_inside, rgb
-from tests.support.pictures import assert_box
+from tests.support.pictures import assert_box, canvas, save
 from tests.support.scripted_http import body, serving
 
 pytestmark = pytest.mark.anyio
@@ -114,22 +114,48 @@ async def test_a_rerun_with_the_same_output_resumes_without_asking_again(
     assert emulator.emulator.requests == []
     assert (again["resumed"], again["frames_sampled"], again["tracks"]) == (5, 5, first["tracks"])
     assert len(lines(args["output"])) == 5
-    other = await call(client, "detect_video", **{**args, "fps": 4})
-    assert other["resumed"] == 0, "other sampling is another job"
+    before = Path(args["output"]).read_bytes()
+    text = await refusal(client, "detect_video", **{**args, "fps": 4})
+    assert text.endswith(not_ours(args["output"])), "other sampling is another job: not appended to this one's file"
+    assert Path(args["output"]).read_bytes() == before
+    other = await call(client, "detect_video", **{**args, "fps": 4, "output": str(workdir / "r4.jsonl")})
+    assert other["resumed"] == 0
 
 
-@pytest.mark.parametrize("content", ["video", "notes"])
-async def test_an_output_that_is_not_a_results_file_is_left_untouched(
+def not_ours(path: object) -> str:
+    return (
+        f"refused to write {path}: the file is there and is not an earlier detect_video output of this same job, so "
+        "it was left untouched; give a new file name."
+    )
+
+
+@pytest.mark.parametrize("content", ["video", "notes", "photo", "other-job"])
+async def test_an_output_that_is_not_this_jobs_results_file_is_left_untouched(
     client: Client, clip: Clip, workdir: Path, emulator, content: str
 ) -> None:
-    target = clip.path if content == "video" else workdir / "notes.txt"
+    target = {"video": clip.path, "notes": workdir / "notes.txt", "photo": workdir / "photo.png"}.get(
+        content, workdir / "batch.jsonl"
+    )
     if content == "notes":
         target.write_text("shopping: milk")  # no newline at the end: a torn line, were it a log
+    elif content == "photo":
+        save(canvas(), target)
+    elif content == "other-job":
+        await call(client, "batch", skill="caption", images=[save(canvas(), workdir / "a.png")], output=str(target))
     before = target.read_bytes()
+    emulator.emulator.clear()
     text = await refusal(client, "detect_video", video=str(clip.path), object="red", output=str(target))
-    assert text.endswith(f"{target} is not a JSONL file of frame results; choose another output.")
+    assert text.endswith(not_ours(target))
     assert target.read_bytes() == before
     assert emulator.emulator.requests == []
+
+
+async def test_an_output_made_for_a_video_that_cannot_be_read_is_removed(client: Client, workdir: Path) -> None:
+    fake = workdir / "fake.mp4"
+    fake.write_bytes(bytes(range(256)) * 64)
+    text = await refusal(client, "detect_video", video=str(fake), object="red", output=str(workdir / "new.jsonl"))
+    assert "not a video that can be read" in text
+    assert sorted(p.name for p in workdir.iterdir()) == ["fake.mp4"]
 
 
 async def test_progress_is_reported_for_every_sampled_frame(client: Client, clip: Clip) -> None:
@@ -358,6 +384,46 @@ async def test_redact_video_refuses_an_output_it_cannot_write(
     assert "outside the allowed directories" in text
     text = await refusal(client, "redact_video", video=str(clip.path), objects=["red"], output=str(workdir / "o.avi"))
     assert text.endswith("cannot write a .avi video; name the output .mp4, .mov or .mkv.")
+
+
+async def test_redact_video_output_through_a_symlink_leading_outside_is_refused(
+    client: Client, clip: Clip, workdir: Path, tmp_path: Path, emulator
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (workdir / "out.mp4").symlink_to(outside / "planted.mp4")  # dangling: a write would create it out there
+    text = await refusal(client, "redact_video", video=str(clip.path), objects=["red"], output=str(workdir / "out.mp4"))
+    assert "outside the allowed directories" in text
+    assert list(outside.iterdir()) == []
+    assert emulator.emulator.requests == []
+
+
+async def test_a_video_swapped_on_disk_mid_run_is_still_read_from_the_file_first_opened(
+    client: Client, clip: Clip, workdir: Path, emulator
+) -> None:
+    output = workdir / "hidden.mp4"
+    emulator.emulator.config.latency = 0.5  # every answer held back: the swap lands before the video is rewritten
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                outcome: list = []
+
+                async def run() -> None:
+                    arguments = {"video": str(clip.path), "objects": ["red"], "style": "box", "output": str(output)}
+                    outcome.append(await client.call_tool("redact_video", arguments))
+
+                tasks.start_soon(run)
+                # No event crosses from the emulator's thread: poll, bounded by fail_after.
+                while not emulator.emulator.requests:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                clip.path.rename(workdir / "moved.mp4")
+                clip.path.write_bytes(b"not the video that was asked for")
+    finally:
+        emulator.emulator.config.latency = 0.0
+    [result] = outcome
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content["frames_written"] == 48
+    assert_same_timing(workdir / "moved.mp4", output)
 
 
 # ---- what a video may not reach -------------------------------------------------------------------

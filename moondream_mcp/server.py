@@ -20,7 +20,20 @@ from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
 from .store import Store
-from .tools import batch_api, datasets, evaluation, guides, local_batch, pictures, roots, runs, skills, tuning, zoom
+from .tools import (
+    batch_api,
+    datasets,
+    evaluation,
+    guides,
+    local_batch,
+    pictures,
+    roots,
+    runs,
+    skills,
+    tuning,
+    video,
+    zoom,
+)
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -102,6 +115,7 @@ def build_server(
     guides.register(server)
     pictures.register(server)
     roots.register(server)
+    video.register(server)
     return server
 
 

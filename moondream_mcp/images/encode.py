@@ -118,6 +118,20 @@ def decode_untrusted(data: bytes, label: str, work: Callable[[Image.Image], T]) 
         raise ImageError(f"{label} could not be decoded: the image data is truncated or corrupt.") from None
 
 
+def from_pixels(image: Image.Image, *, max_pixels: int) -> PreparedImage:
+    """Pixels already upright (a video frame, say) -> the JPEG to send, downscaled to the pixel budget."""
+    flat = _flatten(_resized(image, fit_within(image.width, image.height, max_pixels)))
+    jpeg, sent = encode_jpeg(flat)
+    return PreparedImage(
+        data_url=_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii"),
+        jpeg=jpeg,
+        width=image.width,
+        height=image.height,
+        sent_width=sent.width,
+        sent_height=sent.height,
+    )
+
+
 def encode_jpeg(image: Image.Image, *, budget: int = MAX_DATA_URL_CHARS) -> tuple[bytes, Image.Image]:
     """JPEG bytes whose data URL is under `budget` characters, and the image they encode."""
     quality = _JPEG_QUALITY

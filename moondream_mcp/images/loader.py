@@ -22,7 +22,7 @@ from .crops import Cutouts, Region, cut
 from .data_urls import decode_data_url
 from .encode import PreparedImage, prepare
 from .errors import ImageError, describe
-from .fetch import AddressPolicy, Resolver, UrlFetcher, is_public_address, system_resolver
+from .fetch import AddressPolicy, Resolver, Sink, UrlFetcher, is_public_address, system_resolver
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -161,6 +161,10 @@ class ImageLoader:
             # Each decode may hold a few hundred MB at the pixel limit: a few at a time, not 40.
             self._decoders = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         return self._decoders
+
+    async def download(self, url: str, write: Sink) -> int:
+        """An http(s) URL's bytes, chunk by chunk, under the address policy, byte cap and time cap of images."""
+        return await self._fetcher.fetch_to(url, write)
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,19 @@ class Settings(BaseSettings):
         "SDK allows 900 s); a step answered later than this is reported as of unknown outcome.",
     )
 
+    confirm_batch_above: int = Field(
+        default=500,
+        ge=0,
+        validation_alias=_env("MOONDREAM_MCP_CONFIRM_BATCH_ABOVE"),
+        description="submit_batch asks the user first (when the client can ask) for more images than this.",
+    )
+    progress_every: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_PROGRESS_EVERY"),
+        description="Seconds between progress notifications while a tool waits (clients reset timeouts on them).",
+    )
+
     @field_validator("allowed_dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from .client import (
     APIConnectionError,
@@ -134,3 +138,80 @@ class FailureGroups:
     def grouped(self) -> list[tuple[str, int, list[str]]]:
         """(reason, count, examples) for each reason, most common first."""
         return [(reason, count, self.examples[reason]) for reason, count in self.counts.most_common()]
+
+
+# ---- arguments that do not fit a tool's schema ------------------------------------------------------
+
+ARGUMENT_PROBLEMS = 5  # listed in one message; the model fixes those and learns of the rest next time
+_SHOWN_INPUT = 40  # longest repr of a rejected value repeated back (never a data URL or a whole object)
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+_SUBJECT = re.compile(r"^[A-Z][a-z]+ (?=must )")
+_REWORDED = (
+    ("Field required", "is required"),
+    ("Extra inputs are not permitted", "is not a known argument"),
+    ("Input should be ", "must be "),
+    (" should be ", " must be "),
+    (" should have ", " must have "),
+    (" should match ", " must match "),
+    (" after validation", ""),
+    ("Value error, ", ""),
+)
+
+
+def invalid_arguments(tool: str, error: ValidationError) -> str:
+    """Why a tool's arguments were refused, in sentences for the model: no pydantic links, no type codes,
+    no echo of long values; of the shapes a union allows, only the closest one is discussed."""
+    problems = [_sentence(e) for e in _closest_branches(error.errors(include_url=False))]
+    shown = "; ".join(problems[:ARGUMENT_PROBLEMS])
+    more = f" (and {len(problems) - ARGUMENT_PROBLEMS} more)" if len(problems) > ARGUMENT_PROBLEMS else ""
+    return f"invalid arguments: {shown}{more}. Correct them and call {tool} again."
+
+
+def _closest_branches(errors: Sequence[ErrorDetails]) -> list[ErrorDetails]:
+    """Where a value could take several shapes (a union), keep the errors of the shape it came closest to."""
+    by_branch: dict[tuple[Any, ...], dict[str, list[ErrorDetails]]] = {}
+    plain: list[ErrorDetails] = []
+    for err in errors:
+        at = next((i for i, part in enumerate(err["loc"]) if _is_tag(part)), None)
+        if at is None:
+            plain.append(err)
+        else:
+            by_branch.setdefault(tuple(err["loc"][:at]), {}).setdefault(str(err["loc"][at]), []).append(err)
+    for branches in by_branch.values():
+        closest: list[ErrorDetails] = min(branches.values(), key=len)
+        plain += closest
+    return plain
+
+
+def _is_tag(part: int | str) -> bool:
+    # pydantic names a union's arm in the error's location: a model (RLGroup), a type (str, list[str]).
+    return isinstance(part, str) and (part[:1].isupper() or part in _TYPE_TAGS or not part.replace("_", "").isalnum())
+
+
+def _sentence(err: ErrorDetails) -> str:
+    path, branch = "", ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _is_tag(part):
+            branch = f" (as {part})" if part[:1].isupper() else ""
+        else:
+            path += f".{part}" if path else part
+    message = err["msg"]
+    for old, new in _REWORDED:
+        message = message.replace(old, new)
+    message = re.sub(r"\ba valid (?=[aeiou])", "an ", message).replace("a valid ", "a ")
+    message = _SUBJECT.sub("", message)  # "List must have…" about `path` is "path must have…"
+    if message[:1].isupper():
+        message = "is invalid: " + message[0].lower() + message[1:]
+    shown = repr(err.get("input"))
+    got = (
+        f" (got {shown})"
+        if err["type"] != "missing" and _scalar(err.get("input")) and len(shown) <= _SHOWN_INPUT
+        else ""
+    )
+    return f"{path or 'the arguments'}{branch} {message}{got}"
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)

@@ -23,10 +23,11 @@ import errno
 import fnmatch
 import os
 import stat
+import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -306,10 +307,27 @@ class FileGuard:
         self.allowed_dirs = tuple(Path(os.path.expanduser(d)).resolve() for d in allowed_dirs)
         self.max_file_bytes = max_file_bytes
         self.own_dir = own_dir
+        self._configured = self.allowed_dirs
+        self._extra: dict[Hashable, tuple[Path, ...]] = {}
+        self._extra_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileGuard:
         return cls(list(settings.allowed_dirs), settings.max_file_bytes, settings.data_dir)
+
+    def set_extra_dirs(self, owner: Hashable, dirs: Iterable[Path]) -> None:
+        """Allow `dirs` too, on behalf of `owner` (a client that offered them), replacing what that owner
+        offered before; the configured directories always stay. An empty `dirs` withdraws the owner's."""
+        resolved = tuple(Path(os.path.expanduser(d)).resolve() for d in dirs)
+        with self._extra_lock:
+            if resolved:
+                self._extra[owner] = resolved
+            else:
+                self._extra.pop(owner, None)
+            extra = (d for ds in self._extra.values() for d in ds)
+            # One assignment: a rule applied meanwhile sees the old tuple or the new one, never a mixture;
+            # and every open is judged again on its descriptor (_confirm), so a withdrawn root refuses.
+            self.allowed_dirs = tuple(dict.fromkeys([*self._configured, *extra]))
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -495,6 +513,38 @@ class FileGuard:
             raise FileError(f"cannot write {label}: {exc.strerror}") from None
         finally:
             os.close(parent)
+
+    def open_own_read(self, *parts: str) -> OpenFile:
+        """A file of the server's own below its data directory, for reading; as open_own, only for names
+        the server chooses, and no symlink followed below the data directory. FileMissing if it is not there."""
+        if self.own_dir is None:
+            raise FileMissing("this server has no data directory")
+        label = describe(str(self.own_dir.joinpath(*parts)))
+        real = self.own_dir.resolve().joinpath(*parts)
+        fd = -1
+        try:
+            parent = os.open(self.own_dir, _WALK & ~getattr(os, "O_NOFOLLOW", 0))
+            try:
+                for name in parts[:-1]:
+                    below = os.open(name, _WALK, dir_fd=parent)
+                    os.close(parent)
+                    parent = below
+                fd = os.open(parts[-1], _READ, dir_fd=parent)
+            finally:
+                os.close(parent)
+            st = os.fstat(fd)
+            _require_regular(st, label)
+            if st.st_size > self.max_file_bytes:
+                raise FileError(_too_large(label, self.max_file_bytes))
+        except BaseException as exc:
+            if fd >= 0:
+                os.close(fd)
+            if isinstance(exc, FileNotFoundError):
+                raise FileMissing(f"file not found: {label}") from None
+            if isinstance(exc, OSError):
+                raise FileError(f"cannot open {label}: {exc.strerror}") from None
+            raise
+        return OpenFile(fd, real, st, label, self.max_file_bytes)
 
     def _open_for_writing(self, parent: int, name: str, real: Path, label: str, *, judge: bool) -> OutputFile | None:
         """Create `name` in `parent`, or open it if it is there; None when it changed under us (look again)."""

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 REALM = "moondream-mcp"
+UNAUTHORIZED = -32001  # JSON-RPC's range for server-defined errors
 
 
 class HTTPConfigError(Exception):
@@ -85,7 +86,7 @@ def security_settings(host: str, port: int, extra_hosts: list[str]) -> Transport
     )
 
 
-async def _respond(send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
+async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -132,13 +133,20 @@ class RequireBearerToken:
         reason = "no bearer token" if given is None else "a wrong bearer token"
         log.warning("refused an HTTP request from %s: %s", client[0], reason)
         challenge = f'Bearer realm="{REALM}"' + ("" if given is None else ', error="invalid_token"')
+        description = f"send Authorization: Bearer <token> with the server's MOONDREAM_MCP_TOKEN ({reason} was given)"
+        # A JSON-RPC error body: MCP clients show its message instead of a bare "error response". The
+        # OAuth-style code goes in the challenge header and in the error's data.
         await _respond(
             send,
             401,
             {
-                "error": "invalid_token" if given is not None else "unauthorized",
-                "error_description": f"send Authorization: Bearer <token> with the server's MOONDREAM_MCP_TOKEN "
-                f"({reason} was given)",
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": UNAUTHORIZED,
+                    "message": f"unauthorized: {description}",
+                    "data": {"error": "invalid_token" if given is not None else "unauthorized"},
+                },
             },
             [(b"www-authenticate", challenge.encode())],
         )

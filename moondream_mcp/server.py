@@ -4,18 +4,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 
 from . import __version__, emulated
 from .client import MoondreamClient
 from .config import Settings
-from .failures import Explainer
+from .failures import Explainer, invalid_arguments
 from .files import FileGuard
 from .images import ImageLoader
 from .state import AppState
 from .store import Store
-from .tools import ask, batch_api, datasets, evaluation, guides, labelling, local_batch, runs, skills, tuning
+from .tools import (
+    ask,
+    batch_api,
+    datasets,
+    evaluation,
+    guides,
+    labelling,
+    local_batch,
+    pictures,
+    roots,
+    runs,
+    skills,
+    tuning,
+    video,
+    zoom,
+)
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -23,8 +43,22 @@ Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s
 All coordinates are normalized 0-1 with the origin at the top-left of the image as displayed
 (EXIF orientation applied); multiply by image.width / image.height for pixels.
 Use detect for boxes and counts, point for locations, segment for outlines, query for questions,
-caption for descriptions, ask for one question about several images. Set annotate=true to get the image
-back with the results drawn on it."""
+caption for descriptions, ask for one question about several images, zoom to look closer (crops at full
+resolution). Set annotate=true to get the image back with the results drawn on it."""
+
+
+class _Server(MCPServer[AppState]):
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # Arguments that do not fit the schema: said for the model, without pydantic's report and links.
+            if isinstance(exc.__cause__, ValidationError):
+                message = invalid_arguments(name, exc.__cause__)
+                raise ToolError(f"Error executing tool {name}: {message}") from exc.__cause__
+            raise
 
 
 def build_server(
@@ -70,7 +104,7 @@ def build_server(
             )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _Server(
         "moondream",
         title="Moondream",
         instructions=emulated.instructions(INSTRUCTIONS) if emulated_api else INSTRUCTIONS,
@@ -80,6 +114,7 @@ def build_server(
     )
     skills.register(server)
     ask.register(server)
+    zoom.register(server)
     tuning.register(server)
     local_batch.register(server)
     batch_api.register(server)
@@ -88,6 +123,9 @@ def build_server(
     evaluation.register(server)
     guides.register(server)
     labelling.register(server)
+    pictures.register(server)
+    roots.register(server)
+    video.register(server)
     return server
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -15,6 +16,7 @@ from .config import Settings
 from .failures import EXPECTED, Explainer
 from .files import FileGuard
 from .images import ImageLoader
+from .pictures import PictureShelf
 from .store import Store
 from .training import Runner
 from .vision import Vision
@@ -35,6 +37,11 @@ class AppState:
     @property
     def vision(self) -> Vision:
         return Vision(self.client, self.images)
+
+    @cached_property
+    def pictures(self) -> PictureShelf:
+        """Where the pictures tools return are saved, and read back from as resources."""
+        return PictureShelf(self.files)
 
     @property
     def explain(self) -> Explainer:

@@ -76,6 +76,7 @@ class Detection(BaseModel):
     count: int
     request_id: str | None
     image: ImageSize
+    picture: str | None = Field(default=None, description="annotate=true: where the drawn picture was saved.")
 
 
 class Pointing(BaseModel):
@@ -83,6 +84,7 @@ class Pointing(BaseModel):
     count: int
     request_id: str | None
     image: ImageSize
+    picture: str | None = Field(default=None, description="annotate=true: where the drawn picture was saved.")
 
 
 class Segmentation(BaseModel):
@@ -94,6 +96,7 @@ class Segmentation(BaseModel):
     )
     request_id: str | None
     image: ImageSize
+    picture: str | None = Field(default=None, description="annotate=true: where the drawn picture was saved.")
 
 
 class ChatUnavailable(InputError):

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
@@ -91,7 +91,9 @@ async def test_a_request_without_a_token_is_refused_with_401(with_token: Setting
 
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="moondream-mcp"'
-    assert response.json()["error"] == "unauthorized"
+    body = response.json()
+    assert (body["jsonrpc"], body["id"], body["error"]["data"]) == ("2.0", None, {"error": "unauthorized"})
+    assert "MOONDREAM_MCP_TOKEN" in body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -114,19 +116,32 @@ async def test_a_wrong_token_is_refused_with_401(with_token: Settings, authoriza
     assert TOKEN not in response.text
 
 
-async def test_the_sdk_client_without_the_token_cannot_connect(with_token: Settings) -> None:
+def leaves(group: BaseExceptionGroup) -> list:
+    return [leaf for e in group.exceptions for leaf in (leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+async def test_the_sdk_client_without_the_token_is_told_why_it_cannot_connect(
+    with_token: Settings, mode: str, headers: dict[str, str]
+) -> None:
     statuses: list[int] = []
 
     async def record(response: httpx2.Response) -> None:
         statuses.append(response.status_code)
 
     with serving(with_token) as url, anyio.fail_after(30):
-        async with httpx2.AsyncClient(event_hooks={"response": [record]}, timeout=30) as http:
-            with pytest.raises(Exception):  # noqa: B017 - how the SDK reports it is its business; 401 is ours
-                async with Client(streamable_http_client(url, http_client=http), mode="legacy"):
+        async with httpx2.AsyncClient(headers=headers, event_hooks={"response": [record]}, timeout=30) as http:
+            refused: list[MCPError] = []
+            try:
+                async with Client(streamable_http_client(url, http_client=http), mode=mode):
                     pass
+            except* MCPError as group:  # the SDK may wrap it in its task group's exception group
+                refused += leaves(group)
 
     assert statuses and set(statuses) == {401}
+    assert len(refused) == 1
+    assert "unauthorized" in str(refused[0]) and "MOONDREAM_MCP_TOKEN" in str(refused[0])
 
 
 async def test_a_spoofed_host_header_is_refused_against_dns_rebinding(with_token: Settings) -> None:

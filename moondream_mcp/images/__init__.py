@@ -4,13 +4,15 @@
     fetch.py      http(s) downloads with vetted addresses, a byte cap and a time cap
     data_urls.py  data:image/...;base64 references
     encode.py     decode, orient, flatten, downscale, encode
+    crops.py      regions of the original image at up to full resolution
     errors.py     ImageError, whose message is meant for the agent
 
 Local files are read through the file guard (files.py). Knows nothing of MCP.
 """
 
+from .crops import Cutout, Cutouts
 from .encode import IMAGE_SUFFIXES, PreparedImage
 from .errors import ImageError
-from .loader import ImageLoader
+from .loader import ImageLoader, Source
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "ImageLoader", "PreparedImage"]
+__all__ = ["IMAGE_SUFFIXES", "Cutout", "Cutouts", "ImageError", "ImageLoader", "PreparedImage", "Source"]

@@ -11,13 +11,17 @@ import io
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .errors import ImageError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # The API refuses images over 10 MB; the limit applies to the data URL as sent.
 MAX_DATA_URL_CHARS = 10 * 1024 * 1024
@@ -92,9 +96,14 @@ def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 
 def prepare(data: bytes, *, max_pixels: int, label: str) -> PreparedImage:
+    return decode_untrusted(data, label, lambda image: _prepare_opened(image, max_pixels, label))
+
+
+def decode_untrusted(data: bytes, label: str, work: Callable[[Image.Image], T]) -> T:
+    """`work` done on the opened image, every failure of hostile or broken input said as an ImageError."""
     try:
         with Image.open(io.BytesIO(data), formats=_available_formats()) as image:
-            return _prepare_opened(image, max_pixels, label)
+            return work(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -107,6 +116,20 @@ def prepare(data: bytes, *, max_pixels: int, label: str) -> PreparedImage:
         # Third-party decoders raise all sorts on hostile input; none of it is worth more to the agent.
         logger.debug("decoding %s failed", label, exc_info=True)
         raise ImageError(f"{label} could not be decoded: the image data is truncated or corrupt.") from None
+
+
+def from_pixels(image: Image.Image, *, max_pixels: int) -> PreparedImage:
+    """Pixels already upright (a video frame, say) -> the JPEG to send, downscaled to the pixel budget."""
+    flat = _flatten(_resized(image, fit_within(image.width, image.height, max_pixels)))
+    jpeg, sent = encode_jpeg(flat)
+    return PreparedImage(
+        data_url=_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii"),
+        jpeg=jpeg,
+        width=image.width,
+        height=image.height,
+        sent_width=sent.width,
+        sent_height=sent.height,
+    )
 
 
 def encode_jpeg(image: Image.Image, *, budget: int = MAX_DATA_URL_CHARS) -> tuple[bytes, Image.Image]:

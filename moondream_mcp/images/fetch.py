@@ -25,6 +25,7 @@ from .errors import ImageError, describe
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[IPAddress], bool]
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+Sink = Callable[[bytes], Awaitable[None]]  # where downloaded bytes go, chunk by chunk
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # embeds an IPv4 address in its last 32 bits
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -180,6 +181,16 @@ class UrlFetcher:
             await client.__aexit__(exc_type, exc, tb)
 
     async def fetch(self, url: str) -> bytes:
+        body = bytearray()
+
+        async def keep(chunk: bytes) -> None:
+            body.extend(chunk)
+
+        await self.fetch_to(url, keep)
+        return bytes(body)
+
+    async def fetch_to(self, url: str, write: Sink) -> int:
+        """Download `url` chunk by chunk into `write` (a file, say), under the same caps; returns its size."""
         if self._client is None:
             raise RuntimeError("UrlFetcher used outside `async with`")
         label = describe(url)
@@ -187,7 +198,7 @@ class UrlFetcher:
             # One deadline for the whole download, redirects included: per-read timeouts alone let a
             # server drip one byte at a time forever.
             with anyio.fail_after(self._timeout):
-                return await self._follow(self._client, url, label)
+                return await self._follow(self._client, url, label, write)
         except TimeoutError:
             raise ImageError(
                 f"downloading {label} took longer than {self._timeout:g} s; "
@@ -207,7 +218,7 @@ class UrlFetcher:
             reason = str(exc) or type(exc).__name__
             raise ImageError(f"cannot download {label}: {describe(reason)}") from None
 
-    async def _follow(self, client: httpx2.AsyncClient, url: str, label: str) -> bytes:
+    async def _follow(self, client: httpx2.AsyncClient, url: str, label: str, write: Sink) -> int:
         try:
             current = httpx2.URL(url)
         except httpx2.InvalidURL:
@@ -227,12 +238,12 @@ class UrlFetcher:
                         raise ImageError(f"cannot download {label}: a redirect has an invalid Location.")
                     current = response.next_request.url
                     continue
-                return await self._read_body(response, label)
+                return await self._read_body(response, label, write)
             finally:
                 await response.aclose()
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _read_body(self, response: httpx2.Response, label: str) -> bytes:
+    async def _read_body(self, response: httpx2.Response, label: str, write: Sink) -> int:
         if response.status_code != 200:
             raise ImageError(f"cannot download {label}: the server answered HTTP {response.status_code}.")
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -241,14 +252,15 @@ class UrlFetcher:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ImageError(self._too_large(label))
-        body = bytearray()
+        size = 0
         async for chunk in response.aiter_raw():
-            body += chunk
-            if len(body) > self._max_bytes:
+            size += len(chunk)
+            if size > self._max_bytes:
                 raise ImageError(self._too_large(label))
-        if not body:
+            await write(chunk)
+        if not size:
             raise ImageError(f"cannot download {label}: the response is empty.")
-        return bytes(body)
+        return size
 
     def _too_large(self, label: str) -> str:
         return (

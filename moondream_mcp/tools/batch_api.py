@@ -9,16 +9,20 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import batch_api, local_batch
 from ..client import Sampling
 from ..client.batch import BatchJob
+from ..failures import EXPECTED
 from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
+from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .local_batch import Failure, failures
+from .progress import progress
 from .results import compact
 from .skills import Length, MaxTokens, Model, Temperature, TopP
 
@@ -67,19 +71,36 @@ class BatchResults(BaseModel):
 
 
 def _status(job: BatchJob) -> BatchStatus:
-    progress = job.progress
+    counts = job.progress
     return BatchStatus(
         batch_id=job.id,
         status=job.status,
         error=job.failure,
         model=job.model,
-        total=progress.total if progress else None,
-        completed=progress.completed if progress else None,
-        failed=progress.failed if progress else None,
+        total=counts.total if counts else None,
+        completed=counts.completed if counts else None,
+        failed=counts.failed if counts else None,
         result_files=len(job.outputs),
         created_at=job.created_at,
         completed_at=job.completed_at,
         expires_at=job.expires_at,
+    )
+
+
+async def _ask_submit(skill: str, images: list[str] | str, ctx: Ctx) -> Confirmation | Elicit[Confirmation]:
+    state = ctx.request_context.lifespan_context
+    if not can_ask(ctx):
+        return Confirmation()
+    try:
+        count = len(await anyio.to_thread.run_sync(local_batch.expand, images, state.files))
+    except EXPECTED:
+        return Confirmation()  # the tool reports what is wrong with the images
+    if count <= state.settings.confirm_batch_above:
+        return Confirmation()
+    return ask(
+        ctx,
+        f"Submit {count} images to Moondream's Batch API ({skill})? That is {count} API calls, "
+        "billed to the API key at batch rates.",
     )
 
 
@@ -103,6 +124,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
+        answer: Annotated[Answer, Resolve(_ask_submit)],
         object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
         question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
         length: Length = "normal",
@@ -117,6 +139,7 @@ def register(server: MCPServer[AppState]) -> None:
         batch_status; fetch results with batch_results once completed (kept 7 days). For a few hundred
         images or fewer, the batch tool answers sooner."""
         state = ctx.request_context.lifespan_context
+        require_yes(answer, "the batch was not submitted")
         sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         with state.errors():
             fields = batch_api.line_fields(
@@ -128,22 +151,24 @@ def register(server: MCPServer[AppState]) -> None:
         # Written, then read back for the upload, through the one handle; removed whatever happens.
         staging = os.fdopen(os.dup(opened.fd), "w+b")
         try:
-            prepared = await batch_api.write_lines(
-                state.images, refs, staging, skill, fields, explain=state.explain, progress=ctx.report_progress
-            )
+            async with progress(ctx, "preparing the images") as tracker:
+                prepared = await batch_api.write_lines(
+                    state.images, refs, staging, skill, fields, explain=state.explain, progress=tracker.report
+                )
             skipped = failures(prepared.skipped)
             if not prepared.lines:
                 raise ToolError(
                     "none of the images could be prepared: " + "; ".join(f"{f.reason} ({f.count})" for f in skipped)
                 )
             with state.errors():
-                job, parts = await batch_api.upload(
-                    state.client,
-                    staging,
-                    model,
-                    part_bytes=state.settings.batch_part_bytes,
-                    progress=ctx.report_progress,
-                )
+                async with progress(ctx, "uploading") as tracker:
+                    job, parts = await batch_api.upload(
+                        state.client,
+                        staging,
+                        model,
+                        part_bytes=state.settings.batch_part_bytes,
+                        progress=tracker.report,
+                    )
         finally:
             staging.close()
             opened.discard()
@@ -222,16 +247,18 @@ def register(server: MCPServer[AppState]) -> None:
             lines = await anyio.to_thread.run_sync(
                 partial(LineWriter.claim, opened, batch_api.job_of(batch_id), "replace", tool="batch_results")
             )
-            try:
-                job = await batch_api.await_completion(
-                    state.client, batch_id, wait_seconds, progress=ctx.report_progress
-                )
-                refs = await state.store.batch_images(batch_id)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(lines.abandon)
-                raise
-            results = await batch_api.write_results(state.client, job, refs, lines)
+            async with progress(ctx, f"waiting for batch {batch_id}") as tracker:
+                try:
+                    job = await batch_api.await_completion(
+                        state.client, batch_id, wait_seconds, progress=tracker.report
+                    )
+                    refs = await state.store.batch_images(batch_id)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(lines.abandon)
+                    raise
+                await tracker.report(0, None, "downloading the results")
+                results = await batch_api.write_results(state.client, job, refs, lines)
         path = opened.path
         return BatchResults(
             batch_id=job.id,

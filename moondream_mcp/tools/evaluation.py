@@ -20,6 +20,7 @@ from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
 from .dataset_checks import DatasetPath, read_dataset, refuse
+from .progress import progress
 from .results import compact
 
 # ---- parameters -------------------------------------------------------------------------------
@@ -173,13 +174,11 @@ def register(server: MCPServer[AppState]) -> None:
         path = lines.output.path
         started = time.monotonic()
 
-        async def progress(done: int, total: int, message: str) -> None:
-            await ctx.report_progress(done, total, message)
-
         try:
-            tallies = await evaluation.evaluate(
-                state.client, state.images, examples, asked, lines, progress=progress, explain=state.explain
-            )
+            async with progress(ctx, "evaluating") as tracker:
+                tallies = await evaluation.evaluate(
+                    state.client, state.images, examples, asked, lines, progress=tracker.report, explain=state.explain
+                )
         except OSError as exc:
             raise ToolError(f"cannot write {path}: {exc.strerror}") from None
         rows = [_score_row(t) for t in tallies]

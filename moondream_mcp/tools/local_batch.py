@@ -16,6 +16,7 @@ from ..client import Sampling
 from ..failures import FailureGroups
 from ..jsonl import LineWriter
 from ..state import AppState, Ctx
+from .progress import progress
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Reasoning, Temperature, TopP
 
@@ -125,9 +126,10 @@ def register(server: MCPServer[AppState]) -> None:
             return await job.run(state.vision, ref)
 
         try:
-            outcome = await local_batch.run(
-                refs, work, local_batch.ResultLog(lines), explain=state.explain, progress=ctx.report_progress
-            )
+            async with progress(ctx, "running the batch") as tracker:
+                outcome = await local_batch.run(
+                    refs, work, local_batch.ResultLog(lines), explain=state.explain, progress=tracker.report
+                )
         except OSError as exc:
             raise ToolError(f"cannot write the results file {path}: {exc.strerror}") from None
         processed = outcome.succeeded + outcome.failed

@@ -3,21 +3,27 @@ run's status (also the body of its log resource). Thin: the logic is in training
 
 from __future__ import annotations
 
-import base64
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ImageContent, ToolAnnotations
+from mcp.server.mcpserver.resolve import Elicit, Resolve
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import charts, datasets, training
 from ..client.tuning import BASE_MODEL, DEFAULT_LR, checkpoint_model
+from ..failures import EXPECTED
+from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..store import Run
+from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .dataset_checks import DatasetPath, read_dataset, refuse
+from .pictures import SaveTo, show
+from .progress import progress
 from .results import compact, structured
 
 RUN_URI = "moondream://runs/{run_id}"
@@ -79,6 +85,7 @@ class RunStatus(BaseModel):
     last_error: str | None
     log: str = Field(description="The run's full log as a resource (JSON).")
     message: str
+    picture: str | None = Field(default=None, description="chart=true: where the chart was saved.")
 
 
 class RunSummary(BaseModel):
@@ -230,6 +237,35 @@ async def _find_run(state: AppState, run_id: str) -> Run:
     return run
 
 
+async def _ask_start(
+    dataset: str,
+    finetune_id: str | None,
+    name: str | None,
+    steps: int,
+    groups_per_step: int,
+    rollouts_per_group: int,
+    eval_every: int,
+    ctx: Ctx,
+) -> Confirmation | Elicit[Confirmation]:
+    state = ctx.request_context.lifespan_context
+    if not can_ask(ctx) or (finetune_id is None) == (name is None):
+        return Confirmation()  # without a way to ask, or with arguments the tool refuses anyway
+    try:
+        loaded = await anyio.to_thread.run_sync(datasets.load, state.files, dataset)
+    except EXPECTED:
+        return Confirmation()
+    evals = datasets.select(loaded.examples, "eval")
+    evaluations = (steps // eval_every + (1 if steps % eval_every else 0)) if eval_every and evals else 0
+    calls = steps * (groups_per_step + 1) + evaluations * (len(evals) + 1) + 1
+    target = f"finetune {finetune_id}" if finetune_id else f"a finetune named {name}"
+    return ask(
+        ctx,
+        f"Start training {target} on {Path(dataset).name}: {steps} steps of {groups_per_step} examples x "
+        f"{rollouts_per_group} rollouts, {evaluations} evaluation(s) of {len(evals)} examples. "
+        f"About {calls} API calls, billed to the API key.",
+    )
+
+
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 # Destructive: a run deletes the checkpoints it saved itself that its save policy does not keep.
 START = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
@@ -242,6 +278,7 @@ def register(server: MCPServer[AppState]) -> None:
     async def start_training(
         dataset: DatasetPath,
         ctx: Ctx,
+        answer: Annotated[Answer, Resolve(_ask_start)],
         finetune_id: Annotated[
             str | None, Field(description="Train this finetune (from list_finetunes); or give name + rank instead.")
         ] = None,
@@ -290,6 +327,7 @@ def register(server: MCPServer[AppState]) -> None:
         last are kept (others the run saved are deleted, per `save`). Watch with training_status; the run
         survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
         state = ctx.request_context.lifespan_context
+        require_yes(answer, "the run was not started")
         if (finetune_id is None) == (name is None):
             raise ToolError("give exactly one of finetune_id (an existing finetune) or name (+ rank) to create one")
         loaded, problems, _ = await read_dataset(state, dataset)
@@ -385,6 +423,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ] = 0,
         history: Annotated[int, Field(ge=0, le=10_000, description="How many recent steps to list.")] = 20,
+        save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, RunStatus]:
         """A run's state (running / completed / failed / stopped), step / total, reward mean and spread per
         step, eval scores, kept checkpoints with their `model` strings (best and last), elapsed and
@@ -393,19 +432,20 @@ def register(server: MCPServer[AppState]) -> None:
         state = ctx.request_context.lifespan_context
         deadline = time.monotonic() + wait_seconds
         seen: tuple[int, str, int] | None = None
-        while True:
-            change = state.runner.next_change()
-            run = await _find_run(state, run_id)
-            now = (run.steps_done, run.state, len(await state.store.run_evals(run.id)))
-            if seen is not None and now != seen:
-                await ctx.report_progress(run.steps_done, run.total_steps, f"step {run.steps_done}/{run.total_steps}")
-                break
-            seen = now
-            left = deadline - time.monotonic()
-            if run.state != "running" or left <= 0:
-                break
-            with anyio.move_on_after(left):
-                await change.wait()
+        async with progress(ctx, f"waiting for run {run_id} to take a step") as tracker:
+            while True:
+                change = state.runner.next_change()
+                run = await _find_run(state, run_id)
+                now = (run.steps_done, run.state, len(await state.store.run_evals(run.id)))
+                if seen is not None and now != seen:
+                    await tracker.report(run.steps_done, run.total_steps, f"step {run.steps_done}/{run.total_steps}")
+                    break
+                seen = now
+                left = deadline - time.monotonic()
+                if run.state != "running" or left <= 0:
+                    break
+                with anyio.move_on_after(left):
+                    await change.wait()
         status = await run_status(state, run, history)
         if not chart:
             return structured(status)
@@ -417,9 +457,9 @@ def register(server: MCPServer[AppState]) -> None:
         png = await anyio.to_thread.run_sync(
             lambda: charts.training_chart(title, rewards, evals, best_step, run.total_steps)
         )
-        return structured(
-            status, ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
-        )
+        with state.errors():
+            blocks, paths = await show(state, [Picture(png, "image/png", kind="chart")], save_to)
+        return structured(status.model_copy(update={"picture": paths[0]}), *blocks)
 
     @server.tool(title="Stop a training run", annotations=STOP)
     @compact

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 from functools import partial
 from typing import Annotated, Literal
 
 import anyio
 from mcp.server import MCPServer
-from mcp.types import CallToolResult, ImageContent, ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import shapes
 from ..annotate import draw as draw_results
 from ..client import Sampling
+from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..vision import Answer, Caption, Detection, Pointing, Segmentation, corners
+from .pictures import SaveTo, show
 from .results import structured
 
 # ---- parameters -------------------------------------------------------------------------------
@@ -64,11 +65,19 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 # ---- the tools --------------------------------------------------------------------------------
 
 
-async def _result(output: BaseModel, drawing: partial[bytes] | None = None) -> CallToolResult:
+async def _result(
+    state: AppState,
+    output: BaseModel,
+    drawing: partial[bytes] | None = None,
+    save_to: str | None = None,
+    kind: str = "",
+) -> CallToolResult:
     if drawing is None:
         return structured(output)
     jpeg = await anyio.to_thread.run_sync(drawing)
-    return structured(output, ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
+    with state.errors():
+        blocks, paths = await show(state, [Picture(jpeg, "image/jpeg", kind=kind)], save_to)
+    return structured(output.model_copy(update={"picture": paths[0]}), *blocks)
 
 
 def register(server: MCPServer[AppState]) -> None:
@@ -91,7 +100,7 @@ def register(server: MCPServer[AppState]) -> None:
                 model=model,
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             )
-        return await _result(output)
+        return await _result(state, output)
 
     @server.tool(title="Ask a question about an image", annotations=READ_ONLY)
     async def query(
@@ -123,7 +132,7 @@ def register(server: MCPServer[AppState]) -> None:
                 model=model,
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             )
-        return await _result(output)
+        return await _result(state, output)
 
     @server.tool(title="Find objects (bounding boxes)", annotations=READ_ONLY)
     async def detect(
@@ -133,6 +142,7 @@ def register(server: MCPServer[AppState]) -> None:
         max_objects: MaxObjects = None,
         model: Model = None,
         annotate: Annotate = False,
+        save_to: SaveTo = None,
         temperature: Temperature = None,
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
@@ -150,7 +160,7 @@ def register(server: MCPServer[AppState]) -> None:
             )
         boxes = [corners(b) for b in output.objects]
         drawing = partial(draw_results, prepared.jpeg, boxes=boxes) if annotate else None
-        return await _result(output, drawing)
+        return await _result(state, output, drawing, save_to, "detect")
 
     @server.tool(title="Point at objects", annotations=READ_ONLY)
     async def point(
@@ -160,6 +170,7 @@ def register(server: MCPServer[AppState]) -> None:
         spatial_refs: SpatialRefs = None,
         model: Model = None,
         annotate: Annotate = False,
+        save_to: SaveTo = None,
         temperature: Temperature = None,
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
@@ -177,7 +188,7 @@ def register(server: MCPServer[AppState]) -> None:
                 sampling=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
             )
         drawing = partial(draw_results, prepared.jpeg, points=[(p.x, p.y) for p in output.points]) if annotate else None
-        return await _result(output, drawing)
+        return await _result(state, output, drawing, save_to, "point")
 
     @server.tool(title="Outline an object (segmentation)", annotations=READ_ONLY)
     async def segment(
@@ -187,6 +198,7 @@ def register(server: MCPServer[AppState]) -> None:
         spatial_refs: SpatialRefs = None,
         model: Model = None,
         annotate: Annotate = False,
+        save_to: SaveTo = None,
         temperature: Temperature = None,
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
@@ -208,4 +220,4 @@ def register(server: MCPServer[AppState]) -> None:
         if annotate:
             boxes = [corners(output.bbox)] if output.bbox else []
             drawing = partial(draw_results, prepared.jpeg, polygons=rings, boxes=boxes)
-        return await _result(output, drawing)
+        return await _result(state, output, drawing, save_to, "segment")

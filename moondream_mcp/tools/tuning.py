@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..client import APIConnectionError, APITimeoutError, Sampling, ServerError, StreamError, tuning
+from ..client import APIConnectionError, APITimeoutError, NotFoundError, Sampling, ServerError, StreamError, tuning
 from ..client.rawjson import array_items, member
 from ..client.tuning import (
     DEFAULT_LR,
@@ -22,8 +23,11 @@ from ..client.tuning import (
     sft_target,
     skill_request,
 )
+from ..failures import EXPECTED
 from ..state import AppState, Ctx
 from ..store import RolloutSet
+from .confirm import Answer, Confirmation, ask, can_ask, require_yes
+from .progress import progress
 from .results import compact
 from .skills import SpatialRefs
 
@@ -225,6 +229,44 @@ def _sft_wire(group: SFTGroup, image_url: str | None) -> str:
     )
 
 
+async def _ask_delete_finetune(finetune_id: str, ctx: Ctx) -> Confirmation | Elicit[Confirmation]:
+    if not can_ask(ctx):
+        return Confirmation()
+    api = ctx.request_context.lifespan_context.client.tuning
+    what = f"finetune {finetune_id}"
+    try:
+        found = await api.get_finetune(finetune_id)
+        page = await api.list_checkpoints(finetune_id, limit=100)
+    except NotFoundError:
+        return Confirmation()  # nothing to delete: the tool says so
+    except EXPECTED:
+        pass  # ask about the id alone rather than not ask
+    else:
+        saved = f"{len(page.checkpoints)}{'+' if page.has_more else ''}"
+        what = f"finetune {found.name} ({finetune_id}, rank {found.rank}) and its {saved} saved checkpoint(s)"
+    return ask(ctx, f"Delete {what}? This cannot be undone.")
+
+
+async def _ask_delete_checkpoint(finetune_id: str, step: int, ctx: Ctx) -> Confirmation | Elicit[Confirmation]:
+    if not can_ask(ctx):
+        return Confirmation()
+    api = ctx.request_context.lifespan_context.client.tuning
+    warning = ""
+    try:
+        page = await api.list_checkpoints(finetune_id, limit=100)
+    except NotFoundError:
+        return Confirmation()
+    except EXPECTED:
+        pass
+    else:
+        steps = [c.step for c in page.checkpoints]
+        if not page.has_more and step not in steps:
+            return Confirmation()  # no such checkpoint: the tool says so
+        if not page.has_more and step == max(steps):
+            warning = " It is the latest one: deleting it blocks further training of the finetune."
+    return ask(ctx, f"Delete the checkpoint {checkpoint_model(finetune_id, step)}?{warning}")
+
+
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
 CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -269,8 +311,11 @@ def register(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Delete a finetune", annotations=DELETE)
     @compact
-    async def delete_finetune(finetune_id: FinetuneId, ctx: Ctx) -> Ok:
+    async def delete_finetune(
+        finetune_id: FinetuneId, ctx: Ctx, answer: Annotated[Answer, Resolve(_ask_delete_finetune)]
+    ) -> Ok:
         """Delete a finetune and with it every checkpoint. Cannot be undone."""
+        require_yes(answer, f"finetune {finetune_id} was not deleted")
         state = ctx.request_context.lifespan_context
         with state.errors():
             return Ok(ok=await state.client.tuning.delete_finetune(finetune_id))
@@ -374,7 +419,8 @@ def register(server: MCPServer[AppState]) -> None:
                         wire.append(_sft_wire(group, prepared.data_url if prepared else None))
             with state.errors():
                 try:
-                    result = await state.client.tuning.train_step(finetune_id, wire, lr)
+                    async with progress(ctx, "waiting for the train step"):
+                        result = await state.client.tuning.train_step(finetune_id, wire, lr)
                 except (ServerError, StreamError, APIConnectionError) as exc:
                     if isinstance(exc, APIConnectionError) and not exc.sent:
                         raise  # never reached the API: an ordinary connection error
@@ -425,8 +471,10 @@ def register(server: MCPServer[AppState]) -> None:
         finetune_id: FinetuneId,
         step: Annotated[int, Field(ge=0, description="The checkpoint's step.")],
         ctx: Ctx,
+        answer: Annotated[Answer, Resolve(_ask_delete_checkpoint)],
     ) -> Ok:
         """Delete a saved checkpoint. Deleting the latest one blocks further training of the finetune."""
+        require_yes(answer, f"checkpoint {step} of finetune {finetune_id} was not deleted")
         state = ctx.request_context.lifespan_context
         with state.errors():
             return Ok(ok=await state.client.tuning.delete_checkpoint(finetune_id, step))

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFile, JpegImagePlugin
+from PIL import Image, ImageFile
 
 from moondream_mcp.images import ImageError, ImageLoader, encode
 from moondream_mcp.images.encode import MAX_DATA_URL_CHARS, encode_jpeg, fit_within
@@ -71,21 +71,6 @@ async def test_a_downscaled_rotated_photo_reports_its_displayed_size(allowed: Pa
     assert prepared.sent_width / prepared.sent_height == pytest.approx(1.5, rel=0.01)
     assert near(colour_at(prepared, *RED_POINT), RED)
     assert near(colour_at(prepared, *BLUE_POINT), BLUE)
-
-
-@pytest.fixture
-def decoded_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """The size each JPEG draft decode produces, in order."""
-    sizes: list[tuple[int, int]] = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
-
-    def recording_draft(self, mode, size):  # type: ignore[no-untyped-def]
-        result = original_draft(self, mode, size)
-        sizes.append(self.size)
-        return result
-
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
-    return sizes
 
 
 async def test_a_24_megapixel_jpeg_is_decoded_at_reduced_scale_and_sent_under_the_limits(

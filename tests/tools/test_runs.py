@@ -80,11 +80,15 @@ async def test_training_status_draws_reward_and_eval_curves_as_a_png(client: Cli
     await wait_for(client, started["run_id"], finished)
     result = await client.call_tool("training_status", {"run_id": started["run_id"], "chart": True})
     assert not result.is_error
-    assert [c.type for c in result.content] == ["text", "image"]
+    assert [c.type for c in result.content] == ["text", "image", "resource_link"]
     assert result.content[1].mime_type == "image/png"
-    with Image.open(io.BytesIO(base64.b64decode(result.content[1].data))) as chart:
+    png = base64.b64decode(result.content[1].data)
+    with Image.open(io.BytesIO(png)) as chart:
         assert chart.format == "PNG" and chart.size == (700, 360)
     assert json.loads(result.content[0].text) == result.structured_content
+    assert Path(result.structured_content["picture"]).read_bytes() == png
+    (saved,) = (await client.read_resource(result.content[2].uri)).contents
+    assert (saved.mime_type, base64.b64decode(saved.blob)) == ("image/png", png)
 
 
 async def test_stop_training_ends_the_run_after_the_current_step_and_keeps_its_last_checkpoint(

@@ -1,0 +1,176 @@
+"""The video tools: find and follow an object through a clip (detect_video), hide objects in a new copy
+(redact_video)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Annotated, Literal
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ImageContent, ToolAnnotations
+from pydantic import Field
+
+from ..failures import InputError
+from ..files import OutputFile
+from ..state import AppState, Ctx
+from ..video import detection, redacting
+from ..video.containers import container_for
+from ..video.detection import VideoDetection
+from ..video.errors import VideoError
+from ..video.redacting import VideoRedaction
+from ..video.sampling import Sampling
+from ..video.sheets import save
+from ..video.source import video_source
+from .results import structured
+from .skills import Model, ObjectName
+
+VideoRef = Annotated[
+    str,
+    Field(description="The video: an absolute file path inside the allowed directories, or an http(s) URL."),
+]
+EveryN = Annotated[int | None, Field(ge=1, description="Sample every n-th frame instead of by fps.")]
+MaxFrames = Annotated[
+    int, Field(ge=1, le=10_000, description="Most frames sampled; the spacing widens to cover the whole range.")
+]
+Start = Annotated[float, Field(ge=0, description="Seconds into the video to begin.")]
+End = Annotated[float | None, Field(gt=0, description="Seconds into the video to stop; omit for the end.")]
+
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+
+
+def _picture(jpeg: bytes) -> ImageContent:
+    return ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg")
+
+
+async def _let_go(output: OutputFile | None) -> None:
+    """An output still open when the call ends was never claimed: if this call created it, it goes."""
+    if output is not None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(output.discard)
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Find and follow an object through a video", annotations=WRITES)
+    async def detect_video(
+        video: VideoRef,
+        object: ObjectName,
+        ctx: Ctx,
+        skill: Annotated[Literal["detect", "point"], Field(description="Boxes (detect) or points.")] = "detect",
+        fps: Annotated[float | None, Field(gt=0, le=120, description="Frames sampled per second (default 1).")] = None,
+        every_n_frames: EveryN = None,
+        max_frames: MaxFrames = 300,
+        start: Start = 0.0,
+        end: End = None,
+        model: Model = None,
+        annotate: Annotated[bool, Field(description="Also return a contact sheet of key frames.")] = False,
+        output: Annotated[
+            str | None,
+            Field(description="JSONL file for the per-frame results (default: in the data directory); reruns resume."),
+        ] = None,
+    ) -> Annotated[CallToolResult, VideoDetection]:
+        """Find an object in sampled frames of a video. Each frame's boxes or points (0-1, origin top-left as
+        displayed, with t in seconds) go to a JSONL file as they come; the result says when it was seen, how
+        many over time, and its tracks (the same object followed across frames, by box overlap)."""
+        state = ctx.request_context.lifespan_context
+        jpeg: bytes | None = None
+        with state.errors():
+            sampling = Sampling(fps=fps, every_n_frames=every_n_frames, max_frames=max_frames, start=start, end=end)
+            opened = await anyio.to_thread.run_sync(state.files.open_output, output) if output else None
+            try:
+                async with video_source(video, state.files, state.images) as source:
+                    detected = await detection.detect_video(
+                        source,
+                        client=state.client,
+                        skill=skill,
+                        object=object,
+                        sampling=sampling,
+                        model=model,
+                        output=opened,
+                        files=state.files,
+                        max_pixels=state.settings.max_image_pixels,
+                        explain=state.explain,
+                        progress=ctx.report_progress,
+                    )
+                    if annotate:
+                        jpeg = await detection.draw_sheet(source, detected)
+                summary = detected.summary
+                if jpeg is not None:
+                    name = f"{skill}-{detected.job}.jpg"
+                    summary.sheet = str(
+                        await anyio.to_thread.run_sync(save, state.files, jpeg, "video", "sheets", name)
+                    )
+            except OSError as exc:
+                raise ToolError(f"cannot write the results: {exc.strerror or exc}") from None
+            finally:
+                await _let_go(opened)
+        if jpeg is not None:
+            return structured(summary, _picture(jpeg))
+        return structured(summary)
+
+    @server.tool(
+        title="Blur, pixelate or box out objects in a video",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    async def redact_video(
+        video: VideoRef,
+        objects: Annotated[
+            list[Annotated[str, Field(min_length=1)]],
+            Field(min_length=1, max_length=8, description='What to hide, e.g. ["face", "license plate"].'),
+        ],
+        output: Annotated[str, Field(description="The new video file (.mp4, .mov or .mkv); must not exist yet.")],
+        ctx: Ctx,
+        style: Annotated[Literal["blur", "pixelate", "box"], Field(description="How regions are hidden.")] = "blur",
+        fps: Annotated[float | None, Field(gt=0, le=120, description="Frames sampled per second (default 2).")] = None,
+        every_n_frames: EveryN = None,
+        max_frames: MaxFrames = 600,
+        start: Start = 0.0,
+        end: End = None,
+    ) -> Annotated[CallToolResult, VideoRedaction]:
+        """Write a copy of a video with objects hidden in every frame: found in sampled frames, followed by
+        their tracks through the frames between. Same length, frame rate and size; audio kept. Returns a
+        before/after contact sheet."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            sampling = Sampling(
+                fps=fps if fps is not None or every_n_frames is not None else 2.0,
+                every_n_frames=every_n_frames,
+                max_frames=max_frames,
+                start=start,
+                end=end,
+            )
+            names = [name for name in dict.fromkeys(o.strip() for o in objects) if name]
+            if not names:
+                raise InputError("objects must name at least one thing to hide")
+            fmt = container_for(Path(output.strip()))
+            target = await anyio.to_thread.run_sync(state.files.open_output, output)
+            try:
+                if not target.created:
+                    target.close()
+                    raise VideoError(f"{target.label} already exists; choose a new output file.")
+                async with video_source(video, state.files, state.images) as source:
+                    redacted = await redacting.redact_video(
+                        source,
+                        client=state.client,
+                        objects=names,
+                        style=style,
+                        sampling=sampling,
+                        target=target,
+                        fmt=fmt,
+                        files=state.files,
+                        max_pixels=state.settings.max_image_pixels,
+                        explain=state.explain,
+                        progress=ctx.report_progress,
+                    )
+            except OSError as exc:
+                await _let_go(target)
+                raise ToolError(f"cannot write {target.label}: {exc.strerror or exc}") from None
+            except BaseException:
+                await _let_go(target)
+                raise
+            target.close()
+        return structured(redacted.summary, _picture(redacted.sheet))

@@ -1,0 +1,49 @@
+"""zoom: crops of an image at up to full resolution, found by detect or given as boxes (zoom.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from mcp.server import MCPServer
+from mcp.types import CallToolResult
+from pydantic import Field
+
+from .. import zoom as zooming
+from ..pictures import BUDGET, Picture
+from ..state import AppState, Ctx
+from .pictures import SaveTo, show
+from .results import structured
+from .skills import READ_ONLY, ImageRef
+
+
+def register(server: MCPServer[AppState]) -> None:
+    @server.tool(title="Zoom in on an image", annotations=READ_ONLY)
+    async def zoom(
+        image: ImageRef,
+        ctx: Ctx,
+        object: Annotated[str | None, Field(min_length=1, description='What to crop, e.g. "license plate".')] = None,
+        boxes: Annotated[
+            list[Annotated[list[float], Field(min_length=4, max_length=4)]] | None,
+            Field(max_length=zooming.MAX_CROPS, description="Or regions to crop: [x_min, y_min, x_max, y_max], 0-1."),
+        ] = None,
+        max_crops: Annotated[int, Field(ge=1, le=zooming.MAX_CROPS, description="Most objects to crop.")] = 3,
+        padding: Annotated[float, Field(ge=0, le=1, description="Margin around each box, times its size.")] = 0.1,
+        save_to: SaveTo = None,
+    ) -> Annotated[CallToolResult, zooming.Zoom]:
+        """Crop parts of an image at full resolution (<= 1536 px) to look closer, e.g. to read small text:
+        what `object` finds, or the given `boxes`."""
+        state = ctx.request_context.lifespan_context
+        with state.errors():
+            output, jpegs = await zooming.zoom(
+                state.client,
+                state.images,
+                image,
+                object=object,
+                boxes=boxes,
+                max_crops=max_crops,
+                padding=padding,
+                budget=BUDGET,
+            )
+            blocks, paths = await show(state, [Picture(j, "image/jpeg", kind="zoom") for j in jpegs], save_to)
+        crops = [c.model_copy(update={"path": p}) for c, p in zip(output.crops, paths, strict=True)]
+        return structured(output.model_copy(update={"crops": crops}), *blocks)

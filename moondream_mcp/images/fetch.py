@@ -25,6 +25,7 @@ from .errors import ImageError, describe
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[IPAddress], bool]
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+Reserve = Callable[[int], Awaitable[None]]
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # embeds an IPv4 address in its last 32 bits
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -179,7 +180,8 @@ class UrlFetcher:
         if client is not None:
             await client.__aexit__(exc_type, exc, tb)
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str, reserve: Reserve | None = None) -> bytes:
+        """The body of `url`. `reserve(n)` is awaited before a body of up to n bytes is read."""
         if self._client is None:
             raise RuntimeError("UrlFetcher used outside `async with`")
         label = describe(url)
@@ -187,7 +189,7 @@ class UrlFetcher:
             # One deadline for the whole download, redirects included: per-read timeouts alone let a
             # server drip one byte at a time forever.
             with anyio.fail_after(self._timeout):
-                return await self._follow(self._client, url, label)
+                return await self._follow(self._client, url, label, reserve)
         except TimeoutError:
             raise ImageError(
                 f"downloading {label} took longer than {self._timeout:g} s; "
@@ -207,7 +209,7 @@ class UrlFetcher:
             reason = str(exc) or type(exc).__name__
             raise ImageError(f"cannot download {label}: {describe(reason)}") from None
 
-    async def _follow(self, client: httpx2.AsyncClient, url: str, label: str) -> bytes:
+    async def _follow(self, client: httpx2.AsyncClient, url: str, label: str, reserve: Reserve | None) -> bytes:
         try:
             current = httpx2.URL(url)
         except httpx2.InvalidURL:
@@ -227,12 +229,12 @@ class UrlFetcher:
                         raise ImageError(f"cannot download {label}: a redirect has an invalid Location.")
                     current = response.next_request.url
                     continue
-                return await self._read_body(response, label)
+                return await self._read_body(response, label, reserve)
             finally:
                 await response.aclose()
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _read_body(self, response: httpx2.Response, label: str) -> bytes:
+    async def _read_body(self, response: httpx2.Response, label: str, reserve: Reserve | None) -> bytes:
         if response.status_code != 200:
             raise ImageError(f"cannot download {label}: the server answered HTTP {response.status_code}.")
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -241,6 +243,8 @@ class UrlFetcher:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ImageError(self._too_large(label))
+        if reserve is not None:
+            await reserve(int(declared) if declared.isdigit() else self._max_bytes)
         body = bytearray()
         async for chunk in response.aiter_raw():
             body += chunk

@@ -5,19 +5,23 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from ..files import FileError, FileGuard
+from .budget import MemoryBudget
 from .data_urls import decode_data_url
-from .encode import PreparedImage, prepare
+from .encode import PreparedImage, Stopped, Watch, memory_needed, prepare
 from .errors import ImageError, describe
 from .fetch import AddressPolicy, Resolver, UrlFetcher, is_public_address, system_resolver
 
@@ -27,6 +31,10 @@ if TYPE_CHECKING:
 # Two or more letters, so a Windows drive ("C:") reads as a path, not a scheme.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _KINDS = "an absolute file path, a file:// URL, an http(s):// URL or a data:image/...;base64 URL"
+MEMORY_BYTES = 1024 * 1024 * 1024
+DECODE_TIMEOUT = 20.0
+# Decoding is CPU-bound: a few at a time. Never fewer than two, so one slow image cannot hold up the rest.
+DECODERS = max(2, min(4, os.cpu_count() or 1))
 
 
 class ImageLoader:
@@ -34,6 +42,11 @@ class ImageLoader:
 
     Use as `async with ImageLoader(...) as images:`; the context owns the HTTP client for image URLs.
     `address_policy` and `resolver` decide which addresses URLs may reach (tests inject their own).
+
+    `memory_bytes` bounds the memory of every image in flight together, whatever the number of calls: a
+    quarter for encoded bytes as read, the rest for decoding (judged from each header before decoding).
+    An image is read only once its bytes fit, and decoded only once its decoding fits as well; the two
+    are taken in that order and never the other way round, so waiting can never deadlock.
     """
 
     def __init__(
@@ -46,6 +59,8 @@ class ImageLoader:
         fetch_timeout: float = 20.0,
         max_redirects: int = 5,
         cache_size: int = 16,
+        memory_bytes: int = MEMORY_BYTES,
+        decode_timeout: float = DECODE_TIMEOUT,
         address_policy: AddressPolicy | None = None,
         resolver: Resolver = system_resolver,
         files: FileGuard | None = None,
@@ -63,6 +78,9 @@ class ImageLoader:
         self._max_pixels = max_pixels
         self._max_file_bytes = max_file_bytes
         self._cache = _LruCache(cache_size)
+        self._decode_timeout = decode_timeout
+        self.encoded = MemoryBudget(max(1, memory_bytes // 4))
+        self.decoding = MemoryBudget(max(1, memory_bytes - memory_bytes // 4))
         self._decoders: anyio.CapacityLimiter | None = None
 
     @classmethod
@@ -74,6 +92,8 @@ class ImageLoader:
             max_pixels=settings.max_image_pixels,
             max_file_bytes=settings.max_file_bytes,
             fetch_timeout=settings.fetch_timeout,
+            memory_bytes=settings.image_memory_bytes,
+            decode_timeout=settings.decode_timeout,
         )
 
     @property
@@ -100,37 +120,90 @@ class ImageLoader:
         match = _SCHEME.match(ref)
         scheme = match.group(1).lower() if match else None
 
-        if scheme == "data":
-            # Keyed by digest: the cache should not hold a second copy of a multi-megabyte string.
-            key: Hashable = ("data", hashlib.sha256(ref.encode("utf-8", "surrogatepass")).digest())
-            if (hit := self._cache.get(key)) is not None:
-                return hit
-            data = await anyio.to_thread.run_sync(decode_data_url, ref, self._max_file_bytes)
-        elif scheme in ("http", "https"):
-            key = ("url", ref)
-            if (hit := self._cache.get(key)) is not None:
-                return hit
-            data = await self._fetcher.fetch(ref)
-        elif scheme in (None, "file"):
-            try:
-                checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
-                key = ("file", checked.identity)
+        async with AsyncExitStack() as held:
+
+            async def reserve(size: int) -> None:
+                await held.enter_async_context(self.encoded.hold(size))
+
+            if scheme == "data":
+                # Keyed by digest: the cache should not hold a second copy of a multi-megabyte string.
+                key: Hashable = ("data", hashlib.sha256(ref.encode("utf-8", "surrogatepass")).digest())
                 if (hit := self._cache.get(key)) is not None:
                     return hit
-                data = await anyio.to_thread.run_sync(self._guard.read, checked)
-            except FileError as exc:
-                # To the image pipeline, a file it may not read is an image it cannot use.
-                raise ImageError(str(exc)) from None
-        else:
-            raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
-
-        if self._decoders is None:
-            # Each decode may hold a few hundred MB at the pixel limit: a few at a time, not 40.
-            self._decoders = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
-        decode = partial(prepare, data, max_pixels=self._max_pixels, label=label)
-        prepared = await anyio.to_thread.run_sync(decode, limiter=self._decoders)
+                await reserve(len(ref))
+                data = await anyio.to_thread.run_sync(decode_data_url, ref, self._max_file_bytes)
+            elif scheme in ("http", "https"):
+                key = ("url", ref)
+                if (hit := self._cache.get(key)) is not None:
+                    return hit
+                data = await self._fetcher.fetch(ref, reserve=reserve)
+            elif scheme in (None, "file"):
+                try:
+                    checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
+                    key = ("file", checked.identity)
+                    if (hit := self._cache.get(key)) is not None:
+                        return hit
+                    await reserve(checked.stat.st_size)
+                    data = await anyio.to_thread.run_sync(self._guard.read, checked)
+                except FileError as exc:
+                    # To the image pipeline, a file it may not read is an image it cannot use.
+                    raise ImageError(str(exc)) from None
+            else:
+                raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
+            prepared = await self._prepare(data, label)
         self._cache.put(key, prepared)
         return prepared
+
+    async def _prepare(self, data: bytes, label: str) -> PreparedImage:
+        if self._decoders is None:
+            self._decoders = anyio.CapacityLimiter(DECODERS)
+        needed = await anyio.to_thread.run_sync(
+            partial(memory_needed, data, max_pixels=self._max_pixels, label=label, memory_limit=self.decoding.capacity)
+        )
+        async with self.decoding.hold(needed):
+            watch = Watch(self._decode_timeout)
+            decode = partial(prepare, data, max_pixels=self._max_pixels, label=label, watch=watch)
+            try:
+                return await _watched(decode, watch, self._decoders)
+            except Stopped:
+                raise ImageError(
+                    f"decoding {label} took longer than {self._decode_timeout:g} s and was stopped; give a smaller "
+                    "or simpler image (a baseline JPEG or a PNG), or raise MOONDREAM_MCP_DECODE_TIMEOUT."
+                ) from None
+
+
+async def _watched(work: Callable[[], PreparedImage], watch: Watch, limiter: anyio.CapacityLimiter) -> PreparedImage:
+    """`work` in a worker thread. A cancelled call stops it at the decoder's next block, and returns only
+    once the thread has let go of the image: the memory it held is then truly free again."""
+    lock = threading.Lock()
+    started = finished = False
+    released = anyio.Event()
+
+    def run() -> PreparedImage:
+        nonlocal started, finished
+        with lock:
+            watch.check()  # cancelled before it began
+            started = True
+        watch.start()
+        try:
+            return work()
+        finally:
+            with lock:
+                finished = True
+                waited_on = watch.cancelled
+            if waited_on:
+                anyio.from_thread.run_sync(released.set)
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=limiter)
+    except anyio.get_cancelled_exc_class():
+        with lock:
+            watch.cancel()
+            running = started and not finished
+        if running:
+            with anyio.CancelScope(shield=True):
+                await released.wait()
+        raise
 
 
 def _any_address(_address: object) -> bool:

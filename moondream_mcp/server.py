@@ -16,6 +16,7 @@ from .images import ImageLoader
 from .state import AppState
 from .store import Store
 from .tools import batch_api, datasets, evaluation, guides, local_batch, runs, skills, tuning
+from .tools.arguments import refuse_non_finite
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -71,6 +72,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
+        middleware=[refuse_non_finite],
     )
     skills.register(server)
     tuning.register(server)
@@ -87,7 +89,11 @@ def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.
     """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
     server = build_server(settings)
     if transport == "stdio":
-        server.run()
+        import anyio
+
+        from .stdio_transport import serve_stdio
+
+        anyio.run(serve_stdio, server)
         return
     from .http_transport import serve_http
 

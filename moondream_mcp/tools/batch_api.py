@@ -14,12 +14,15 @@ from ..client import Sampling
 from ..client.batch import BatchJob
 from ..state import AppState, Ctx
 from ..store import new_id
+from . import bounds
 from .local_batch import Failure, failures
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Temperature, TopP
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-BatchId = Annotated[str, Field(min_length=1, description="The batch id submit_batch returned.")]
+BatchId = Annotated[
+    str, Field(min_length=1, max_length=bounds.NAME_CHARS, description="The batch id submit_batch returned.")
+]
 
 
 class Submitted(BaseModel):
@@ -88,7 +91,7 @@ def register(server: MCPServer[AppState]) -> None:
     async def submit_batch(
         skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill to run.")],
         images: Annotated[
-            list[str] | str,
+            bounds.Images,
             Field(
                 description=(
                     "The images: a list of references, or one string naming a directory or a glob, inside the allowed "
@@ -97,8 +100,12 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
-        object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
-        question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
+        object: Annotated[
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect / point: what to look for.")
+        ] = None,
+        question: Annotated[
+            str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question asked of every image.")
+        ] = None,
         length: Length = "normal",
         max_objects: MaxObjects = None,
         model: Model = None,
@@ -169,7 +176,9 @@ def register(server: MCPServer[AppState]) -> None:
     async def list_batches(
         ctx: Ctx,
         limit: Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")] = None,
-        cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
+        cursor: Annotated[
+            str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor from the previous page.")
+        ] = None,
     ) -> BatchList:
         """Batch API jobs of this account, a page at a time."""
         state = ctx.request_context.lifespan_context
@@ -191,7 +200,8 @@ def register(server: MCPServer[AppState]) -> None:
         output: Annotated[
             str,
             Field(
-                description="Where to write the JSONL results (inside the allowed directories); replaced if it exists."
+                max_length=bounds.PATH_CHARS,
+                description="Where to write the JSONL results (inside the allowed directories); replaced if it exists.",
             ),
         ],
         ctx: Ctx,

@@ -13,6 +13,7 @@ from .. import local_batch
 from ..client import Sampling
 from ..failures import FailureGroups
 from ..state import AppState, Ctx
+from . import bounds
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Reasoning, Temperature, TopP
 
@@ -60,7 +61,7 @@ def register(server: MCPServer[AppState]) -> None:
             Field(description="The skill to run on every image."),
         ],
         images: Annotated[
-            list[str] | str,
+            bounds.Images,
             Field(
                 description=(
                     "The images: a list of references (paths, file://, http(s) or data URLs), or one string naming a "
@@ -69,8 +70,12 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
-        object: Annotated[str | None, Field(description="detect / point / segment: what to look for.")] = None,
-        question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
+        object: Annotated[
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect / point / segment: what to look for.")
+        ] = None,
+        question: Annotated[
+            str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question asked of every image.")
+        ] = None,
         length: Length = "normal",
         reasoning: Reasoning = False,
         max_objects: MaxObjects = None,
@@ -81,10 +86,11 @@ def register(server: MCPServer[AppState]) -> None:
         output: Annotated[
             str | None,
             Field(
+                max_length=bounds.PATH_CHARS,
                 description=(
                     "Where to write the JSONL results (inside the allowed directories). Default: a file in the "
                     "server's data directory named after the job. Rerunning with the same output resumes."
-                )
+                ),
             ),
         ] = None,
     ) -> BatchSummary:

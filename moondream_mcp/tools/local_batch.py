@@ -127,7 +127,13 @@ def register(server: MCPServer[AppState]) -> None:
 
         try:
             outcome = await local_batch.run(
-                refs, work, local_batch.ResultLog(path), job=job.id, explain=state.explain, progress=ctx.report_progress
+                refs,
+                work,
+                local_batch.ResultLog(path),
+                job=job.id,
+                explain=state.explain,
+                concurrency=state.client.api.in_flight,
+                progress=ctx.report_progress,
             )
         except OSError as exc:
             raise ToolError(f"cannot write the results file {path}: {exc.strerror}") from None

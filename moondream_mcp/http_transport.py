@@ -353,14 +353,13 @@ class GuardedH11(H11Protocol):
         self._follow()
 
     def _waiting(self) -> bool:
-        """Waiting for a request, or for the rest of one: holding a socket, with no answer under way."""
-        answering = self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE
-        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not answering
+        """Waiting for a request, or for the rest of one (not for its answer, which may rightly take long)."""
+        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
 
     def _follow(self) -> None:
         if self.transport.is_closing():
             self._disarm()
-        elif self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete):
+        elif self.conn.their_state is h11.IDLE:
             self._arm("headers", self.header_timeout)
         elif self.conn.their_state is h11.SEND_BODY:
             self._arm("body", self.body_timeout)

@@ -4,6 +4,7 @@
     fetch.py      http(s) downloads with vetted addresses, a byte cap and a time cap
     data_urls.py  data:image/...;base64 references
     encode.py     decode, orient, flatten, downscale, encode
+    budget.py     MemoryBudget: the memory every image in flight shares
     errors.py     ImageError, whose message is meant for the agent
 
 Local files are read through the file guard (files.py). Knows nothing of MCP.

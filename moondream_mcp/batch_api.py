@@ -18,6 +18,7 @@ import anyio
 from . import jsonl
 from .client import MoondreamClient, MoondreamError, Sampling
 from .client.batch import BatchJob, Part
+from .client.errors import printable
 from .failures import EXPECTED, Explain, FailureGroups, InputError
 from .images import ImageLoader
 from .jsonl import LineWriter
@@ -140,7 +141,7 @@ async def await_completion(
             if job.progress and job.progress.total:
                 await progress(job.progress.completed or 0, job.progress.total, f"batch {job.status}")
     if job.status == "failed":
-        raise BatchFailed(f"batch {batch_id} failed: {job.error or 'the API gave no reason'}")
+        raise BatchFailed(f"batch {batch_id} failed: {printable(job.error) or 'the API gave no reason'}")
     if job.status != "completed":
         done = f" ({job.progress.completed}/{job.progress.total} lines)" if job.progress else ""
         raise BatchNotDone(f"batch {batch_id} is still {job.status}{done}; call again later, or pass wait_seconds.")
@@ -194,7 +195,7 @@ def _mapped(record: dict[str, Any], refs: list[str] | None, results: Results) ->
             results.samples.append({"image": image, "result": record.get("result")})
     else:
         error = record.get("error") or {}
-        message = error.get("message") if isinstance(error, dict) else str(error)
+        message = printable(error.get("message") if isinstance(error, dict) else error)
         row.update(ok=False, error=message)
         results.failed += 1
         results.failures.add(str(message), image or line_id)

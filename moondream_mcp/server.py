@@ -34,6 +34,7 @@ from .tools import (
     video,
     zoom,
 )
+from .tools.arguments import refuse_non_finite
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -103,6 +104,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
+        middleware=[refuse_non_finite],
     )
     skills.register(server)
     zoom.register(server)
@@ -123,7 +125,11 @@ def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.
     """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
     server = build_server(settings)
     if transport == "stdio":
-        server.run()
+        import anyio
+
+        from .stdio_transport import serve_stdio
+
+        anyio.run(serve_stdio, server)
         return
     from .http_transport import serve_http
 

@@ -44,11 +44,16 @@ def _origin(sock: socket.socket) -> str:
 
 
 @contextmanager
-def serving_app(app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off") -> Iterator[str]:
-    """Serve any ASGI app on host:port (0: any free port) in a background thread; yields its origin URL."""
+def serving_app(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: str = "off", **options: Any
+) -> Iterator[str]:
+    """Serve any ASGI app on host:port (0: any free port) in a background thread; yields its origin URL.
+    `options` go to uvicorn.Config as they are."""
     sock = _listening_socket(host, port)
     # log_config=None: leave the process's logging alone (pytest captures uvicorn's records as they are).
-    config = uvicorn.Config(app, lifespan=lifespan, log_config=None, access_log=False, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, lifespan=lifespan, log_config=None, access_log=False, timeout_graceful_shutdown=1, **options
+    )
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="asgi-server", daemon=True)
     thread.start()

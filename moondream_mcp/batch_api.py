@@ -18,6 +18,7 @@ import anyio
 from . import jsonl
 from .client import MoondreamClient, MoondreamError, Sampling
 from .client.batch import MAX_PART_BYTES, MIN_PART_BYTES, BatchJob, Part
+from .client.errors import printable
 from .failures import EXPECTED, Explain, FailureGroups, InputError
 from .images import ImageLoader
 from .jsonl import LineWriter
@@ -234,7 +235,7 @@ def _mapped(record: dict[str, Any], refs: list[str] | None, results: Results) ->
             results.samples.append({"image": image, "result": record.get("result")})
     else:
         error = record.get("error") or {}
-        message = error.get("message") if isinstance(error, dict) else str(error)
+        message = printable(error.get("message") if isinstance(error, dict) else error)
         row.update(ok=False, error=message)
         results.failed += 1
         results.failures.add(str(message), image or line_id)

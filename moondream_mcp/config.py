@@ -142,6 +142,50 @@ class Settings(BaseSettings):
         description="Seconds to wait for one train step: steps take tens of seconds to minutes (the official "
         "SDK allows 900 s); a step answered later than this is reported as of unknown outcome.",
     )
+    # Bounded work under load: image memory and decode time, HTTP connections and sessions.
+    image_memory_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=64 * 1024 * 1024,
+        validation_alias=_env("MOONDREAM_MCP_IMAGE_MEMORY_BYTES"),
+        description="Memory all image reading and decoding in flight may use together; calls beyond it wait. "
+        "An image that alone would need more is refused.",
+    )
+    decode_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_DECODE_TIMEOUT"),
+        description="Seconds one image may take to decode before it is stopped and refused.",
+    )
+    http_max_connections: int = Field(
+        default=128,
+        ge=4,
+        validation_alias=_env("MOONDREAM_MCP_HTTP_MAX_CONNECTIONS"),
+        description="Open HTTP connections at most; beyond it, the oldest still sending its request is closed.",
+    )
+    http_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_HTTP_HEADER_TIMEOUT"),
+        description="Seconds an HTTP client has to send a request's headers, on a new or kept-alive connection.",
+    )
+    http_body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_HTTP_BODY_TIMEOUT"),
+        description="Seconds an HTTP client has to send a request's body once its headers are in.",
+    )
+    http_max_sessions: int = Field(
+        default=256,
+        ge=1,
+        validation_alias=_env("MOONDREAM_MCP_HTTP_MAX_SESSIONS"),
+        description="MCP sessions kept over HTTP; a new one beyond it closes the session idle the longest.",
+    )
+    http_session_idle_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias=_env("MOONDREAM_MCP_HTTP_SESSION_IDLE_TIMEOUT"),
+        description="Seconds an HTTP session may stay idle before it is closed.",
+    )
 
     confirm_batch_above: int = Field(
         default=500,

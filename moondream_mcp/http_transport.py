@@ -1,24 +1,33 @@
 """The MCP server over streamable HTTP, guarded for a network where anyone may knock.
 
+ connection ─> GuardedH11           at most MOONDREAM_MCP_HTTP_MAX_CONNECTIONS (the oldest still sending its
+                                    request makes room); headers and body each sent within a time limit
     request ─> RequireBearerToken   401 unless `Authorization: Bearer <MOONDREAM_MCP_TOKEN>` (when a token is set)
             ─> LimitBody            413 for a body over MOONDREAM_MCP_HTTP_MAX_BODY_BYTES
+            ─> SessionPool          at most MOONDREAM_MCP_HTTP_MAX_SESSIONS: a new one closes the longest idle
             ─> the SDK's app        Host / Origin checked against the address served (DNS-rebinding protection)
 
 A token is required whenever the server listens beyond loopback: the tools read the user's files and
-spend the user's API key, so an open port would hand both to the whole network.
+spend the user's API key, so an open port would hand both to the whole network. Log lines are
+throttled (LogThrottle), so that a flood of bad requests cannot flood the disk as well.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import h11
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
@@ -221,6 +230,233 @@ class LimitBody:
         )
 
 
+class SessionPool:
+    """At most `max_sessions` MCP sessions. A new one beyond that closes the session idle the longest (none
+    of its requests in flight), as its client would with DELETE; 503 only while every session is busy.
+
+    The SDK's own cap refuses new sessions until old ones expire, so whoever opens many sessions (a
+    client that never closes its own, or a flood) would lock every other client out until then.
+    """
+
+    def __init__(self, app: ASGIApp, max_sessions: int) -> None:
+        self.app = app
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, int] = OrderedDict()  # id -> requests in flight, least recent first
+
+    @property
+    def open(self) -> int:
+        return len(self._sessions)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"mcp-session-id")
+        session = given.decode("latin-1") if given is not None else None
+        if session is not None and session in self._sessions:
+            self._sessions[session] += 1
+            self._sessions.move_to_end(session)
+            try:
+                await self.app(scope, receive, self._watching(send, session))
+            finally:
+                if session in self._sessions:
+                    self._sessions[session] -= 1
+            if scope["method"] == "DELETE":
+                self._sessions.pop(session, None)
+            return
+        if session is None and len(self._sessions) >= self.max_sessions and not await self._close_idlest(scope):
+            log.warning("refused a new MCP session: all %d sessions are busy", self.max_sessions)
+            await _respond(
+                send,
+                503,
+                {"error": "too_many_sessions", "error_description": "every session is busy; try again shortly"},
+                [(b"retry-after", b"5")],
+            )
+            return
+        await self.app(scope, receive, self._watching(send, session))
+
+    def _watching(self, send: Send, session: str | None) -> Send:
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                opened = dict(message.get("headers") or []).get(b"mcp-session-id")
+                if session is None and opened is not None and message["status"] < 400:
+                    self._sessions[opened.decode("latin-1")] = 0
+                elif session is not None and message["status"] == 404:
+                    self._sessions.pop(session, None)  # expired inside the SDK, or closed
+            await send(message)
+
+        return watched
+
+    async def _close_idlest(self, scope: Scope) -> bool:
+        idlest = next((s for s, busy in self._sessions.items() if busy == 0), None)
+        if idlest is None:
+            return False
+        del self._sessions[idlest]
+        # Closed the way its client would close it, so the SDK frees it by its own rules.
+        keep = (b"host", b"origin", b"authorization", b"mcp-protocol-version")
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() in keep]
+        closing = {**scope, "method": "DELETE", "headers": [*headers, (b"mcp-session-id", idlest.encode())]}
+        status = 0
+
+        async def nothing() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def answered(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await self.app(closing, nothing, answered)
+        if status in (200, 202, 204, 404):
+            log.info("closed the MCP session idle the longest to make room for a new one")
+            return True
+        self._sessions[idlest] = 0
+        self._sessions.move_to_end(idlest, last=False)
+        return False
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 connection, bounded: a request's headers must arrive within `header_timeout` of
+    the connection opening (or of the previous answer), its body within `body_timeout` after them, and
+    beyond `max_connections` the oldest connection still waiting for a request is closed to make room.
+
+    uvicorn has neither bound: every half-sent request holds a socket forever, until the process runs
+    out of file descriptors and accepts no one (logging a traceback at every try). Built for a listener
+    by guarded_protocol().
+    """
+
+    max_connections: ClassVar[int] = 128
+    header_timeout: ClassVar[float] = 10.0
+    body_timeout: ClassVar[float] = 60.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn
+        super().connection_made(transport)
+        self._phase = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since = time.monotonic()
+        # Closing ones still count until their close completes, a loop turn later: they are not counted twice.
+        live = [c for c in self.connections if not c.transport.is_closing()]
+        if len(live) > self.max_connections:
+            waiting = [c for c in live if isinstance(c, GuardedH11) and c is not self and c._waiting()]
+            if not waiting:
+                log.info("refused a connection: %d are open, none of them idle", self.max_connections)
+                self.transport.close()
+                return
+            oldest = min(waiting, key=lambda c: c._waiting_since)
+            log.info("closed the oldest idle connection: %d are open", self.max_connections)
+            oldest.transport.close()
+        self._follow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._waiting_since = time.monotonic()
+        self._follow()
+
+    def _waiting(self) -> bool:
+        """Waiting for a request, or for the rest of one (not for its answer, which may rightly take long)."""
+        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+
+    def _follow(self) -> None:
+        if self.transport.is_closing():
+            self._disarm()
+        elif self.conn.their_state is h11.IDLE:
+            self._arm("headers", self.header_timeout)
+        elif self.conn.their_state is h11.SEND_BODY:
+            self._arm("body", self.body_timeout)
+        else:
+            self._disarm()
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        if self._phase == phase:
+            return
+        self._disarm()
+        self._phase = phase
+        self._timer = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._phase = ""
+
+    def _expired(self) -> None:
+        phase, self._timer = self._phase, None
+        log.info("closed a connection whose request %s did not arrive in time", phase)
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedH11]:
+    """GuardedH11 with the limits of `settings`, for uvicorn's `http=`."""
+    return type(
+        "GuardedH11",
+        (GuardedH11,),
+        {
+            "max_connections": settings.http_max_connections,
+            "header_timeout": settings.http_header_timeout,
+            "body_timeout": settings.http_body_timeout,
+        },
+    )
+
+
+class LogThrottle(logging.Filter):
+    """At most `burst` records of one kind (logger and message template) every `window` seconds; the
+    first one after a quiet spell says how many were dropped. A flood of bad requests then costs a few
+    lines a minute, not a traceback each (asyncio logs one for every accept that finds no descriptor)."""
+
+    def __init__(self, burst: int = 5, window: float = 60.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self._kinds: dict[tuple[str, str], tuple[float, int, int]] = {}  # start, passed, dropped
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Some loggers format their own messages (asyncio puts a timer's due time in each): records
+        # whose first line starts alike are alike.
+        key = (record.name, str(record.msg).split("\n", 1)[0][:80])
+        now = time.monotonic()
+        start, passed, dropped = self._kinds.get(key, (now, 0, 0))
+        if now - start >= self.window:
+            start, passed = now, 0
+        if passed >= self.burst:
+            self._kinds[key] = (start, passed, dropped + 1)
+            return False
+        if dropped:
+            record.msg = f"{record.msg} [{dropped} more like this dropped]"
+        if len(self._kinds) > 10_000:  # a logger that puts something new at the start of every line
+            self._kinds.clear()
+        self._kinds[key] = (start, passed + 1, 0)
+        return True
+
+
+def throttle_logs(throttle: LogThrottle | None = None) -> LogThrottle:
+    """Install one throttle on every handler of the root logger (where every record ends up)."""
+    throttle = throttle or LogThrottle()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(throttle)
+    return throttle
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What uvicorn.Config needs beyond the app, host and port: the guarded connections."""
+    return {
+        "http": guarded_protocol(settings),
+        # asyncio accepts up to `backlog` connections at a time before any of them reaches the cap: so
+        # descriptors in use stay within twice the cap, far below the process's limit.
+        "backlog": settings.http_max_connections,
+        # Idle kept-alive connections go sooner than half-sent ones: nothing is lost by closing them.
+        "timeout_keep_alive": min(5.0, settings.http_header_timeout),
+        "h11_max_incomplete_event_size": 64 * 1024,  # the request line and headers
+    }
+
+
 def http_app(server: MCPServer[Any], settings: Settings, *, host: str, port: int) -> ASGIApp:
     """The ASGI app serving `server` at /mcp, for a listener on host:port."""
     token = settings.token.get_secret_value() if settings.token else None
@@ -236,8 +472,12 @@ def http_app(server: MCPServer[Any], settings: Settings, *, host: str, port: int
         max_request_body_size=settings.http_max_body_bytes,
         transport_security=security_settings(host, port, settings.http_allowed_hosts),
         host=host,
+        session_idle_timeout=settings.http_session_idle_timeout,
+        # A backstop only: SessionPool keeps below it, closing idle sessions rather than refusing new ones.
+        max_sessions=settings.http_max_sessions + 16,
     )
-    return RequireBearerToken(LimitBody(inner, settings.http_max_body_bytes), token)
+    sessions = SessionPool(inner, settings.http_max_sessions)
+    return RequireBearerToken(LimitBody(sessions, settings.http_max_body_bytes), token)
 
 
 def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: int) -> None:
@@ -254,5 +494,14 @@ def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: i
         )
     shown = f"[{host}]" if ":" in host else host
     log.info("MCP endpoint: http://%s:%d%s", shown, port, MCP_PATH)
+    throttle_logs()
     # log_config=None: uvicorn's records go through the root logger, to stderr.
-    uvicorn.run(app, host=host, port=port, lifespan="on", log_config=None, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
+    )

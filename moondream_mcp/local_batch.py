@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 
 from .client import Sampling
 from .config import IN_FLIGHT
@@ -163,6 +164,7 @@ class Outcome:
 
 Work = Callable[[str], Awaitable[dict[str, Any]]]
 Progress = Callable[[int, int, str], Awaitable[None]]
+Concurrency = int | Callable[[], int]
 
 
 async def run(
@@ -171,14 +173,15 @@ async def run(
     log: ResultLog,
     *,
     explain: Explain,
-    concurrency: int = IN_FLIGHT,
+    concurrency: Concurrency = IN_FLIGHT,
     progress: Progress | None = None,
 ) -> Outcome:
     """Run `work` on each image not yet done, `concurrency` at a time, appending one line per image.
 
     Expected failures (failures.EXPECTED) become failed lines; anything else propagates. On cancellation
-    the lines already written stay, whole, and a rerun skips them. Memory is O(concurrency): a fixed
-    set of workers pulls the images from one iterator.
+    the lines already written stay, whole, and a rerun skips them. Memory is O(concurrency): workers
+    pull the images from one iterator. `concurrency` may be a function, asked again after every image
+    (the API client's pacing): workers are added when it rises, and leave when it falls.
     """
     done = await anyio.to_thread.run_sync(log.done)
     todo = [r for r in refs if r not in done]
@@ -211,14 +214,31 @@ async def run(
                 outcome.skipped + reported, outcome.total, f"{reported}/{len(todo)} done, {outcome.failed} failed"
             )
 
-    async def worker() -> None:
-        for ref in pending:  # shared: each image is taken by exactly one worker
-            await one(ref)
+    def wanted() -> int:
+        return max(1, concurrency() if callable(concurrency) else concurrency)
+
+    workers = 0
+
+    def hire(tasks: anyio.abc.TaskGroup) -> None:
+        nonlocal workers
+        while workers < min(wanted(), len(todo) - outcome.succeeded - outcome.failed):
+            workers += 1
+            tasks.start_soon(worker, tasks)
+
+    async def worker(tasks: anyio.abc.TaskGroup) -> None:
+        nonlocal workers
+        try:
+            for ref in pending:  # shared: each image is taken by exactly one worker
+                await one(ref)
+                if workers > wanted():
+                    return  # the others carry on
+                hire(tasks)
+        finally:
+            workers -= 1
 
     try:
         async with anyio.create_task_group() as tasks:
-            for _ in range(max(1, min(concurrency, len(todo)))):
-                tasks.start_soon(worker)
+            hire(tasks)
     finally:
         outcome.elapsed = time.monotonic() - started
         await anyio.to_thread.run_sync(log.close)

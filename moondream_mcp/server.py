@@ -36,6 +36,7 @@ from .tools import (
     video,
     zoom,
 )
+from .tools.arguments import refuse_non_finite
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -110,7 +111,7 @@ def build_server(
         instructions=emulated.instructions(INSTRUCTIONS) if emulated_api else INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
-        middleware=[emulated.mark_results] if emulated_api else None,
+        middleware=[refuse_non_finite, emulated.mark_results] if emulated_api else [refuse_non_finite],
     )
     skills.register(server)
     ask.register(server)
@@ -140,7 +141,11 @@ def serve(
     """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
     server = build_server(settings, emulated_api=emulated_api)
     if transport == "stdio":
-        server.run()
+        import anyio
+
+        from .stdio_transport import serve_stdio
+
+        anyio.run(serve_stdio, server)
         return
     from .http_transport import serve_http
 

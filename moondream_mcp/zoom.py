@@ -64,20 +64,23 @@ async def zoom(
     regions = [_region(b) for b in boxes or ()]
     if boxes is not None and not regions:
         raise InputError("boxes is empty: give at least one [x_min, y_min, x_max, y_max] box")
-    source = await images.read(image)
-    found = request_id = None
-    if object is not None:
-        prepared = await images.prepare(source)
-        detected = await client.skills.detect(prepared.data_url, object)
-        regions = [(b.x_min, b.y_min, b.x_max, b.y_max) for b in detected.objects]
-        found, request_id = len(regions), detected.request_id
-        if not regions:
-            return Zoom(
-                crops=[], found=0, request_id=request_id, image=ImageSize(width=prepared.width, height=prepared.height)
-            ), []
-        regions = regions[:max_crops]
-    cut = [padded(r, padding) for r in regions]
-    pieces = await images.cut(source, cut, max_side=MAX_SIDE, budget=budget)
+    async with images.read(image) as source:
+        found = request_id = None
+        if object is not None:
+            prepared = await images.prepare(source)
+            detected = await client.skills.detect(prepared.data_url, object)
+            regions = [(b.x_min, b.y_min, b.x_max, b.y_max) for b in detected.objects]
+            found, request_id = len(regions), detected.request_id
+            if not regions:
+                return Zoom(
+                    crops=[],
+                    found=0,
+                    request_id=request_id,
+                    image=ImageSize(width=prepared.width, height=prepared.height),
+                ), []
+            regions = regions[:max_crops]
+        cut = [padded(r, padding) for r in regions]
+        pieces = await images.cut(source, cut, max_side=MAX_SIDE, budget=budget)
     crops = [
         Crop(
             box=Box(x_min=r[0], y_min=r[1], x_max=r[2], y_max=r[3]),

@@ -76,6 +76,7 @@ def test_no_module_below_the_tools_knows_mcp() -> None:
         "moondream_mcp.server",
         "moondream_mcp.state",
         "moondream_mcp.http_transport",
+        "moondream_mcp.stdio_transport",
         "moondream_mcp.manifest",
         "moondream_mcp.doctor",
         "moondream_mcp.emulated",

@@ -162,6 +162,29 @@ def undescribed(schema: dict[str, Any]) -> list[str]:
     return missing
 
 
+# Free values bounded by design elsewhere: image references by MOONDREAM_MCP_MAX_FILE_BYTES, judged before a
+# byte is decoded; rewards and metric values may be any number (non-finite ones are refused before any tool).
+BOUNDED_ELSEWHERE = frozenset({"image", "images", "rewards", "value"})
+
+
+def unbounded(schema: dict[str, Any]) -> list[str]:
+    """Strings without maxLength, numbers without a maximum, arrays without maxItems: room for absurd input."""
+    found: list[str] = []
+    for where, node in _nodes(schema):
+        parts = where.split("/")
+        named = [parts[i + 1] for i, part in enumerate(parts[:-1]) if part == "properties"]
+        if named and named[-1] in BOUNDED_ELSEWHERE:
+            continue
+        kind = node.get("type")
+        if kind == "string" and "maxLength" not in node and "enum" not in node and "const" not in node:
+            found.append(f"{where}: a string without maxLength")
+        elif kind in ("integer", "number") and not {"maximum", "exclusiveMaximum", "enum", "const"} & node.keys():
+            found.append(f"{where}: a number without a maximum")
+        elif kind == "array" and "maxItems" not in node:
+            found.append(f"{where}: an array without maxItems")
+    return found
+
+
 def _tools() -> list[Tool]:
     import anyio
 
@@ -232,3 +255,27 @@ def test_unsupported_keywords_are_found() -> None:
         }
     )
     assert problems(schema) == ["#/properties/tags: contains is not supported in strict mode"]
+
+
+@pytest.mark.parametrize("tool", TOOLS, ids=[t.name for t in TOOLS])
+def test_every_free_value_has_an_upper_bound_in_the_schema(tool: Tool) -> None:
+    assert unbounded(tool.input_schema) == []
+
+
+def test_unbounded_values_are_found() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "count": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 9}},
+            "kind": {"type": "string", "enum": ["a", "b"]},
+            "image": {"type": "string"},
+        },
+    }
+
+    assert unbounded(schema) == [
+        "#/properties/name: a string without maxLength",
+        "#/properties/count/anyOf/0: a number without a maximum",
+        "#/properties/tags: an array without maxItems",
+    ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
@@ -14,7 +16,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
-from ..config import is_cloud, split_credentials
+from ..config import IN_FLIGHT, is_cloud, split_credentials
 from .errors import (
     RETRYABLE_STATUSES,
     APIConnectionError,
@@ -33,7 +35,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"moondream-mcp/{__version__}"
 
 # Retry policy, in one place. Backoff is exponential with jitter (stamina); a Retry-After from
-# the server replaces the backoff, up to `retry_after_cap` seconds.
+# the server replaces the backoff, up to `retry_after_cap` seconds. A 429 says only "not now": it is
+# retried for as long as the call's budget lasts, and does not count against MAX_ATTEMPTS, so that
+# a job outrunning a limit it was not told of slows down instead of failing.
 MAX_ATTEMPTS = 5
 WAIT_INITIAL = 0.5
 WAIT_MAX = 8.0
@@ -42,20 +46,38 @@ RETRY_BUDGET = 120.0  # seconds, across every attempt of one call
 # Pacing at exactly the limit puts limit+1 arrivals into some 1-second window at the server as soon as
 # network jitter brings two of them closer. Spacing requests (1 + JITTER_MARGIN)/limit apart means limit+1
 # consecutive requests span 1 + JITTER_MARGIN seconds: only jitter above the margin can squeeze them into one
-# second. It costs JITTER_MARGIN/(1 + JITTER_MARGIN) of the throughput (9%).
-JITTER_MARGIN = 0.1  # seconds
+# second. It costs JITTER_MARGIN/(1 + JITTER_MARGIN) of the throughput (3%).
+JITTER_MARGIN = 0.03  # seconds
+
+# Pacing: requests worth keeping in flight to fill the rate limit, by Little's law (rate x latency),
+# with headroom for the local work around each request; never fewer than IN_FLIGHT nor more than
+# MAX_IN_FLIGHT (each one may hold a prepared image while it waits its turn).
+MAX_IN_FLIGHT = 64
+PACING_HEADROOM = 1.25
+_LATENCY_WEIGHT = 0.2  # of each new sample in the moving average
 
 # "idempotent": retry whatever may have failed in passing.
 # "unsent": retry only when the request certainly had no effect (never connected, or 429).
 RetryPolicy = Literal["idempotent", "unsent", "never"]
 
 
-def _should_retry(policy: RetryPolicy, retry_after_cap: float) -> Callable[[Exception], bool | float]:
+def _should_retry(
+    policy: RetryPolicy, retry_after_cap: float, max_attempts: int
+) -> Callable[[Exception], bool | float]:
+    """The retry decision for one call: a fresh count of its failures other than 429."""
+    failures = 0
+
     def hook(exc: Exception) -> bool | float:
+        nonlocal failures
         if policy == "never":
             return False
+        if isinstance(exc, APIStatusError) and exc.status_code == 429:
+            return True if exc.retry_after is None else min(exc.retry_after, retry_after_cap)
+        failures += 1
+        if failures >= max_attempts:
+            return False
         if isinstance(exc, APIStatusError):
-            if exc.status_code == 429 or (policy == "idempotent" and exc.status_code in RETRYABLE_STATUSES):
+            if policy == "idempotent" and exc.status_code in RETRYABLE_STATUSES:
                 if exc.retry_after is not None:
                     return min(exc.retry_after, retry_after_cap)
                 return True
@@ -146,6 +168,8 @@ class APIClient:
         # never in bursts. How the server counts is undocumented; paced so, no 1-second window at the server
         # holds more than `rate` arrivals unless network jitter bunches them by over JITTER_MARGIN seconds.
         self._limiter = AsyncLimiter(1, (1 + JITTER_MARGIN) / rate_limit) if rate_limit else None
+        self.rate_limit = rate_limit or None
+        self.latency: float | None = None  # moving average of answered requests' round trips, in seconds
         self._api_key = api_key or None
         self._retry_after_cap = retry_after_cap
         self._max_attempts = max_attempts
@@ -188,10 +212,22 @@ class APIClient:
                 "MOONDREAM_ENDPOINT to a Moondream Station (http://localhost:2020/v1) or the emulator."
             )
 
+    def in_flight(self) -> int:
+        """Requests worth keeping in flight now: enough to fill the rate limit at the latency seen."""
+        if self.rate_limit is None or self.latency is None:
+            return IN_FLIGHT
+        paced = self.rate_limit / (1 + JITTER_MARGIN)  # what the limiter lets through
+        wanted = math.ceil(paced * self.latency * PACING_HEADROOM) + 1
+        return max(IN_FLIGHT, min(MAX_IN_FLIGHT, wanted))
+
+    def _observe(self, seconds: float) -> None:
+        previous = self.latency
+        self.latency = seconds if previous is None else previous + _LATENCY_WEIGHT * (seconds - previous)
+
     def _retrying(self, policy: RetryPolicy) -> Any:
         return stamina.retry_context(
-            on=_should_retry(policy, self._retry_after_cap),
-            attempts=self._max_attempts,
+            on=_should_retry(policy, self._retry_after_cap, self._max_attempts),
+            attempts=None,  # bounded by the budget below, and by max_attempts for failures other than 429
             timeout=RETRY_BUDGET,
             wait_initial=WAIT_INITIAL,
             wait_max=WAIT_MAX,
@@ -226,6 +262,7 @@ class APIClient:
         async for attempt in self._retrying(retry):
             with attempt:
                 await self._turn()
+                sent = time.monotonic()
                 try:
                     response = await self._http.request(
                         method,
@@ -240,6 +277,7 @@ class APIClient:
                     raise InvalidRequestError(f"cannot build a valid URL for {path!r}") from None
                 except httpx2.TransportError as exc:
                     raise _connection_error(exc, url) from None
+                self._observe(time.monotonic() - sent)
                 if attempt.num > 1:
                     log.info("%s %s answered on attempt %d", method, path, attempt.num)
                 return _check_body(response, errors_in_body=errors_in_body), response.text
@@ -294,6 +332,7 @@ class APIClient:
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         await self._turn()
+        sent = time.monotonic()
         try:
             async with self._http.sse(url, method="POST", json=body, headers=self._auth()) as source:
                 response = source.response
@@ -317,6 +356,7 @@ class APIClient:
                     if on_event is not None:
                         on_event(event)
                     if event.get("completed") is True:
+                        self._observe(time.monotonic() - sent)
                         return events
         except httpx2.TransportError as exc:
             if events:

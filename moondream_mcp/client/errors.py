@@ -133,20 +133,27 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522
 _MAX_MESSAGE = 300
 
 
+def printable(text: object, limit: int = _MAX_MESSAGE) -> str:
+    """Text from the API as it may reach a model: control and format characters (newlines, escapes, bidi
+    overrides) become spaces, so a server's words cannot forge lines or hide text; the length is capped."""
+    cleaned = "".join(c if c.isprintable() else " " for c in str(text)[: limit * 2])
+    return " ".join(cleaned.split())[:limit]
+
+
 def error_message(body: object, fallback: str) -> tuple[str, str | None]:
     """The message and code from any of the three error body shapes: nested, flat, plain text."""
     if isinstance(body, dict) and "error" in body:
         err = body["error"]
         if isinstance(err, dict):
-            message = err.get("message") or err.get("detail") or json.dumps(err)[:_MAX_MESSAGE]
+            message = err.get("message") or err.get("detail") or json.dumps(err)
             code = err.get("code") or err.get("type")
-            return str(message)[:_MAX_MESSAGE], (str(code) if code is not None else None)
+            return printable(message) or fallback, (printable(code, 100) if code is not None else None)
         if err not in (None, ""):
-            return str(err)[:_MAX_MESSAGE], None
+            return printable(err) or fallback, None
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return body["detail"][:_MAX_MESSAGE], None
+        return printable(body["detail"]) or fallback, None
     if isinstance(body, str) and body.strip():
-        return body.strip()[:_MAX_MESSAGE], None
+        return printable(body) or fallback, None
     return fallback, None
 
 

@@ -5,6 +5,7 @@
     data_urls.py  data:image/...;base64 references
     encode.py     decode, orient, flatten, downscale, encode
     crops.py      regions of the original image at up to full resolution
+    budget.py     MemoryBudget: the memory every image in flight shares
     errors.py     ImageError, whose message is meant for the agent
 
 Local files are read through the file guard (files.py). Knows nothing of MCP.

@@ -1,21 +1,24 @@
 """Image bytes -> the JPEG the model should see: oriented as displayed, flattened onto white, right-sized.
 
-Runs in a worker thread (decoding is CPU-bound). The input is untrusted: the header size is judged
-before a single pixel is decoded, and only a short list of raster formats is ever tried.
+Runs in a worker thread (decoding is CPU-bound). The input is untrusted: the header is judged before a
+single pixel is decoded (size, memory it would take, JPEG scan count), only a short list of raster
+formats is ever tried, and decoding stops at a deadline or when the call is cancelled.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -49,6 +52,14 @@ DRAFT_DECODE_PIXEL_FLOOR = 160_000_000
 # resample would cost more than the decode (24 MP at 1/4 is 1.5 MP: no resample at a 2 MP budget).
 DRAFT_KEEP_FRACTION = 0.7
 
+# libjpeg's JPEG_MAX_DIMENSION: no side of the JPEG sent may be longer, however narrow the image.
+JPEG_MAX_SIDE = 65_500
+# Each scan of a progressive JPEG is a pass over every block of the image: a small file of thousands of
+# scans decodes for minutes. Encoders write about 10 (libjpeg's default script), a few dozen at most.
+MAX_JPEG_SCANS = 100
+# Pillow hands the decoder this much input at a time; between two blocks the deadline is checked.
+_DECODE_BLOCK = 16 * 1024
+
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 
 # The transposition that shows each EXIF orientation upright, as PIL.ImageOps.exif_transpose does it.
@@ -75,18 +86,90 @@ class PreparedImage:
     sent_height: int
 
 
+class Stopped(Exception):
+    """Decoding was stopped: past its deadline, or its call was cancelled."""
+
+
+class Watch:
+    """The deadline of one decode, and the flag its cancelled call raises. Checked from the decoding thread."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._deadline = math.inf
+        self._cancelled = threading.Event()
+
+    def start(self) -> None:
+        """The deadline runs from here: time spent queued for a decoder is not the image's fault."""
+        self._deadline = time.monotonic() + self.seconds
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._cancelled.is_set() or time.monotonic() > self._deadline
+
+    def check(self) -> None:
+        if self.stopped:
+            raise Stopped
+
+
+class _WatchedBytes(io.BytesIO):
+    """The encoded bytes, read by Pillow block by block; every read first checks the watch."""
+
+    def __init__(self, data: bytes, watch: Watch | None) -> None:
+        super().__init__(data)
+        self._watch = watch
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self._watch is not None:
+            self._watch.check()
+        return super().read(size)
+
+
+def jpeg_scans(data: bytes) -> int:
+    """How many scans a JPEG holds (0 if `data` is not a JPEG or its header cannot be walked)."""
+    if data[:2] != b"\xff\xd8":
+        return 0
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return 0
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xDA:
+            # In entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so every
+            # later FF DA starts a scan (or a DHT crafted to look like one: counted, never missed).
+            return 1 + data.count(b"\xff\xda", at + 2 + length)
+        at += 2 + length
+    return 0
+
+
 def source_pixel_limit(max_pixels: int, *, draftable: bool) -> int:
     """The largest header size (in pixels) decoded at all."""
     floor = DRAFT_DECODE_PIXEL_FLOOR if draftable else FULL_DECODE_PIXEL_FLOOR
     return max(floor, 4 * max_pixels)
 
 
-def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """The largest size with the same aspect and at most max_pixels pixels; never larger than given."""
-    if width * height <= max_pixels:
+def fit_within(width: int, height: int, max_pixels: int, max_side: int = JPEG_MAX_SIDE) -> tuple[int, int]:
+    """The largest size with the same aspect, at most max_pixels pixels and no side over max_side;
+    never larger than given."""
+    scale = min(1.0, max_side / max(width, height))
+    if width * height * scale * scale > max_pixels:
+        scale = math.sqrt(max_pixels / (width * height))
+    if scale >= 1.0:
         return width, height
-    scale = math.sqrt(max_pixels / (width * height))
-    w, h = max(1, int(width * scale)), max(1, int(height * scale))
+    w, h = max(1, min(max_side, int(width * scale))), max(1, min(max_side, int(height * scale)))
     while w * h > max_pixels:  # float rounding, or an extreme aspect pinned at 1 px
         if w >= h:
             w -= 1
@@ -95,16 +178,41 @@ def fit_within(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     return w, h
 
 
-def prepare(data: bytes, *, max_pixels: int, label: str) -> PreparedImage:
-    return decode_untrusted(data, label, lambda image: _prepare_opened(image, max_pixels, label))
+def memory_needed(data: bytes, *, max_pixels: int, label: str, memory_limit: int | None = None) -> int:
+    """Bytes of memory prepare() will take for this image, judged from its header alone.
+
+    Raises ImageError for an image refused before decoding: not an image, too many pixels, too many
+    JPEG scans, or more memory than `memory_limit`.
+    """
+    return decode_untrusted(data, label, lambda image: _judged(image, data, max_pixels, label, memory_limit)[1])
 
 
-def decode_untrusted(data: bytes, label: str, work: Callable[[Image.Image], T]) -> T:
-    """`work` done on the opened image, every failure of hostile or broken input said as an ImageError."""
+def prepare(
+    data: bytes, *, max_pixels: int, label: str, memory_limit: int | None = None, watch: Watch | None = None
+) -> PreparedImage:
+    """The image as the model should see it. Raises Stopped when `watch` says so."""
+
+    def work(image: Image.Image) -> PreparedImage:
+        source, _ = _judged(image, data, max_pixels, label, memory_limit)
+        return _prepare_opened(image, source, max_pixels, watch)
+
+    return decode_untrusted(data, label, work, watch)
+
+
+def decode_untrusted(data: bytes, label: str, work: Callable[[Image.Image], T], watch: Watch | None = None) -> T:
+    """`work` done on the opened image, every failure of hostile or broken input said as an ImageError;
+    Stopped when `watch` says so (each block the decoder reads checks it)."""
+    with _opened(data, label, watch) as image:
+        return work(image)
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, label: str, watch: Watch | None) -> Iterator[Image.Image]:
     try:
-        with Image.open(io.BytesIO(data), formats=_available_formats()) as image:
-            return work(image)
-    except ImageError:
+        with Image.open(_WatchedBytes(data, watch), formats=_available_formats()) as image:
+            image.decodermaxblock = _DECODE_BLOCK
+            yield image
+    except (ImageError, Stopped):
         raise
     except UnidentifiedImageError:
         raise ImageError(_unreadable(data, label)) from None
@@ -113,13 +221,16 @@ def decode_untrusted(data: bytes, label: str, work: Callable[[Image.Image], T]) 
     except MemoryError:
         raise ImageError(f"{label} is too large to decode in memory; give a smaller image.") from None
     except Exception:
+        if watch is not None and watch.stopped:
+            raise Stopped from None  # a decoder that reads through calls of its own may wrap ours
         # Third-party decoders raise all sorts on hostile input; none of it is worth more to the agent.
         logger.debug("decoding %s failed", label, exc_info=True)
         raise ImageError(f"{label} could not be decoded: the image data is truncated or corrupt.") from None
 
 
 def from_pixels(image: Image.Image, *, max_pixels: int) -> PreparedImage:
-    """Pixels already upright (a video frame, say) -> the JPEG to send, downscaled to the pixel budget."""
+    """Pixels already upright (a video frame, say) -> the JPEG to send, downscaled to the pixel budget
+    (and within JPEG's side limit, however narrow the frame)."""
     flat = _flatten(_resized(image, fit_within(image.width, image.height, max_pixels)))
     jpeg, sent = encode_jpeg(flat)
     return PreparedImage(
@@ -130,6 +241,76 @@ def from_pixels(image: Image.Image, *, max_pixels: int) -> PreparedImage:
         sent_width=sent.width,
         sent_height=sent.height,
     )
+
+
+def check_header(image: Image.Image, data: bytes, max_pixels: int, label: str) -> None:
+    """Refuses what must not be decoded at all, judged from the header: too many pixels, too many JPEG scans."""
+    width, height = image.size
+    draftable = image.format in _DRAFTABLE
+    limit = source_pixel_limit(max_pixels, draftable=draftable)
+    if width * height > limit:
+        raise ImageError(_bomb(label, f"{width}x{height} pixels, over the {limit / 1e6:g} megapixel limit"))
+    if draftable and (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
+        raise ImageError(
+            f"refused: {label} is a JPEG of {scans} scans, over the {MAX_JPEG_SCANS} decoded: that many make "
+            "decoding take minutes. Re-save it as an ordinary (baseline) JPEG."
+        )
+
+
+def check_memory(needed: int, memory_limit: int | None, source: tuple[int, int], label: str) -> None:
+    if memory_limit is not None and needed > memory_limit:
+        raise ImageError(
+            _bomb(
+                label,
+                f"{source[0]}x{source[1]} pixels would take about {needed / 1e6:,.0f} MB to decode, over the "
+                f"{memory_limit / 1e6:,.0f} MB image work may use",
+            )
+        )
+
+
+def _judged(
+    image: Image.Image, data: bytes, max_pixels: int, label: str, memory_limit: int | None
+) -> tuple[tuple[int, int], int]:
+    """Refuses what must not be decoded; sets JPEG draft mode. Returns the size in the header (draft mode
+    changes image.size) and the memory decoding will take."""
+    check_header(image, data, max_pixels, label)
+    width, height = image.size
+    if image.format in _DRAFTABLE and fit_within(width, height, max_pixels) != (width, height):
+        # Decodes at the smallest 1/2, 1/4, 1/8 scale still at least as large as what is asked for.
+        image.draft("RGB", _draft_request(width, height, max_pixels))
+    # Resized, flattened, turned upright, encoded: a few copies at the size sent.
+    needed = decoding_memory(image, (width, height)) + 4 * _pixels_bytes(*fit_within(*image.size, max_pixels), 4)
+    check_memory(needed, memory_limit, (width, height), label)
+    return (width, height), needed
+
+
+def decoding_memory(image: Image.Image, source: tuple[int, int]) -> int:
+    """What decoding `image` (opened, draft mode set) and turning it into 8-bit RGB(A) at the decoded size
+    holds at its peak, in bytes."""
+    width, height = image.size  # as decoded: draft mode may have scaled it
+    mode = image.mode
+    held = _pixels_bytes(width, height, 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4)
+    # Full-size copies on the way (_to_8bit, _resized): 16-bit tones take two; other modes one to RGB(A);
+    # and Pillow resamples RGBA through a premultiplied copy.
+    if mode.startswith("I;16"):
+        copies = 2
+    elif _has_alpha(image):
+        copies = (mode != "RGBA") + 1
+    else:
+        copies = int(mode != "RGB")
+    held += copies * _pixels_bytes(width, height, 4)
+    if image.format in _DRAFTABLE and (image.info.get("progressive") or image.info.get("progression")):
+        # A progressive JPEG keeps every DCT coefficient of the full-size image until its last scan
+        # (two bytes each); subsampled chroma has a half or a quarter as many.
+        chroma = {1: 0.5, 2: 0.25}.get(JpegImagePlugin.get_sampling(image), 1.0)
+        bands = len(image.getbands())
+        held += int(source[0] * source[1] * 2 * (1 + (bands - 1) * (chroma if bands == 3 else 1.0)))
+    return held
+
+
+def _pixels_bytes(width: int, height: int, pixel_bytes: int) -> int:
+    # Pillow also keeps a pointer per row, which dominates for a tall, narrow image.
+    return height * (width * pixel_bytes + 8)
 
 
 def encode_jpeg(image: Image.Image, *, budget: int = MAX_DATA_URL_CHARS) -> tuple[bytes, Image.Image]:
@@ -151,24 +332,18 @@ def encode_jpeg(image: Image.Image, *, budget: int = MAX_DATA_URL_CHARS) -> tupl
             raise ImageError("the image cannot be encoded small enough to send")
 
 
-def _prepare_opened(image: Image.Image, max_pixels: int, label: str) -> PreparedImage:
-    width, height = image.size
-    draftable = image.format in _DRAFTABLE
-    limit = source_pixel_limit(max_pixels, draftable=draftable)
-    if width * height > limit:
-        raise ImageError(_bomb(label, f"{width}x{height} pixels, over the {limit / 1e6:g} megapixel limit"))
-
-    target = fit_within(width, height, max_pixels)
-    if draftable and target != (width, height):
-        # Decodes at the smallest 1/2, 1/4, 1/8 scale still at least as large as what is asked for.
-        image.draft("RGB", _draft_request(width, height, max_pixels))
-        target = fit_within(*image.size, max_pixels)
+def _prepare_opened(image: Image.Image, source: tuple[int, int], max_pixels: int, watch: Watch | None) -> PreparedImage:
+    width, height = source
+    target = fit_within(*image.size, max_pixels)
     orientation = _orientation(image)
 
+    image.load()
+    if watch is not None:
+        watch.check()
     flat = _flatten(_resized(_to_8bit(image), target))
     upright = flat.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else flat
     jpeg, sent = encode_jpeg(upright)
-    # Draft mode changed image.size, so the displayed size comes from the header size.
+    # Draft mode changed image.size, so the displayed size comes from the header's.
     shown = (height, width) if orientation in _SIDEWAYS else (width, height)
     return PreparedImage(
         data_url=_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii"),
@@ -204,9 +379,12 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
 def _resized(image: Image.Image, target: tuple[int, int]) -> Image.Image:
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    mode = "RGBA" if has_alpha else "RGB"
+    mode = "RGBA" if _has_alpha(image) else "RGB"
     converted = image if image.mode == mode else image.convert(mode)
     if converted.size == target:
         return converted

@@ -26,6 +26,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 AddressPolicy = Callable[[IPAddress], bool]
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 Sink = Callable[[bytes], Awaitable[None]]  # where downloaded bytes go, chunk by chunk
+Reserve = Callable[[int], Awaitable[None]]
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # embeds an IPv4 address in its last 32 bits
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -180,16 +181,17 @@ class UrlFetcher:
         if client is not None:
             await client.__aexit__(exc_type, exc, tb)
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str, reserve: Reserve | None = None) -> bytes:
+        """The body of `url`. `reserve(n)` is awaited before a body of up to n bytes is read."""
         body = bytearray()
 
         async def keep(chunk: bytes) -> None:
             body.extend(chunk)
 
-        await self.fetch_to(url, keep)
+        await self.fetch_to(url, keep, reserve)
         return bytes(body)
 
-    async def fetch_to(self, url: str, write: Sink) -> int:
+    async def fetch_to(self, url: str, write: Sink, reserve: Reserve | None = None) -> int:
         """Download `url` chunk by chunk into `write` (a file, say), under the same caps; returns its size."""
         if self._client is None:
             raise RuntimeError("UrlFetcher used outside `async with`")
@@ -198,7 +200,7 @@ class UrlFetcher:
             # One deadline for the whole download, redirects included: per-read timeouts alone let a
             # server drip one byte at a time forever.
             with anyio.fail_after(self._timeout):
-                return await self._follow(self._client, url, label, write)
+                return await self._follow(self._client, url, label, write, reserve)
         except TimeoutError:
             raise ImageError(
                 f"downloading {label} took longer than {self._timeout:g} s; "
@@ -218,7 +220,9 @@ class UrlFetcher:
             reason = str(exc) or type(exc).__name__
             raise ImageError(f"cannot download {label}: {describe(reason)}") from None
 
-    async def _follow(self, client: httpx2.AsyncClient, url: str, label: str, write: Sink) -> int:
+    async def _follow(
+        self, client: httpx2.AsyncClient, url: str, label: str, write: Sink, reserve: Reserve | None
+    ) -> int:
         try:
             current = httpx2.URL(url)
         except httpx2.InvalidURL:
@@ -238,12 +242,12 @@ class UrlFetcher:
                         raise ImageError(f"cannot download {label}: a redirect has an invalid Location.")
                     current = response.next_request.url
                     continue
-                return await self._read_body(response, label, write)
+                return await self._read_body(response, label, write, reserve)
             finally:
                 await response.aclose()
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _read_body(self, response: httpx2.Response, label: str, write: Sink) -> int:
+    async def _read_body(self, response: httpx2.Response, label: str, write: Sink, reserve: Reserve | None) -> int:
         if response.status_code != 200:
             raise ImageError(f"cannot download {label}: the server answered HTTP {response.status_code}.")
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -252,6 +256,8 @@ class UrlFetcher:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ImageError(self._too_large(label))
+        if reserve is not None:
+            await reserve(int(declared) if declared.isdigit() else self._max_bytes)
         size = 0
         async for chunk in response.aiter_raw():
             size += len(chunk)

@@ -5,22 +5,26 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from ..files import FileError, FileGuard
-from .crops import Cutouts, Region, cut
+from . import crops
+from .budget import MemoryBudget
+from .crops import Cutouts, Region
 from .data_urls import decode_data_url
-from .encode import PreparedImage, prepare
+from .encode import PreparedImage, Stopped, Watch, memory_needed, prepare
 from .errors import ImageError, describe
 from .fetch import AddressPolicy, Resolver, Sink, UrlFetcher, is_public_address, system_resolver
 
@@ -30,6 +34,12 @@ if TYPE_CHECKING:
 # Two or more letters, so a Windows drive ("C:") reads as a path, not a scheme.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _KINDS = "an absolute file path, a file:// URL, an http(s):// URL or a data:image/...;base64 URL"
+MEMORY_BYTES = 1024 * 1024 * 1024
+DECODE_TIMEOUT = 20.0
+# Decoding is CPU-bound: a few at a time. Never fewer than two, so one slow image cannot hold up the rest.
+DECODERS = max(2, min(4, os.cpu_count() or 1))
+
+T = TypeVar("T")
 
 
 class ImageLoader:
@@ -37,6 +47,11 @@ class ImageLoader:
 
     Use as `async with ImageLoader(...) as images:`; the context owns the HTTP client for image URLs.
     `address_policy` and `resolver` decide which addresses URLs may reach (tests inject their own).
+
+    `memory_bytes` bounds the memory of every image in flight together, whatever the number of calls: a
+    quarter for encoded bytes as read, the rest for decoding (judged from each header before decoding).
+    An image is read only once its bytes fit, and decoded only once its decoding fits as well; the two
+    are taken in that order and never the other way round, so waiting can never deadlock.
     """
 
     def __init__(
@@ -49,6 +64,8 @@ class ImageLoader:
         fetch_timeout: float = 20.0,
         max_redirects: int = 5,
         cache_size: int = 16,
+        memory_bytes: int = MEMORY_BYTES,
+        decode_timeout: float = DECODE_TIMEOUT,
         address_policy: AddressPolicy | None = None,
         resolver: Resolver = system_resolver,
         files: FileGuard | None = None,
@@ -66,6 +83,9 @@ class ImageLoader:
         self._max_pixels = max_pixels
         self._max_file_bytes = max_file_bytes
         self._cache = _LruCache(cache_size)
+        self._decode_timeout = decode_timeout
+        self.encoded = MemoryBudget(max(1, memory_bytes // 4))
+        self.decoding = MemoryBudget(max(1, memory_bytes - memory_bytes // 4))
         self._decoders: anyio.CapacityLimiter | None = None
 
     @classmethod
@@ -77,6 +97,8 @@ class ImageLoader:
             max_pixels=settings.max_image_pixels,
             max_file_bytes=settings.max_file_bytes,
             fetch_timeout=settings.fetch_timeout,
+            memory_bytes=settings.image_memory_bytes,
+            decode_timeout=settings.decode_timeout,
         )
 
     @property
@@ -96,16 +118,23 @@ class ImageLoader:
         await self._fetcher.__aexit__(exc_type, exc, tb)
 
     async def load(self, ref: str) -> PreparedImage:
-        async with self._located(ref) as located:
-            if (hit := self._cache.get(located.key)) is not None:
-                return hit
-            data = await located.read()
-        return await self._prepare(located.key, located.label, data)
+        async with AsyncExitStack() as held:
+            async with self._located(ref, held) as located:
+                if (hit := self._cache.get(located.key)) is not None:
+                    return hit
+                data = await located.read()
+            # The bytes' memory is held until they are decoded.
+            prepared = await self._prepare(located.key, located.label, data)
+        return prepared
 
-    async def read(self, ref: str) -> Source:
-        """The reference's bytes as they are (not decoded), under the same checks and limits as load()."""
-        async with self._located(ref) as located:
-            return Source(key=located.key, label=located.label, data=await located.read())
+    @asynccontextmanager
+    async def read(self, ref: str) -> AsyncIterator[Source]:
+        """The reference's bytes as they are (not decoded), under the same checks and limits as load(); they
+        count against the image memory budget until the `async with` ends."""
+        async with AsyncExitStack() as held:
+            async with self._located(ref, held) as located:
+                data = await located.read()
+            yield Source(key=located.key, label=located.label, data=data)
 
     async def prepare(self, source: Source) -> PreparedImage:
         """What load() would return for the reference `source` was read from."""
@@ -115,15 +144,29 @@ class ImageLoader:
 
     async def cut(self, source: Source, regions: Sequence[Region], *, max_side: int, budget: int) -> Cutouts:
         """Regions of the original image (normalized, as displayed), each a JPEG of long side <= max_side."""
-        work = partial(
-            cut, source.data, regions, max_side=max_side, max_pixels=self._max_pixels, budget=budget, label=source.label
+        data, label, max_pixels = source.data, source.label, self._max_pixels
+        measure = partial(
+            crops.memory_needed,
+            data,
+            regions,
+            max_side=max_side,
+            max_pixels=max_pixels,
+            label=label,
+            memory_limit=self.decoding.capacity,
         )
-        return await anyio.to_thread.run_sync(work, limiter=self._decoder_slots())
+        return await self._decode(
+            label,
+            measure,
+            lambda watch: crops.cut(
+                data, regions, max_side=max_side, max_pixels=max_pixels, budget=budget, label=label, watch=watch
+            ),
+        )
 
     @asynccontextmanager
-    async def _located(self, ref: str) -> AsyncIterator[_Located]:
+    async def _located(self, ref: str, held: AsyncExitStack) -> AsyncIterator[_Located]:
         """A reference's cache key, its label for messages and how to read its bytes; a local file is held
-        open meanwhile, so what is read is what was checked and keyed."""
+        open meanwhile, so what is read is what was checked and keyed. Reading reserves the bytes' memory
+        in `held`."""
         ref = ref.strip()
         if not ref:
             raise ImageError(f"the image reference is empty; give {_KINDS}.")
@@ -131,18 +174,28 @@ class ImageLoader:
         match = _SCHEME.match(ref)
         scheme = match.group(1).lower() if match else None
 
+        async def reserve(size: int) -> None:
+            await held.enter_async_context(self.encoded.hold(size))
+
         if scheme == "data":
             # Keyed by digest: the cache should not hold a second copy of a multi-megabyte string.
             key = ("data", hashlib.sha256(ref.encode("utf-8", "surrogatepass")).digest())
-            yield _Located(key, label, partial(anyio.to_thread.run_sync, decode_data_url, ref, self._max_file_bytes))
+
+            async def read_data() -> bytes:
+                await reserve(len(ref))
+                return await anyio.to_thread.run_sync(decode_data_url, ref, self._max_file_bytes)
+
+            yield _Located(key, label, read_data)
         elif scheme in ("http", "https"):
-            yield _Located(("url", ref), label, partial(self._fetcher.fetch, ref))
+            yield _Located(("url", ref), label, partial(self._fetcher.fetch, ref, reserve))
         elif scheme in (None, "file"):
             with _as_image_error():
                 opened = await anyio.to_thread.run_sync(self._guard.open, ref)
             with opened:
 
                 async def read_file() -> bytes:
+                    # The size of the file opened (fstat), not of whatever the path names by now.
+                    await reserve(opened.stat.st_size)
                     with _as_image_error():
                         return await anyio.to_thread.run_sync(opened.read)
 
@@ -151,15 +204,31 @@ class ImageLoader:
             raise ImageError(f"unsupported image reference: {label}; give {_KINDS}.")
 
     async def _prepare(self, key: Hashable, label: str, data: bytes) -> PreparedImage:
-        decode = partial(prepare, data, max_pixels=self._max_pixels, label=label)
-        prepared = await anyio.to_thread.run_sync(decode, limiter=self._decoder_slots())
+        measure = partial(
+            memory_needed, data, max_pixels=self._max_pixels, label=label, memory_limit=self.decoding.capacity
+        )
+        prepared = await self._decode(
+            label, measure, lambda watch: prepare(data, max_pixels=self._max_pixels, label=label, watch=watch)
+        )
         self._cache.put(key, prepared)
         return prepared
 
+    async def _decode(self, label: str, measure: Callable[[], int], work: Callable[[Watch], T]) -> T:
+        """`work` in a decoder thread once the memory `measure` judges it needs is free, stopped at the deadline."""
+        needed = await anyio.to_thread.run_sync(measure)
+        async with self.decoding.hold(needed):
+            watch = Watch(self._decode_timeout)
+            try:
+                return await _watched(partial(work, watch), watch, self._decoder_slots())
+            except Stopped:
+                raise ImageError(
+                    f"decoding {label} took longer than {self._decode_timeout:g} s and was stopped; give a smaller "
+                    "or simpler image (a baseline JPEG or a PNG), or raise MOONDREAM_MCP_DECODE_TIMEOUT."
+                ) from None
+
     def _decoder_slots(self) -> anyio.CapacityLimiter:
         if self._decoders is None:
-            # Each decode may hold a few hundred MB at the pixel limit: a few at a time, not 40.
-            self._decoders = anyio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
+            self._decoders = anyio.CapacityLimiter(DECODERS)
         return self._decoders
 
     async def download(self, url: str, write: Sink) -> int:
@@ -190,6 +259,40 @@ def _as_image_error() -> Iterator[None]:
     except FileError as exc:
         # To the image pipeline, a file it may not read is an image it cannot use.
         raise ImageError(str(exc)) from None
+
+
+async def _watched(work: Callable[[], T], watch: Watch, limiter: anyio.CapacityLimiter) -> T:
+    """`work` in a worker thread. A cancelled call stops it at the decoder's next block, and returns only
+    once the thread has let go of the image: the memory it held is then truly free again."""
+    lock = threading.Lock()
+    started = finished = False
+    released = anyio.Event()
+
+    def run() -> T:
+        nonlocal started, finished
+        with lock:
+            watch.check()  # cancelled before it began
+            started = True
+        watch.start()
+        try:
+            return work()
+        finally:
+            with lock:
+                finished = True
+                waited_on = watch.cancelled
+            if waited_on:
+                anyio.from_thread.run_sync(released.set)
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=limiter)
+    except anyio.get_cancelled_exc_class():
+        with lock:
+            watch.cancel()
+            running = started and not finished
+        if running:
+            with anyio.CancelScope(shield=True):
+                await released.wait()
+        raise
 
 
 def _any_address(_address: object) -> bool:

@@ -20,6 +20,7 @@ from ..failures import EXPECTED
 from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
+from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .local_batch import Failure, failures
 from .progress import progress
@@ -27,7 +28,9 @@ from .results import compact
 from .skills import Length, MaxTokens, Model, Temperature, TopP
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-BatchId = Annotated[str, Field(min_length=1, description="The batch id submit_batch returned.")]
+BatchId = Annotated[
+    str, Field(min_length=1, max_length=bounds.NAME_CHARS, description="The batch id submit_batch returned.")
+]
 
 
 class Submitted(BaseModel):
@@ -115,7 +118,7 @@ def register(server: MCPServer[AppState]) -> None:
     async def submit_batch(
         skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill to run.")],
         images: Annotated[
-            list[str] | str,
+            bounds.Images,
             Field(
                 description=(
                     "The images: a list of references, or one string naming a directory or a glob, inside the allowed "
@@ -125,8 +128,12 @@ def register(server: MCPServer[AppState]) -> None:
         ],
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_submit)],
-        object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
-        question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
+        object: Annotated[
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect / point: what to look for.")
+        ] = None,
+        question: Annotated[
+            str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question asked of every image.")
+        ] = None,
         length: Length = "normal",
         reasoning: Annotated[bool, Field(description="query: reason first (billed).")] = False,
         model: Model = None,
@@ -199,7 +206,9 @@ def register(server: MCPServer[AppState]) -> None:
     async def list_batches(
         ctx: Ctx,
         limit: Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")] = None,
-        cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
+        cursor: Annotated[
+            str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor from the previous page.")
+        ] = None,
     ) -> BatchList:
         """Batch API jobs of this account, a page at a time."""
         state = ctx.request_context.lifespan_context
@@ -222,10 +231,11 @@ def register(server: MCPServer[AppState]) -> None:
         output: Annotated[
             str,
             Field(
+                max_length=bounds.PATH_CHARS,
                 description=(
                     "Where to write the JSONL results (inside the allowed directories): a new file, or this batch's "
                     "earlier results, which are replaced; any other existing file is refused."
-                )
+                ),
             ),
         ],
         ctx: Ctx,

@@ -11,6 +11,7 @@ from pydantic import Field
 from .. import datasets
 from ..datasets import Dataset, Problem
 from ..state import AppState
+from . import bounds
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
@@ -18,6 +19,7 @@ DatasetPath = Annotated[
     str,
     Field(
         min_length=1,
+        max_length=bounds.PATH_CHARS,
         description=(
             "The dataset: an absolute path to a JSONL file inside the allowed directories, one example a line "
             "(see inspect_dataset for the format)."

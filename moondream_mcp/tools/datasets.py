@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from .. import datasets
 from ..datasets import Dataset, Problem
 from ..state import AppState, Ctx
+from . import bounds
 from .dataset_checks import DatasetPath, read_dataset
 from .results import compact
 
@@ -81,6 +82,7 @@ def register(server: MCPServer[AppState]) -> None:
             str,
             Field(
                 min_length=1,
+                max_length=bounds.PATH_CHARS,
                 description=(
                     "coco: the annotations JSON file; yolo: the dataset folder (images/ and labels/, or both side by "
                     "side, with data.yaml or classes.txt). Inside the allowed directories."
@@ -92,6 +94,7 @@ def register(server: MCPServer[AppState]) -> None:
             str,
             Field(
                 min_length=1,
+                max_length=bounds.PATH_CHARS,
                 description=(
                     "Where to write the JSONL dataset (absolute path inside the allowed directories): a new file, or "
                     "this same import's earlier output, which is replaced; any other existing file is refused. Image "
@@ -103,12 +106,18 @@ def register(server: MCPServer[AppState]) -> None:
         image_dir: Annotated[
             str | None,
             Field(
-                description=("coco: the folder holding the images named by file_name; default: the JSON file's folder.")
+                max_length=bounds.PATH_CHARS,
+                description=(
+                    "coco: the folder holding the images named by file_name; default: the JSON file's folder."
+                ),
             ),
         ] = None,
         classes: Annotated[
-            list[str] | None,
-            Field(description=("yolo: class names by index, when the folder has no data.yaml / classes.txt.")),
+            list[Annotated[str, Field(max_length=bounds.NAME_CHARS)]] | None,
+            Field(
+                max_length=10_000,
+                description=("yolo: class names by index, when the folder has no data.yaml / classes.txt."),
+            ),
         ] = None,
         split: Annotated[
             Literal["train", "eval"] | None,

@@ -19,6 +19,7 @@ from ..files import FileError
 from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
+from . import bounds
 from .dataset_checks import DatasetPath, read_dataset, refuse
 from .progress import progress
 from .results import compact
@@ -123,7 +124,7 @@ def register(server: MCPServer[AppState]) -> None:
         dataset: DatasetPath,
         ctx: Ctx,
         models: Annotated[
-            list[str] | None,
+            list[Annotated[str, Field(max_length=bounds.NAME_CHARS)]] | None,
             Field(
                 max_length=8,
                 description=(
@@ -135,16 +136,18 @@ def register(server: MCPServer[AppState]) -> None:
         include_base: Annotated[bool, Field(description="Also evaluate the base model (first row).")] = True,
         split: Annotated[Split, Field(description="Which examples: the eval split (default), train, or all.")] = "eval",
         limit: Annotated[
-            int | None, Field(ge=1, description="At most this many examples (the first of the split).")
+            int | None,
+            Field(ge=1, le=bounds.EXAMPLES, description="At most this many examples (the first of the split)."),
         ] = None,
         output: Annotated[
             str | None,
             Field(
+                max_length=bounds.PATH_CHARS,
                 description=(
                     "Where to write the per-example JSONL (inside the allowed directories): a new file, or this same "
                     "evaluation's earlier output, which is replaced; any other existing file is refused. Default: a "
                     "new file in the server's data directory."
-                )
+                ),
             ),
         ] = None,
     ) -> EvalReport:

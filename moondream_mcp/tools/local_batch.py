@@ -16,6 +16,7 @@ from ..client import Sampling
 from ..failures import FailureGroups
 from ..jsonl import LineWriter
 from ..state import AppState, Ctx
+from . import bounds
 from .progress import progress
 from .results import compact
 from .skills import Length, MaxObjects, MaxTokens, Model, Reasoning, Temperature, TopP
@@ -64,7 +65,7 @@ def register(server: MCPServer[AppState]) -> None:
             Field(description="The skill to run on every image."),
         ],
         images: Annotated[
-            list[str] | str,
+            bounds.Images,
             Field(
                 description=(
                     "The images: a list of references (paths, file://, http(s) or data URLs), or one string naming a "
@@ -73,8 +74,12 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
-        object: Annotated[str | None, Field(description="detect / point / segment: what to look for.")] = None,
-        question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
+        object: Annotated[
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect / point / segment: what to look for.")
+        ] = None,
+        question: Annotated[
+            str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question asked of every image.")
+        ] = None,
         length: Length = "normal",
         reasoning: Reasoning = False,
         max_objects: MaxObjects = None,
@@ -85,11 +90,12 @@ def register(server: MCPServer[AppState]) -> None:
         output: Annotated[
             str | None,
             Field(
+                max_length=bounds.PATH_CHARS,
                 description=(
                     "Where to write the JSONL results (inside the allowed directories): a new file, or this same job's "
                     "earlier output, which is resumed; any other existing file is refused. Default: a file in the "
                     "server's data directory named after the job."
-                )
+                ),
             ),
         ] = None,
     ) -> BatchSummary:
@@ -128,7 +134,12 @@ def register(server: MCPServer[AppState]) -> None:
         try:
             async with progress(ctx, "running the batch") as tracker:
                 outcome = await local_batch.run(
-                    refs, work, local_batch.ResultLog(lines), explain=state.explain, progress=tracker.report
+                    refs,
+                    work,
+                    local_batch.ResultLog(lines),
+                    explain=state.explain,
+                    concurrency=state.client.api.in_flight,
+                    progress=tracker.report,
                 )
         except OSError as exc:
             raise ToolError(f"cannot write the results file {path}: {exc.strerror}") from None

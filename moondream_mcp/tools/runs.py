@@ -20,6 +20,7 @@ from ..failures import EXPECTED
 from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..store import Run
+from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .dataset_checks import DatasetPath, read_dataset, refuse
 from .pictures import SaveTo, show
@@ -30,7 +31,10 @@ RUN_URI = "moondream://runs/{run_id}"
 
 # ---- parameters -------------------------------------------------------------------------------
 
-RunId = Annotated[str, Field(min_length=1, description="The run's id, from start_training or list_runs.")]
+RunId = Annotated[
+    str,
+    Field(min_length=1, max_length=bounds.NAME_CHARS, description="The run's id, from start_training or list_runs."),
+]
 
 # ---- results ----------------------------------------------------------------------------------
 
@@ -280,7 +284,11 @@ def register(server: MCPServer[AppState]) -> None:
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_start)],
         finetune_id: Annotated[
-            str | None, Field(description="Train this finetune (from list_finetunes); or give name + rank instead.")
+            str | None,
+            Field(
+                max_length=bounds.NAME_CHARS,
+                description="Train this finetune (from list_finetunes); or give name + rank instead.",
+            ),
         ] = None,
         name: Annotated[
             str | None,
@@ -306,7 +314,11 @@ def register(server: MCPServer[AppState]) -> None:
         temperature: Annotated[float, Field(ge=0, le=2, description="Rollout sampling temperature.")] = 1.0,
         eval_every: Annotated[
             int,
-            Field(ge=0, description="Evaluate on the eval split every this many steps (and after the last); 0: never."),
+            Field(
+                ge=0,
+                le=10_000,
+                description="Evaluate on the eval split every this many steps (and after the last); 0: never.",
+            ),
         ] = 5,
         save: Annotated[
             Literal["best_and_last", "last", "all"],
@@ -317,7 +329,7 @@ def register(server: MCPServer[AppState]) -> None:
                 )
             ),
         ] = "best_and_last",
-        seed: Annotated[int, Field(description="Seed for choosing each step's examples.")] = 0,
+        seed: Annotated[int, Field(ge=0, le=2**32 - 1, description="Seed for choosing each step's examples.")] = 0,
         dry_run: Annotated[bool, Field(description="Only report the API calls the run would make.")] = False,
     ) -> RunStarted:
         """Start finetuning in the background and return its run_id at once, with the API calls it will

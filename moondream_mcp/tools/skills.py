@@ -16,6 +16,7 @@ from ..client import Sampling
 from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..vision import Answer, Caption, Detection, Pointing, Segmentation, corners
+from . import bounds
 from .pictures import SaveTo, show
 from .results import structured
 
@@ -29,13 +30,22 @@ ImageRef = Annotated[
     ),
 ]
 ObjectName = Annotated[
-    str, Field(min_length=1, description='What to look for, in a few words, e.g. "person", "red car", "license plate".')
+    str,
+    Field(
+        min_length=1,
+        max_length=bounds.OBJECT_CHARS,
+        description='What to look for, in a few words, e.g. "person", "red car", "license plate".',
+    ),
+]
+Question = Annotated[
+    str, Field(min_length=1, max_length=bounds.TEXT_CHARS, description="The question, in natural language.")
 ]
 Model = Annotated[
     str | None,
     Field(
+        max_length=bounds.NAME_CHARS,
         description="A finetuned checkpoint, as returned by save_checkpoint: "
-        "moondream3-preview/{finetune_id}@{step}. Omit for the base model."
+        "moondream3-preview/{finetune_id}@{step}. Omit for the base model.",
     ),
 ]
 Annotate = Annotated[
@@ -49,16 +59,27 @@ Reasoning = Annotated[
         "image points it looked at (grounding)."
     ),
 ]
-MaxObjects = Annotated[int | None, Field(gt=0, description="Most boxes to return (API default 50).")]
-SpatialRefs = Annotated[
-    list[Annotated[list[float], Field(min_length=2, max_length=4)]] | None,
-    Field(description="Hints of where to look: [x, y] points or [x_min, y_min, x_max, y_max] boxes, 0-1."),
+MaxObjects = Annotated[
+    int | None, Field(gt=0, le=bounds.MAX_OBJECTS, description="Most boxes to return (API default 50).")
 ]
-Temperature = Annotated[float | None, Field(ge=0, description="Sampling temperature (>= 0). Omit for the API default.")]
+SpatialRefs = Annotated[
+    list[Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=4)]] | None,
+    Field(
+        max_length=bounds.POINTS,
+        description="Optional hints of where to look: [x, y] points or [x_min, y_min, x_max, y_max] "
+        "boxes, normalized 0-1.",
+    ),
+]
+Temperature = Annotated[
+    float | None,
+    Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Sampling temperature, 0-2. Omit for the API default."),
+]
 TopP = Annotated[
     float | None, Field(gt=0, le=1, description="Nucleus sampling top_p in (0, 1]. Omit for the API default.")
 ]
-MaxTokens = Annotated[int | None, Field(gt=0, description="Most tokens to generate. Omit for the API default.")]
+MaxTokens = Annotated[
+    int | None, Field(gt=0, le=bounds.MAX_TOKENS, description="Most tokens to generate. Omit for the API default.")
+]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
@@ -104,7 +125,7 @@ def register(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Ask a question about an image", annotations=READ_ONLY)
     async def query(
-        question: Annotated[str, Field(min_length=1, description="The question, in natural language.")],
+        question: Question,
         ctx: Ctx,
         image: Annotated[
             str | None,

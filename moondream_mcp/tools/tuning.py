@@ -26,10 +26,11 @@ from ..client.tuning import (
 from ..failures import EXPECTED
 from ..state import AppState, Ctx
 from ..store import RolloutSet
+from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .progress import progress
 from .results import compact
-from .skills import SpatialRefs
+from .skills import MaxObjects, MaxTokens, SpatialRefs
 
 # ---- parameter and result models ------------------------------------------------------------
 
@@ -54,14 +55,16 @@ class GroundTruth(BaseModel):
     """The right answer for point/detect rollouts, so the API computes each rollout's reward."""
 
     model_config = ConfigDict(extra="forbid")
-    points: list[XY] | None = Field(default=None, description="Correct points (point skill).")
-    boxes: list[BoxIn] | None = Field(default=None, description="Correct boxes (detect; or point: reward if inside).")
+    points: list[XY] | None = Field(default=None, max_length=bounds.POINTS, description="Correct points (point skill).")
+    boxes: list[BoxIn] | None = Field(
+        default=None, max_length=bounds.POINTS, description="Correct boxes (detect; or point: reward if inside)."
+    )
 
 
 class Metric(BaseModel):
     # A list of these rather than a {name: value} object: agent frameworks' strict schemas refuse open objects.
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, description="The metric's name, e.g. eval_accuracy.")
+    name: str = Field(min_length=1, max_length=bounds.NAME_CHARS, description="The metric's name, e.g. eval_accuracy.")
     value: float = Field(description="Its value.")
 
 
@@ -69,9 +72,10 @@ class RLGroup(BaseModel):
     """Train on a stored rollout set with one reward per rollout."""
 
     model_config = ConfigDict(extra="forbid")
-    rollout_set_id: str = Field(description="The id generate_rollouts returned.")
+    rollout_set_id: str = Field(max_length=bounds.NAME_CHARS, description="The id generate_rollouts returned.")
     rewards: list[float] | None = Field(
         default=None,
+        max_length=16,
         description="One reward per rollout, same order as outputs; omit to use the ground-truth "
         "rewards computed when the rollouts were generated.",
     )
@@ -79,10 +83,16 @@ class RLGroup(BaseModel):
 
 class SFTTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    answer: str | None = Field(default=None, description="query: the correct answer.")
-    reasoning: str | None = Field(default=None, description="query with reasoning on: the reasoning text.")
-    points: list[XY] | None = Field(default=None, description="point: the correct points (or give boxes).")
-    boxes: list[BoxIn] | None = Field(default=None, description="detect: the correct boxes; point: boxes instead.")
+    answer: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the correct answer.")
+    reasoning: str | None = Field(
+        default=None, max_length=bounds.TEXT_CHARS, description="query with reasoning on: the reasoning text."
+    )
+    points: list[XY] | None = Field(
+        default=None, max_length=bounds.POINTS, description="point: the correct points (or give boxes)."
+    )
+    boxes: list[BoxIn] | None = Field(
+        default=None, max_length=bounds.POINTS, description="detect: the correct boxes; point: boxes instead."
+    )
 
 
 class SFTGroup(BaseModel):
@@ -91,8 +101,8 @@ class SFTGroup(BaseModel):
     model_config = ConfigDict(extra="forbid")
     skill: Skill = Field(description="query, point or detect.")
     image: str | None = Field(default=None, description="Image path / URL / data URL (required for point and detect).")
-    question: str | None = Field(default=None, description="query: the question.")
-    object: str | None = Field(default=None, description="point/detect: what to find.")
+    question: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the question.")
+    object: str | None = Field(default=None, max_length=bounds.OBJECT_CHARS, description="point/detect: what to find.")
     reasoning: bool = Field(default=False, description="query: whether the request has reasoning on.")
     target: SFTTarget = Field(description="The correct output.")
 
@@ -168,10 +178,18 @@ class LoggedMetrics(BaseModel):
 # ---- parameters -------------------------------------------------------------------------------
 
 FinetuneId = Annotated[
-    str, Field(min_length=1, description="The finetune's id (from create_finetune or list_finetunes).")
+    str,
+    Field(
+        min_length=1,
+        max_length=bounds.NAME_CHARS,
+        description="The finetune's id (from create_finetune or list_finetunes).",
+    ),
 ]
 Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")]
-Cursor = Annotated[str | None, Field(description="next_cursor from the previous page; omit for the first page.")]
+Cursor = Annotated[
+    str | None,
+    Field(max_length=bounds.NAME_CHARS, description="next_cursor from the previous page; omit for the first page."),
+]
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -330,15 +348,20 @@ def register(server: MCPServer[AppState]) -> None:
             str | None,
             Field(description="The image (path, file://, http(s) or data URL); required for point and detect."),
         ] = None,
-        question: Annotated[str | None, Field(description="query: the question.")] = None,
-        object: Annotated[str | None, Field(description="point / detect: what to find.")] = None,
+        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
+        object: Annotated[
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="point / detect: what to find.")
+        ] = None,
         num_rollouts: Annotated[int, Field(ge=1, le=16, description="How many samples, 1-16.")] = 4,
         reasoning: Annotated[bool | None, Field(description="query: reason before answering.")] = None,
         spatial_refs: SpatialRefs = None,
-        temperature: Annotated[float | None, Field(ge=0, description="Sampling temperature (API default 1.0).")] = None,
+        temperature: Annotated[
+            float | None,
+            Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Sampling temperature, 0-2 (API default 1.0)."),
+        ] = None,
         top_p: Annotated[float | None, Field(gt=0, le=1, description="top_p (API default 1.0).")] = None,
-        max_tokens: Annotated[int | None, Field(gt=0, description="Most tokens per rollout.")] = None,
-        max_objects: Annotated[int | None, Field(gt=0, description="detect: most boxes per rollout.")] = None,
+        max_tokens: MaxTokens = None,
+        max_objects: MaxObjects = None,
         ground_truth: Annotated[
             GroundTruth | None,
             Field(description="point / detect: the right answer, so the API scores each rollout (rewards)."),
@@ -386,6 +409,7 @@ def register(server: MCPServer[AppState]) -> None:
             list[RLGroup | SFTGroup],
             Field(
                 min_length=1,
+                max_length=64,
                 description=(
                     "The step's groups. RL: {rollout_set_id, rewards?}. SFT: {skill, image?, question?/object?, "
                     "target}. Modes and skills may be mixed."
@@ -393,7 +417,7 @@ def register(server: MCPServer[AppState]) -> None:
             ),
         ],
         ctx: Ctx,
-        lr: Annotated[float, Field(gt=0, description="Learning rate, always sent.")] = DEFAULT_LR,
+        lr: Annotated[float, Field(gt=0, le=1, description="Learning rate, always sent.")] = DEFAULT_LR,
         allow_reuse: Annotated[
             bool,
             Field(description="Allow rollout sets already used in a step (stale: they came from an older policy)."),
@@ -469,7 +493,7 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def delete_checkpoint(
         finetune_id: FinetuneId,
-        step: Annotated[int, Field(ge=0, description="The checkpoint's step.")],
+        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The checkpoint's step.")],
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_delete_checkpoint)],
     ) -> Ok:
@@ -483,8 +507,10 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def log_metrics(
         finetune_id: FinetuneId,
-        step: Annotated[int, Field(ge=0, description="The step the metrics belong to.")],
-        metrics: Annotated[list[Metric], Field(min_length=1, description="The metrics, each a name and a number.")],
+        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The step the metrics belong to.")],
+        metrics: Annotated[
+            list[Metric], Field(min_length=1, max_length=100, description="The metrics, each a name and a number.")
+        ],
         ctx: Ctx,
     ) -> LoggedMetrics:
         """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""

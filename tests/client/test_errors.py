@@ -66,3 +66,28 @@ def test_retry_after_is_read_in_seconds() -> None:
 
 def test_an_empty_body_falls_back_to_the_status() -> None:
     assert errors.status_error(response(503, text="")).message == "HTTP 503"
+
+
+HOSTILE = "bad\r\nrequest\x1b[2J\u202eevil\x00 done\u200b!"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"json": {"error": {"message": HOSTILE, "code": "x\ny"}}},
+        {"json": {"error": HOSTILE}},
+        {"json": {"detail": HOSTILE}},
+        {"text": HOSTILE},
+    ],
+)
+def test_control_characters_in_an_api_error_message_are_removed(body: dict) -> None:
+    err = errors.status_error(response(400, **body))
+
+    assert err.message == "bad request [2J evil done !"
+    assert err.code in (None, "x y")
+
+
+def test_an_error_message_of_nothing_but_control_characters_falls_back_to_the_status() -> None:
+    err = errors.status_error(response(400, json={"error": "\n\x1b\t"}))
+
+    assert err.message == "HTTP 400"

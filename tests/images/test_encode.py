@@ -12,9 +12,20 @@ import pytest
 from PIL import Image, ImageFile
 
 from moondream_mcp.images import ImageError, ImageLoader, encode
-from moondream_mcp.images.encode import MAX_DATA_URL_CHARS, encode_jpeg, fit_within
+from moondream_mcp.images.encode import JPEG_MAX_SIDE, MAX_DATA_URL_CHARS, encode_jpeg, fit_within, jpeg_scans
 from tests.support.pictures import canvas
-from tests.support.samples import BLUE, RED, WHITE, colour_at, jpeg_bomb, jpeg_bytes, near, png_bomb, sent
+from tests.support.samples import (
+    BLUE,
+    RED,
+    WHITE,
+    colour_at,
+    jpeg_bomb,
+    jpeg_bytes,
+    many_scans_jpeg,
+    near,
+    png_bomb,
+    sent,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -337,13 +348,88 @@ def test_an_encoding_over_budget_is_made_smaller_until_it_fits() -> None:
     assert Image.open(io.BytesIO(jpeg)).size == image.size
 
 
+async def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(
+    loader: ImageLoader, allowed: Path, no_pixel_decoding: list[str]
+) -> None:
+    # Decoding this 0.5 MB file would take seconds of CPU per thousand scans, blocking the images behind it.
+    path = many_scans_jpeg(allowed / "scans.jpg", 3000, (8000, 8000))
+
+    with pytest.raises(ImageError) as caught:
+        await loader.load(str(path))
+
+    assert str(caught.value) == (
+        f"refused: {path} is a JPEG of 3000 scans, over the 100 decoded: that many make decoding take minutes. "
+        "Re-save it as an ordinary (baseline) JPEG."
+    )
+    assert no_pixel_decoding == []
+
+
+async def test_an_ordinary_progressive_jpeg_is_read(loader: ImageLoader, allowed: Path) -> None:
+    path = allowed / "progressive.jpg"
+    canvas((600, 400), squares=(("red", RED_BOX), ("blue", BLUE_BOX))).save(path, progressive=True, quality=90)
+
+    prepared = await loader.load(str(path))
+
+    assert jpeg_scans(path.read_bytes()) == 10
+    assert near(colour_at(prepared, *RED_POINT), RED)
+
+
+def test_scans_are_counted_past_an_exif_thumbnail_holding_its_own() -> None:
+    # The thumbnail's FF DA sits inside an APP1 segment, which is skipped by its length.
+    thumbnail = jpeg_bytes(Image.new("RGB", (32, 32), "red"))
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    with_thumbnail = jpeg_bytes(Image.new("RGB", (64, 64), "blue"), exif=exif.tobytes() + thumbnail)
+
+    assert jpeg_scans(with_thumbnail) == 1
+    assert jpeg_scans(b"not a jpeg") == 0
+
+
+async def test_a_1_by_64_million_png_is_refused_up_front_for_the_memory_it_would_take(
+    loader: ImageLoader, allowed: Path, no_pixel_decoding: list[str]
+) -> None:
+    # 64 MP is within the pixel limit, but every one of its 64 million rows costs Pillow a row pointer.
+    path = png_bomb(allowed / "tall.png", 1, 64_000_000)
+
+    with pytest.raises(ImageError) as caught:
+        await loader.load(str(path))
+
+    assert str(caught.value) == (
+        f"refused: {path} is too large to decode safely (1x64000000 pixels would take about 1,347 MB to decode, "
+        "over the 805 MB image work may use); give a smaller image."
+    )
+    assert no_pixel_decoding == []
+
+
+@pytest.mark.parametrize("size", [(100_000, 1), (1, 100_000), (70_000, 30)])
+async def test_a_real_narrow_image_is_sent_within_jpeg_limits_not_called_corrupt(
+    loader: ImageLoader, allowed: Path, size: tuple[int, int]
+) -> None:
+    path = allowed / "strip.png"
+    Image.linear_gradient("L").resize(size).convert("RGB").save(path)
+
+    prepared = await loader.load(str(path))
+
+    assert (prepared.width, prepared.height) == size
+    assert max(prepared.sent_width, prepared.sent_height) == JPEG_MAX_SIDE
+    assert sent(prepared).size == (prepared.sent_width, prepared.sent_height)
+
+
 @pytest.mark.parametrize(
     ("size", "max_pixels"),
-    [((6000, 4000), 2_000_000), ((100_000, 3), 10_000), ((3, 100_000), 10_000), ((1999, 1001), 2_000_000)],
+    [
+        ((6000, 4000), 2_000_000),
+        ((100_000, 3), 10_000),
+        ((3, 100_000), 10_000),
+        ((1999, 1001), 2_000_000),
+        ((100_000, 1), 2_000_000),
+        ((1, 64_000_000), 2_000_000),
+    ],
 )
 def test_fitting_keeps_the_aspect_and_never_exceeds_the_pixel_budget(size: tuple[int, int], max_pixels: int) -> None:
     width, height = fit_within(*size, max_pixels)
 
     assert width * height <= max_pixels
     assert width <= size[0] and height <= size[1]
+    assert max(width, height) <= JPEG_MAX_SIDE
     assert width * height > 0.98 * min(max_pixels, size[0] * size[1]) or min(width, height) <= 3

@@ -5,12 +5,18 @@ from __future__ import annotations
 import base64
 import io
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
+from PIL import Image
 
 from moondream_mcp.config import Settings
-from moondream_mcp.images import ImageError, ImageLoader, PreparedImage, data_urls
+from moondream_mcp.files import OpenFile
+from moondream_mcp.images import ImageError, ImageLoader, PreparedImage, data_urls, encode
 from moondream_mcp.images import loader as loader_module
 from tests.support.pictures import canvas
 from tests.support.samples import BLUE, RED, colour_at, near
@@ -34,9 +40,9 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = loader_module.prepare
 
-    def counting_prepare(data: bytes, *, max_pixels: int, label: str) -> PreparedImage:
+    def counting_prepare(data: bytes, *, label: str, **options: Any) -> PreparedImage:
         seen.append(label)
-        return original(data, max_pixels=max_pixels, label=label)
+        return original(data, label=label, **options)
 
     monkeypatch.setattr(loader_module, "prepare", counting_prepare)
     return seen
@@ -225,3 +231,136 @@ async def test_from_settings_applies_the_pixel_budget_and_allowed_dirs(allowed: 
     assert (prepared.width, prepared.height) == (800, 600)
     assert prepared.sent_width * prepared.sent_height <= 20_000
     assert images.allowed_dirs == (allowed.resolve(),)
+
+
+# ---- bounded work: decode deadline, cancellation, no starvation, memory under concurrency -------------------
+
+
+def noise_jpeg(path: Path, size: tuple[int, int] = (3000, 2000)) -> Path:
+    """Grain everywhere: megabytes of entropy-coded data, read by the decoder block after block."""
+    Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)).save(path, quality=95)
+    return path
+
+
+class Reads:
+    """Where the decoder has got to in each image, seen from the decoding thread; can hold one still."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.furthest: dict[int, int] = {}
+        self.begun = threading.Event()  # a large image is being decoded
+        self.hold = threading.Event()  # set: a large image stops reading until released
+        self.release = threading.Event()
+        original = encode._WatchedBytes.read
+
+        def read(stream: encode._WatchedBytes, size: int | None = -1, /) -> bytes:
+            chunk = original(stream, size)
+            total = len(stream.getbuffer())
+            self.furthest[id(stream)] = max(self.furthest.get(id(stream), 0), stream.tell())
+            if total > 1_000_000 and stream.tell() > total // 3:
+                self.begun.set()
+                if self.hold.is_set():
+                    self.release.wait(30)
+            return chunk
+
+        monkeypatch.setattr(encode._WatchedBytes, "read", read)
+
+
+async def test_a_decode_past_its_deadline_is_stopped_and_refused(allowed: Path) -> None:
+    path = noise_jpeg(allowed / "grain.jpg")
+
+    async with ImageLoader(allowed_dirs=[allowed], decode_timeout=0.01) as images:
+        with pytest.raises(ImageError) as caught:
+            await images.load(str(path))
+        assert images.decoding.in_use == 0
+
+    assert str(caught.value) == (
+        f"decoding {path} took longer than 0.01 s and was stopped; give a smaller or simpler image "
+        "(a baseline JPEG or a PNG), or raise MOONDREAM_MCP_DECODE_TIMEOUT."
+    )
+
+
+async def test_a_cancelled_load_stops_decoding_and_frees_its_memory(
+    allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = noise_jpeg(allowed / "grain.jpg")
+    reads = Reads(monkeypatch)
+    reads.hold.set()  # the decoder waits mid-file until the call is cancelled: no race with its end
+
+    async with ImageLoader(allowed_dirs=[allowed]) as images:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(images.load, str(path))
+                await anyio.to_thread.run_sync(reads.begun.wait, 30)
+                tasks.cancel_scope.cancel()
+                reads.release.set()
+        # The cancelled call returned only once its thread let go: nothing is held, nothing reads on.
+        assert (images.decoding.in_use, images.encoded.in_use) == (0, 0)
+
+    assert max(reads.furthest.values()) < path.stat().st_size
+
+
+async def test_one_slow_image_does_not_hold_up_the_others(allowed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = noise_jpeg(allowed / "grain.jpg")
+    quick = [canvas((320, 240)) for _ in range(6)]
+    for i, picture in enumerate(quick):
+        picture.save(allowed / f"quick{i}.png")
+    reads = Reads(monkeypatch)
+    reads.hold.set()  # the slow image stays mid-decode until the quick ones are done
+    done: list[str] = []
+
+    async def load_slow(images: ImageLoader) -> None:
+        await images.load(str(slow))
+        done.append("slow")
+
+    async with ImageLoader(allowed_dirs=[allowed]) as images:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(load_slow, images)
+                await anyio.to_thread.run_sync(reads.begun.wait, 30)
+                for i in range(len(quick)):
+                    await images.load(str(allowed / f"quick{i}.png"))
+                    done.append(f"quick{i}")
+                reads.release.set()
+
+    assert done == [f"quick{i}" for i in range(len(quick))] + ["slow"]
+
+
+async def test_32_concurrent_loads_of_large_files_stay_within_the_memory_budget(
+    allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted independently of the budget: bytes of files read and not yet decoded, summed over every call.
+    paths = [noise_jpeg(allowed / f"grain{i}.jpg", (1500, 1000)) for i in range(4)]
+    size = paths[0].stat().st_size
+    held = {"now": 0, "peak": 0}
+    original_read, original_prepare = OpenFile.read, loader_module.prepare
+
+    def read(opened: OpenFile) -> bytes:
+        data = original_read(opened)
+        held["now"] += len(data)
+        held["peak"] = max(held["peak"], held["now"])
+        return data
+
+    def prepare(data: bytes, **options: Any) -> PreparedImage:
+        try:
+            return original_prepare(data, **options)
+        finally:
+            held["now"] -= len(data)
+
+    monkeypatch.setattr(OpenFile, "read", read)
+    monkeypatch.setattr(loader_module, "prepare", prepare)
+    budget = 128 * 1024 * 1024
+
+    async with ImageLoader(allowed_dirs=[allowed], memory_bytes=budget, cache_size=0) as images:
+        results: list[PreparedImage] = []
+
+        async def load(path: Path) -> None:
+            results.append(await images.load(str(path)))
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tasks:
+                for i in range(32):
+                    tasks.start_soon(load, paths[i % len(paths)])
+
+    assert len(results) == 32
+    assert held["peak"] <= budget // 4
+    assert held["peak"] >= 2 * size  # several at once all the same: bounded, not serialized

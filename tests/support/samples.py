@@ -42,7 +42,9 @@ def png_bomb(path: Path, width: int, height: int) -> Path:
     """An all-black 1-bit PNG: a few hundred KB on disk, width*height pixels once decoded."""
     row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
     packer = zlib.compressobj(9)
-    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    batch = max(1, (1 << 20) // len(row))  # rows compressed a megabyte at a time: 64 million rows stay quick
+    parts = [packer.compress(row * min(batch, height - start)) for start in range(0, height, batch)]
+    idat = b"".join(parts) + packer.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     chunks = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
@@ -60,3 +62,31 @@ def jpeg_bomb(path: Path, width: int, height: int) -> Path:
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def many_scans_jpeg(path: Path, scans: int, size: tuple[int, int] = (2000, 2000)) -> Path:
+    """A progressive JPEG whose smallest scan is repeated until it holds `scans` scans: each one more pass
+    over every block of the image for the decoder, yet only a few bytes in the file."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 130, 140)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    found = _scans(data)
+    start, end = min(found, key=lambda scan: scan[1] - scan[0])
+    last = found[-1][1]
+    path.write_bytes(data[:last] + data[start:end] * (scans - len(found)) + data[last:])
+    return path
+
+
+def _scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan of a JPEG: its SOS segment and the entropy-coded data after it."""
+    found = []
+    at = 2
+    while data[at + 1] != 0xD9:
+        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
+        end = at + 2 + length
+        if data[at + 1] == 0xDA:
+            while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end += 1
+            found.append((at, end))
+        at = end
+    return found

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from tests.support.keys import API_KEY
@@ -27,3 +31,54 @@ def rpc(id_: int | None, method: str, params: dict | None = None) -> bytes:
     if params is not None:
         message["params"] = params
     return (json.dumps(message) + "\n").encode()
+
+
+class StdioPeer:
+    """The console script on real stdio, spoken to in raw lines, as a client that misbehaves would.
+
+    `answer(line)` sends the line, then a ping, and returns what came back for the line; silence fails
+    once the ping is answered and nothing else comes within a bound.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moondream_mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self._lines: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._pings = 1_000_000
+        hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+        self._send(rpc(0, "initialize", hello))
+        assert self._next()["id"] == 0
+        self._send(rpc(None, "notifications/initialized"))
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+
+    def _send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data if data.endswith(b"\n") else data + b"\n")
+        self.process.stdin.flush()
+
+    def _next(self, timeout: float = 60) -> dict:
+        return json.loads(self._lines.get(timeout=timeout))  # anything but JSON on stdout fails here
+
+    def answer(self, line: bytes, bound: float = 20) -> dict:
+        self._pings += 1
+        self._send(line)
+        self._send(rpc(self._pings, "ping"))
+        answers = [self._next(), self._next(bound)]  # queue.Empty here: the line was met with silence
+        rest = [a for a in answers if a.get("id") != self._pings]
+        assert len(rest) == 1, answers
+        return rest[0]
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(15)

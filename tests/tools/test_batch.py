@@ -173,3 +173,43 @@ async def test_the_rate_limit_is_never_exceeded(workdir: Path, tmp_path: Path) -
     busiest = max(bisect.bisect_right(arrivals, t + 1.0) - i for i, t in enumerate(arrivals))
     assert busiest <= 4, arrivals
     assert out["images_per_second"] <= 4.4
+
+
+async def test_a_slow_api_is_kept_busy_with_rate_times_latency_requests_in_flight(
+    workdir: Path, tmp_path: Path
+) -> None:
+    # 0.3 s a request and 100 a second allowed: about 30 must be in flight. A pool of IN_FLIGHT (8) workers,
+    # each waiting for its answer before the next, could never start more than 8 within one latency.
+    shoot(workdir / "s", 90)
+    slow = Emulator(EmulatorConfig(keys=frozenset({API_KEY}), latency=0.3, rate_limit=100))
+    with running_emulator(slow) as running:
+        settings = Settings(
+            api_key=API_KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=tmp_path / "data", rate_limit=100
+        )
+        async with Client(build_server(settings)) as client:
+            out = await call(client, "batch", skill="point", images=str(workdir / "s"), object="red")
+
+    assert out["succeeded"] == 90
+    arrivals = sorted(r.at for r in slow.requests)
+    within_one_latency = max(sum(1 for t in arrivals[i:] if t < start + 0.3) for i, start in enumerate(arrivals))
+    assert within_one_latency > 8
+
+
+@pytest.mark.real_backoff
+async def test_without_a_rate_limit_configured_429s_are_ridden_out_not_surfaced(workdir: Path, tmp_path: Path) -> None:
+    shoot(workdir / "q", 24)
+    limited = Emulator(EmulatorConfig(keys=frozenset({API_KEY}), rate_limit=6))
+    with running_emulator(limited) as running:
+        settings = Settings(
+            api_key=API_KEY,
+            endpoint=running.url,
+            allowed_dirs=[workdir],
+            data_dir=tmp_path / "data",
+            retry_after_cap=1,
+        )
+        assert settings.requests_per_second is None  # not the cloud, none set: the client does not pace
+        async with Client(build_server(settings)) as client:
+            out = await call(client, "batch", skill="detect", images=str(workdir / "q"), object="red")
+
+    assert (out["succeeded"], out["failed"]) == (24, 0)
+    assert [r.status for r in limited.requests].count(429) > 0  # the limit was hit, and ridden out

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+from typing import Any
 
-from mcp.server import MCPServer
+from mcp.server import MCPServer, NotificationOptions
+from mcp.types import Tool
 
 from . import __version__
 from .client import MoondreamClient
@@ -16,6 +19,8 @@ from .images import ImageLoader
 from .state import AppState
 from .store import Store
 from .tools import batch_api, datasets, evaluation, guides, local_batch, runs, skills, tuning
+from .tools.schemas import lean_schema
+from .tools.toolsets import Toolbox
 from .training import Runner
 
 INSTRUCTIONS = """\
@@ -65,22 +70,48 @@ def build_server(
             )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
-    server: MCPServer[AppState] = MCPServer(
+    server = LeanServer(
         "moondream",
         title="Moondream",
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
     )
-    skills.register(server)
-    tuning.register(server)
-    local_batch.register(server)
-    batch_api.register(server)
-    datasets.register(server)
-    runs.register(server)
-    evaluation.register(server)
+    tools = Toolbox()
+    for module in (skills, tuning, local_batch, batch_api, datasets, runs, evaluation):
+        module.register(tools)
+    offered = tools.serve(server, settings.toolsets, read_only=settings.read_only)
+    if "enable_toolset" in offered:
+        _announce_tool_list_changes(server)
     guides.register(server)
     return server
+
+
+class LeanServer(MCPServer[AppState]):
+    """Lists each tool with its input schema as the model should read it (see tools/schemas.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lean: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    async def list_tools(self) -> list[Tool]:
+        listed = await super().list_tools()
+        for i, tool in enumerate(listed):
+            cached = self._lean.get(tool.name)
+            if cached is None or cached[0] != id(tool.input_schema):
+                cached = (id(tool.input_schema), lean_schema(tool.input_schema))
+                self._lean[tool.name] = cached
+            listed[i] = tool.model_copy(update={"input_schema": cached[1]})
+        return listed
+
+
+def _announce_tool_list_changes(server: MCPServer[AppState]) -> None:
+    # MCPServer has no setting for it: handshake-era clients learn that the tool list can change only from the
+    # tools.listChanged capability, which comes from the options the SDK builds for every connection.
+    lowlevel = server._lowlevel_server
+    lowlevel.create_initialization_options = partial(  # type: ignore[method-assign]
+        lowlevel.create_initialization_options, NotificationOptions(tools_changed=True)
+    )
 
 
 def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:

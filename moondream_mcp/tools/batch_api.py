@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -12,14 +11,16 @@ from pydantic import BaseModel, Field
 from .. import batch_api, local_batch
 from ..client import Sampling
 from ..client.batch import BatchJob
-from ..state import AppState, Ctx
+from ..state import Ctx
 from ..store import new_id
-from .local_batch import Failure, failures
+from .local_batch import IMAGES, Failure, failures
 from .results import compact
-from .skills import Length, MaxObjects, MaxTokens, Model, Temperature, TopP
+from .schemas import NonEmpty
+from .skills import Length, MaxObjects, Model
+from .toolsets import Toolbox
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-BatchId = Annotated[str, Field(min_length=1, description="The batch id submit_batch returned.")]
+BatchId = Annotated[NonEmpty, Field(description="From submit_batch.")]
 
 
 class Submitted(BaseModel):
@@ -77,8 +78,10 @@ def _status(job: BatchJob) -> BatchStatus:
     )
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(
+def register(tools: Toolbox) -> None:
+    @tools.tool(
+        "batch",
+        read_only=False,
         title="Submit a batch job (Batch API)",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
@@ -86,37 +89,19 @@ def register(server: MCPServer[AppState]) -> None:
     )
     @compact
     async def submit_batch(
-        skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill to run.")],
-        images: Annotated[
-            list[str] | str,
-            Field(
-                description=(
-                    "The images: a list of references, or one string naming a directory or a glob, inside the allowed "
-                    "directories."
-                )
-            ),
-        ],
+        skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill.")],
+        images: Annotated[list[str] | str, Field(description=IMAGES)],
         ctx: Ctx,
-        object: Annotated[str | None, Field(description="detect / point: what to look for.")] = None,
-        question: Annotated[str | None, Field(description="query: the question asked of every image.")] = None,
+        object: Annotated[str | None, Field(description="detect/point: what to find.")] = None,
+        question: Annotated[str | None, Field(description="query: the question.")] = None,
         length: Length = "normal",
         max_objects: MaxObjects = None,
         model: Model = None,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
     ) -> Submitted:
-        """Submit a large job to Moondream's Batch API (half price, finishes within hours): the images are
-        prepared and written to a JSONL file on disk, uploaded in parts, and queued. Check it with
-        batch_status; fetch results with batch_results once completed (kept 7 days). For a few hundred
-        images or fewer, the batch tool answers sooner."""
+        """Queue a large job on Moondream's Batch API (half price, done within hours); then batch_status and
+        batch_results (kept 7 days). For a few hundred images, batch answers sooner."""
         state = ctx.request_context.lifespan_context
-        sampling = Sampling(
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            max_objects=max_objects if skill == "detect" else None,
-        )
+        sampling = Sampling(max_objects=max_objects if skill == "detect" else None)
         fields = batch_api.line_fields(skill, object=object, question=question, length=length, sampling=sampling)
         with state.errors():
             local_batch.require_prompt(skill, object=object, question=question)
@@ -156,22 +141,22 @@ def register(server: MCPServer[AppState]) -> None:
             "batch_results" + (f"; {sum(f.count for f in skipped)} images skipped" if skipped else ""),
         )
 
-    @server.tool(title="Status of a batch job", annotations=READ)
+    @tools.tool("batch", read_only=True, title="Status of a batch job", annotations=READ)
     @compact
     async def batch_status(batch_id: BatchId, ctx: Ctx) -> BatchStatus:
-        """Where a Batch API job stands: status and how many lines are done."""
+        """A Batch API job's status and progress."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return _status(await state.client.batches.get(batch_id))
 
-    @server.tool(title="List batch jobs", annotations=READ)
+    @tools.tool("batch", read_only=True, title="List batch jobs", annotations=READ)
     @compact
     async def list_batches(
         ctx: Ctx,
-        limit: Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")] = None,
-        cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
+        limit: Annotated[int | None, Field(ge=1, le=100, description="Page size.")] = None,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
     ) -> BatchList:
-        """Batch API jobs of this account, a page at a time."""
+        """This account's Batch API jobs, a page at a time."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.batches.list(limit=limit, cursor=cursor)
@@ -179,7 +164,9 @@ def register(server: MCPServer[AppState]) -> None:
             batches=[_status(b) for b in page.batches], next_cursor=page.next_cursor, has_more=page.has_more
         )
 
-    @server.tool(
+    @tools.tool(
+        "batch",
+        read_only=False,
         title="Fetch a batch job's results",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -188,24 +175,12 @@ def register(server: MCPServer[AppState]) -> None:
     @compact
     async def batch_results(
         batch_id: BatchId,
-        output: Annotated[
-            str,
-            Field(
-                description="Where to write the JSONL results (inside the allowed directories); replaced if it exists."
-            ),
-        ],
+        output: Annotated[str, Field(description="JSONL file to write (replaced).")],
         ctx: Ctx,
-        wait_seconds: Annotated[
-            float,
-            Field(
-                ge=0,
-                le=600,
-                description="Wait up to this long for the job to complete (with progress updates); 0: don't wait.",
-            ),
-        ] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=600, description="Wait this long for completion.")] = 0,
     ) -> BatchResults:
-        """Download a completed batch job's result files and write one line per image, each mapped back to
-        the image reference it came from. Coordinates are 0-1, origin top-left of each image."""
+        """Write a completed Batch API job's results to a JSONL file, one line per image, with its image
+        reference. Coordinates 0-1 from the top-left."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             path = state.files.check(output, for_writing=True)

@@ -11,19 +11,11 @@ from pydantic import Field
 from .. import datasets
 from ..datasets import Dataset, Problem
 from ..state import AppState
+from .schemas import NonEmpty
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
-DatasetPath = Annotated[
-    str,
-    Field(
-        min_length=1,
-        description=(
-            "The dataset: an absolute path to a JSONL file inside the allowed directories, one example a line "
-            "(see inspect_dataset for the format)."
-        ),
-    ),
-]
+DatasetPath = Annotated[NonEmpty, Field(description="JSONL dataset file (format: see inspect_dataset).")]
 
 
 async def read_dataset(state: AppState, path: str) -> tuple[Dataset, list[Problem], int]:

@@ -8,7 +8,6 @@ import time
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -19,12 +18,14 @@ from ..state import AppState, Ctx
 from ..store import Run
 from .dataset_checks import DatasetPath, read_dataset, refuse
 from .results import compact, structured
+from .schemas import NonEmpty
+from .toolsets import Toolbox
 
 RUN_URI = "moondream://runs/{run_id}"
 
 # ---- parameters -------------------------------------------------------------------------------
 
-RunId = Annotated[str, Field(min_length=1, description="The run's id, from start_training or list_runs.")]
+RunId = Annotated[NonEmpty, Field(description="The run's id.")]
 
 # ---- results ----------------------------------------------------------------------------------
 
@@ -223,50 +224,31 @@ START = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_
 STOP = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Start a training run", annotations=START)
+def register(tools: Toolbox) -> None:
+    @tools.tool("training", read_only=False, title="Start a training run", annotations=START)
     @compact
     async def start_training(
         dataset: DatasetPath,
         ctx: Ctx,
-        finetune_id: Annotated[
-            str | None, Field(description="Train this finetune (from list_finetunes); or give name + rank instead.")
-        ] = None,
+        finetune_id: Annotated[str | None, Field(description="The finetune to train; or name (+ rank).")] = None,
         name: Annotated[
             str | None,
-            Field(
-                pattern=r"^[A-Za-z0-9._-]+$",
-                max_length=128,
-                description=("Create (or reuse) the finetune with this name: letters, digits, '-', '_', '.'."),
-            ),
+            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Create or reuse the finetune so named."),
         ] = None,
-        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank when creating by name.")] = 16,
-        steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps to take.")] = 20,
-        groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step (one group each).")] = 8,
-        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example; 4-8 works best.")] = 4,
-        lr: Annotated[float | None, Field(gt=0, le=1, description="Learning rate; omit for the API's default.")] = None,
-        temperature: Annotated[float, Field(ge=0, le=2, description="Rollout sampling temperature.")] = 1.0,
-        eval_every: Annotated[
-            int,
-            Field(ge=0, description="Evaluate on the eval split every this many steps (and after the last); 0: never."),
-        ] = 5,
+        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank, creating by name.")] = 16,
+        steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps.")] = 20,
+        groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step.")] = 8,
+        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example (4-8 best).")] = 4,
+        lr: Annotated[float | None, Field(gt=0, le=1, description="Learning rate; omit for the API default.")] = None,
+        temperature: Annotated[float, Field(ge=0, le=2, description="Rollout temperature.")] = 1.0,
+        eval_every: Annotated[int, Field(ge=0, description="Evaluate every this many steps; 0: never.")] = 5,
         save: Annotated[
-            Literal["best_and_last", "last", "all"],
-            Field(
-                description=(
-                    "Which checkpoints to keep: the best by eval score and the last (default), only the last, or every "
-                    "evaluated one."
-                )
-            ),
+            Literal["best_and_last", "last", "all"], Field(description="Checkpoints to keep.")
         ] = "best_and_last",
-        seed: Annotated[int, Field(description="Seed for choosing each step's examples.")] = 0,
+        seed: Annotated[int, Field(description="Seed for picking examples.")] = 0,
     ) -> RunStarted:
-        """Start RL finetuning in the background and return its run_id at once. Each step samples
-        groups_per_step train examples, generates rollouts_per_group rollouts for each (concurrently, within
-        the rate limit), rewards them (point/detect: the API's ground-truth rewards; query: the label's match
-        rule) and applies one train step. Checkpoints are evaluated every eval_every steps; the best and the
-        last are kept (other checkpoints the run saved are deleted, per `save`). Watch with training_status;
-        the run survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
+        """Start RL finetuning on a dataset in the background (it survives restarts); returns run_id at once.
+        Watch it with training_status."""
         state = ctx.request_context.lifespan_context
         if (finetune_id is None) == (name is None):
             raise ToolError("give exactly one of finetune_id (an existing finetune) or name (+ rank) to create one")
@@ -317,28 +299,18 @@ def register(server: MCPServer[AppState]) -> None:
             "training_status (wait_seconds to wait for progress, chart=true for curves).",
         )
 
-    @server.tool(title="Training run status", annotations=READ)
+    @tools.tool("training", read_only=True, title="Training run status", annotations=READ)
     async def training_status(
         run_id: RunId,
         ctx: Ctx,
-        chart: Annotated[bool, Field(description="Also return a PNG chart of reward per step and eval score.")] = False,
+        chart: Annotated[bool, Field(description="Also return a chart of reward and eval score.")] = False,
         wait_seconds: Annotated[
-            float,
-            Field(
-                ge=0,
-                le=300,
-                description=(
-                    "Wait up to this long for the run to record a step, an evaluation or a new state before answering "
-                    "(progress notifications meanwhile); 0 answers at once."
-                ),
-            ),
+            float, Field(ge=0, le=300, description="Wait up to this long for the next step (rather than polling).")
         ] = 0,
-        history: Annotated[int, Field(ge=0, le=10_000, description="How many recent steps to list.")] = 20,
+        history: Annotated[int, Field(ge=0, le=10_000, description="Recent steps to list.")] = 20,
     ) -> Annotated[CallToolResult, RunStatus]:
-        """A run's state (running / completed / failed / stopped), step / total, reward mean and spread per
-        step, eval scores, kept checkpoints with their `model` strings (best and last), elapsed and
-        estimated time left, and the last error. Rather than calling it in a loop, pass wait_seconds: it
-        answers as soon as the run records its next step. chart=true adds a PNG of the curves."""
+        """A run's state, reward per step, eval scores, kept checkpoints (best_model, last_model), time left and
+        last error."""
         state = ctx.request_context.lifespan_context
         deadline = time.monotonic() + wait_seconds
         seen: tuple[int, str, int] | None = None
@@ -370,11 +342,10 @@ def register(server: MCPServer[AppState]) -> None:
             status, ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png")
         )
 
-    @server.tool(title="Stop a training run", annotations=STOP)
+    @tools.tool("training", read_only=False, title="Stop a training run", annotations=STOP)
     @compact
     async def stop_training(run_id: RunId, ctx: Ctx) -> RunSummary:
-        """Stop a run after its current step; its last step is saved as a checkpoint and the state becomes
-        stopped. A run that already ended is left as it is."""
+        """Stop a run after its current step, saving that step."""
         state = ctx.request_context.lifespan_context
         run = await _find_run(state, run_id)
         if run.state == "running":
@@ -382,15 +353,15 @@ def register(server: MCPServer[AppState]) -> None:
             run = await _find_run(state, run_id)
         return _summary(run)
 
-    @server.tool(title="List training runs", annotations=READ)
+    @tools.tool("training", read_only=True, title="List training runs", annotations=READ)
     @compact
     async def list_runs(
         ctx: Ctx,
         state: Annotated[
             Literal["running", "completed", "failed", "stopped"] | None, Field(description="Only runs in this state.")
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="Most runs to list.")] = 20,
+        limit: Annotated[int, Field(ge=1, le=200, description="Most runs.")] = 20,
     ) -> RunList:
-        """Training runs this server knows, newest first, with their progress and best checkpoint."""
+        """Training runs, newest first, with progress and best checkpoint."""
         app = ctx.request_context.lifespan_context
         return RunList(runs=[_summary(r) for r in await app.store.runs(state=state, limit=limit)])

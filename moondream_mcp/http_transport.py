@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -232,11 +233,14 @@ def http_app(server: MCPServer[Any], settings: Settings, *, host: str, port: int
     return RequireBearerToken(LimitBody(inner, settings.http_max_body_bytes), token)
 
 
-def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: int) -> None:
-    """Serve until interrupted; logs go to stderr like every other log line."""
+def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: int, started: str = "") -> None:
+    """Serve until interrupted; logs go to stderr like every other log line. `started` is written to stderr
+    once the configuration is accepted."""
     import uvicorn
 
     app = http_app(server, settings, host=host, port=port)
+    if started:
+        sys.stderr.write(started + "\n")
     if not is_loopback(host):
         log.warning(
             "serving MCP over plain HTTP on %s:%d; put a TLS-terminating proxy in front of it when the "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mcp.server import MCPServer, NotificationOptions
 from mcp.types import Tool
@@ -20,8 +23,10 @@ from .state import AppState
 from .store import Store
 from .tools import batch_api, datasets, evaluation, guides, local_batch, runs, skills, tuning
 from .tools.schemas import lean_schema
-from .tools.toolsets import Toolbox
+from .tools.toolsets import Toolbox, ToolsetError
 from .training import Runner
+
+__all__ = ["MoondreamServer", "ToolsetError", "build_server", "public_url", "serve", "startup_line"]
 
 INSTRUCTIONS = """\
 Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s) URLs or data URLs.
@@ -33,8 +38,8 @@ caption for descriptions. Set annotate=true to get the image back with the resul
 
 def build_server(
     settings: Settings, *, images: Callable[[Settings, FileGuard], ImageLoader] = ImageLoader.from_settings
-) -> MCPServer[AppState]:
-    """The server, configured by `settings`.
+) -> MoondreamServer:
+    """The server, configured by `settings`; ToolsetError if it names toolsets that do not exist.
 
     `images` builds the image loader. A test seam, and the only one: tests of URL guards pass a loader
     whose address policy treats one loopback server as a public host, since nothing public is reachable.
@@ -70,7 +75,7 @@ def build_server(
             )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
-    server = LeanServer(
+    server = MoondreamServer(
         "moondream",
         title="Moondream",
         instructions=INSTRUCTIONS,
@@ -80,26 +85,30 @@ def build_server(
     tools = Toolbox()
     for module in (skills, tuning, local_batch, batch_api, datasets, runs, evaluation):
         module.register(tools)
-    offered = tools.serve(server, settings.toolsets, read_only=settings.read_only)
-    if "enable_toolset" in offered:
+    server.toolsets = tools.choose(settings.toolsets)
+    server.offered = tools.serve(server, server.toolsets, read_only=settings.read_only)
+    if "enable_toolset" in server.offered:
         _announce_tool_list_changes(server)
     guides.register(server)
     return server
 
 
-class LeanServer(MCPServer[AppState]):
-    """Lists each tool with its input schema as the model should read it (see tools/schemas.py)."""
+class MoondreamServer(MCPServer[AppState]):
+    """The SDK's server, listing each tool with its input schema as a model should read it (tools/schemas.py),
+    and knowing which toolsets it started with."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lean: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.toolsets: list[str] = []
+        self.offered: list[str] = []  # the tools listed at start
+        self._lean: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     async def list_tools(self) -> list[Tool]:
         listed = await super().list_tools()
         for i, tool in enumerate(listed):
             cached = self._lean.get(tool.name)
-            if cached is None or cached[0] != id(tool.input_schema):
-                cached = (id(tool.input_schema), lean_schema(tool.input_schema))
+            if cached is None or cached[0] != tool.input_schema:
+                cached = (tool.input_schema, lean_schema(tool.input_schema))
                 self._lean[tool.name] = cached
             listed[i] = tool.model_copy(update={"input_schema": cached[1]})
         return listed
@@ -118,8 +127,38 @@ def serve(settings: Settings, *, transport: str = "stdio", host: str = "127.0.0.
     """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
     server = build_server(settings)
     if transport == "stdio":
+        sys.stderr.write(startup_line(server, settings, "stdio") + "\n")
         server.run()
         return
-    from .http_transport import serve_http
+    from .http_transport import MCP_PATH, serve_http
 
-    serve_http(server, settings, host=host, port=port)
+    shown = f"[{host}]" if ":" in host else host
+    serve_http(
+        server,
+        settings,
+        host=host,
+        port=port,
+        started=startup_line(server, settings, f"http://{shown}:{port}{MCP_PATH}"),
+    )
+
+
+def startup_line(server: MoondreamServer, settings: Settings, transport: str) -> str:
+    """One line for a person watching the terminal: what runs, where it is reached, what it may touch."""
+    parts = [
+        f"moondream-mcp {__version__} on {transport}",
+        f"toolsets {', '.join(server.toolsets)} ({len(server.offered)} tools)",
+        *(["read-only"] if settings.read_only else []),
+        f"endpoint {public_url(settings.endpoint)}",
+        f"allowed dirs {os.pathsep.join(str(d) for d in settings.allowed_dirs) or '(none)'}",
+    ]
+    return "; ".join(parts) + "; waiting for a client"
+
+
+def public_url(url: str) -> str:
+    """`url` without what may be secret in it: user and password, query and fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -41,9 +41,9 @@ class BatchStatus(BaseModel):
     completed: int | None
     failed: int | None
     result_files: int
-    created_at: Any = None
-    completed_at: Any = None
-    expires_at: Any = None
+    created_at_ms: int | None = Field(description="Unix time in milliseconds, like every timestamp here.")
+    completed_at_ms: int | None
+    expires_at_ms: int | None = Field(description="When the results are deleted.")
 
 
 class BatchList(BaseModel):
@@ -72,9 +72,9 @@ def _status(job: BatchJob) -> BatchStatus:
         completed=progress.completed if progress else None,
         failed=progress.failed if progress else None,
         result_files=len(job.outputs),
-        created_at=job.created_at,
-        completed_at=job.completed_at,
-        expires_at=job.expires_at,
+        created_at_ms=job.created_at_ms,
+        completed_at_ms=job.completed_at_ms,
+        expires_at_ms=job.expires_at_ms,
     )
 
 

@@ -90,7 +90,7 @@ class RunSummary(BaseModel):
     total_steps: int
     best_score: float | None
     best_model: str | None
-    created_at: float = Field(description="Unix time.")
+    created_at_ms: int = Field(description="Unix time in milliseconds.")
     last_error: str | None
 
 
@@ -206,7 +206,7 @@ def _summary(run: Run) -> RunSummary:
         total_steps=run.total_steps,
         best_score=_round(run.best_score),
         best_model=checkpoint_model(run.finetune_id, run.best_api_step) if run.best_api_step is not None else None,
-        created_at=round(run.created_at, 3),
+        created_at_ms=round(run.created_at * 1000),
         last_error=run.error,
     )
 

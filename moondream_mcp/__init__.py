@@ -1,8 +1,5 @@
 """moondream-mcp: Moondream's vision skills and finetuning loop as MCP tools."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("moondream-mcp")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+# The one place the version is written (pyproject.toml reads it from here): looking it up in the installed
+# metadata would cost every start the import of importlib.metadata.
+__version__ = "0.1.0"

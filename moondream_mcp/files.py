@@ -105,6 +105,24 @@ class FileGuard:
             raise FileError(f"the file is empty: {label}")
         return CheckedFile(real, st, label)
 
+    def unchanged(self, ref: str, checked: CheckedFile) -> bool:
+        """Whether `ref` names, now as when checked, the very same file, unmodified: one stat, symlinks followed.
+
+        Only for a file read moments ago, whose filesystem answered then: cheap enough to ask on the event loop.
+        Same device, inode, mtime and size means the same bytes, which the full checks passed when first read.
+        """
+        try:
+            st = os.stat(self._to_path(ref, checked.label))
+        except (OSError, ValueError, FileError):
+            return False
+        was = checked.stat
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == (
+            was.st_dev,
+            was.st_ino,
+            was.st_mtime_ns,
+            was.st_size,
+        )
+
     def read(self, checked: CheckedFile) -> bytes:
         """The file's bytes, refusing anything that changed into a non-file or grew past the limit."""
         label = checked.label

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from json import dumps
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from ..config import is_cloud
+from ..images.prepared import DataURL
 from .errors import (
     RETRYABLE_STATUSES,
     APIConnectionError,
@@ -95,6 +97,25 @@ def _connection_error(exc: httpx2.TransportError, url: str) -> APIConnectionErro
     return APIConnectionError(f"connection to {url} failed: {type(exc).__name__}", sent=True)
 
 
+def _body(json: Any, content: bytes | None, headers: dict[str, str] | None) -> dict[str, Any]:
+    """The request's body arguments: JSON as httpx2 writes it (compact, UTF-8), except that data URLs made by
+    the image pipeline go in as they are; escaping them would cost milliseconds on every call."""
+    if not (isinstance(json, dict) and any(isinstance(v, DataURL) for v in json.values())):
+        return {"json": json, "content": content, "headers": headers}
+    parts = [
+        dumps(key).encode() + b':"' + value.encode("ascii") + b'"'
+        for key, value in json.items()
+        if isinstance(value, DataURL)
+    ]
+    rest = {key: value for key, value in json.items() if not isinstance(value, DataURL)}
+    if rest:
+        parts.append(dumps(rest, ensure_ascii=False, separators=(",", ":"), allow_nan=False)[1:-1].encode())
+    return {
+        "content": b"{" + b",".join(parts) + b"}",
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+    }
+
+
 def _check_body(response: httpx2.Response) -> Any:
     """The JSON body of a response, or the error it stands for."""
     if response.is_error:
@@ -133,17 +154,27 @@ class APIClient:
         self._api_key = api_key or None
         self._retry_after_cap = retry_after_cap
         self._max_attempts = max_attempts
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if self._api_key:
-            headers["X-Moondream-Auth"] = self._api_key
-        self._http = httpx2.AsyncClient(
-            headers=headers,
-            # Connecting should be quick; answering may take the whole timeout.
-            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
-            transport=transport,
-            follow_redirects=False,
-            trust_env=True,
-        )
+        self._timeout = timeout
+        self._transport = transport
+        self._client: httpx2.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        # Made on first use: building one loads the system's CA certificates, which a server answering
+        # only its tool list at start-up never needs.
+        if self._client is None:
+            headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+            if self._api_key:
+                headers["X-Moondream-Auth"] = self._api_key
+            self._client = httpx2.AsyncClient(
+                headers=headers,
+                # Connecting should be quick; answering may take the whole timeout.
+                timeout=httpx2.Timeout(self._timeout, connect=min(10.0, self._timeout)),
+                transport=self._transport,
+                follow_redirects=False,
+                trust_env=True,
+            )
+        return self._client
 
     async def __aenter__(self) -> APIClient:
         return self
@@ -152,7 +183,9 @@ class APIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     @property
     def is_cloud(self) -> bool:
@@ -201,9 +234,7 @@ class APIClient:
             with attempt:
                 await self._turn()
                 try:
-                    response = await self._http.request(
-                        method, url, json=json, params=params, content=content, headers=headers
-                    )
+                    response = await self._http.request(method, url, params=params, **_body(json, content, headers))
                 except httpx2.InvalidURL:
                     raise InvalidRequestError(f"cannot build a valid URL for {path!r}") from None
                 except httpx2.TransportError as exc:

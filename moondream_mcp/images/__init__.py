@@ -3,14 +3,15 @@
     loader.py     ImageLoader: dispatch by kind of reference, and a small cache
     fetch.py      http(s) downloads with vetted addresses, a byte cap and a time cap
     data_urls.py  data:image/...;base64 references
-    encode.py     decode, orient, flatten, downscale, encode
+    encode.py     decode, orient, flatten, downscale, encode (Pillow, loaded with the first image)
+    prepared.py   PreparedImage, what encode.py yields
     errors.py     ImageError, whose message is meant for the agent
 
 Local files are read through the file guard (files.py). Knows nothing of MCP.
 """
 
-from .encode import IMAGE_SUFFIXES, PreparedImage
 from .errors import ImageError
 from .loader import ImageLoader
+from .prepared import IMAGE_SUFFIXES, PreparedImage
 
 __all__ = ["IMAGE_SUFFIXES", "ImageError", "ImageLoader", "PreparedImage"]

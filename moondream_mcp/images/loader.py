@@ -10,20 +10,21 @@ from collections.abc import Hashable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from ..files import FileError, FileGuard
+from ..files import CheckedFile, FileError, FileGuard
 from .data_urls import decode_data_url
-from .encode import PreparedImage, prepare
 from .errors import ImageError, describe
 from .fetch import AddressPolicy, Resolver, UrlFetcher, is_public_address, system_resolver
+from .prepared import PreparedImage
 
 if TYPE_CHECKING:
     from ..config import Settings
 
+T = TypeVar("T")
 # Two or more letters, so a Windows drive ("C:") reads as a path, not a scheme.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _KINDS = "an absolute file path, a file:// URL, an http(s):// URL or a data:image/...;base64 URL"
@@ -62,7 +63,8 @@ class ImageLoader:
         )
         self._max_pixels = max_pixels
         self._max_file_bytes = max_file_bytes
-        self._cache = _LruCache(cache_size)
+        self._cache: _LruCache[PreparedImage] = _LruCache(cache_size)
+        self._recent: _LruCache[CheckedFile] = _LruCache(cache_size)  # file refs -> the file last read for them
         self._decoders: anyio.CapacityLimiter | None = None
 
     @classmethod
@@ -112,10 +114,19 @@ class ImageLoader:
                 return hit
             data = await self._fetcher.fetch(ref)
         elif scheme in (None, "file"):
+            # A file read moments ago and not changed since is answered here, without a hop to a worker thread.
+            recent = self._recent.get(ref)
+            if (
+                recent is not None
+                and self._guard.unchanged(ref, recent)
+                and (hit := self._cache.get(("file", recent.identity))) is not None
+            ):
+                return hit
             try:
                 checked = await anyio.to_thread.run_sync(self._guard.inspect, ref)
                 key = ("file", checked.identity)
                 if (hit := self._cache.get(key)) is not None:
+                    self._recent.put(ref, checked)
                     return hit
                 data = await anyio.to_thread.run_sync(self._guard.read, checked)
             except FileError as exc:
@@ -130,25 +141,34 @@ class ImageLoader:
         decode = partial(prepare, data, max_pixels=self._max_pixels, label=label)
         prepared = await anyio.to_thread.run_sync(decode, limiter=self._decoders)
         self._cache.put(key, prepared)
+        if scheme in (None, "file"):
+            self._recent.put(ref, checked)
         return prepared
+
+
+def prepare(data: bytes, *, max_pixels: int, label: str) -> PreparedImage:
+    """encode.prepare, whose Pillow loads here (in a worker thread) with the first image, not with the server."""
+    from . import encode
+
+    return encode.prepare(data, max_pixels=max_pixels, label=label)
 
 
 def _any_address(_address: object) -> bool:
     return True
 
 
-class _LruCache:
+class _LruCache(Generic[T]):
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[Hashable, PreparedImage] = OrderedDict()
+        self._items: OrderedDict[Hashable, T] = OrderedDict()
 
-    def get(self, key: Hashable) -> PreparedImage | None:
+    def get(self, key: Hashable) -> T | None:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
         return item
 
-    def put(self, key: Hashable, item: PreparedImage) -> None:
+    def put(self, key: Hashable, item: T) -> None:
         if self._size <= 0:
             return
         self._items[key] = item

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import shapes
-from ..annotate import draw as draw_results
 from ..client import Sampling
 from ..state import Ctx
 from ..vision import Answer, Caption, Detection, Pointing, Segmentation, corners
@@ -36,6 +35,12 @@ SpatialRefs = Annotated[
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
 # ---- the tools --------------------------------------------------------------------------------
+
+
+def draw_results(jpeg: bytes, **shapes: Any) -> bytes:
+    from ..annotate import draw  # Pillow loads with the first picture drawn, not with the server
+
+    return draw(jpeg, **shapes)
 
 
 async def _result(output: BaseModel, drawing: partial[bytes] | None = None) -> CallToolResult:

@@ -179,8 +179,7 @@ def register(tools: Toolbox) -> None:
         ctx: Ctx,
         wait_seconds: Annotated[float, Field(ge=0, le=600, description="Wait this long for completion.")] = 0,
     ) -> BatchResults:
-        """Write a completed Batch API job's results to a JSONL file, one line per image, with its image
-        reference. Coordinates 0-1 from the top-left."""
+        """Write a completed Batch API job's results to a JSONL file, a line per image with its reference."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             path = state.files.check(output, for_writing=True)

@@ -15,7 +15,7 @@ from .schemas import NonEmpty
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
-DatasetPath = Annotated[NonEmpty, Field(description="JSONL dataset file (format: see inspect_dataset).")]
+DatasetPath = Annotated[NonEmpty, Field(description="JSONL dataset (see inspect_dataset).")]
 
 
 async def read_dataset(state: AppState, path: str) -> tuple[Dataset, list[Problem], int]:

@@ -114,9 +114,7 @@ def register(tools: Toolbox) -> None:
     async def evaluate(
         dataset: DatasetPath,
         ctx: Ctx,
-        models: Annotated[
-            list[str] | None, Field(max_length=8, description="Checkpoints moondream3-preview/{id}@{step}.")
-        ] = None,
+        models: Annotated[list[str] | None, Field(max_length=8, description="Checkpoints' model strings.")] = None,
         include_base: Annotated[bool, Field(description="Also the base model.")] = True,
         split: Annotated[Split, Field(description="Which examples.")] = "eval",
         limit: Annotated[int | None, Field(ge=1, description="At most this many examples.")] = None,

@@ -162,7 +162,7 @@ class LoggedMetrics(BaseModel):
 
 # ---- parameters -------------------------------------------------------------------------------
 
-FinetuneId = Annotated[NonEmpty, Field(description="The finetune's id.")]
+FinetuneId = Annotated[NonEmpty, Field(description="Finetune id.")]
 Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size.")]
 Cursor = Annotated[str | None, Field(description="next_cursor of the previous page.")]
 
@@ -331,8 +331,8 @@ def register(tools: Toolbox) -> None:
         lr: Annotated[float | None, Field(gt=0, description="Learning rate; omit for the API default.")] = None,
         allow_reuse: Annotated[bool, Field(description="Reuse rollout sets already trained on (stale).")] = False,
     ) -> StepApplied:
-        """Apply one training step to the finetune. Not idempotent: if the outcome is unknown, check
-        list_checkpoints before calling again."""
+        """Apply one training step. Not idempotent: if the outcome is unknown, check list_checkpoints before
+        retrying."""
         state = ctx.request_context.lifespan_context
         wire: list[str] = []
         used: list[str] = []
@@ -407,7 +407,7 @@ def register(tools: Toolbox) -> None:
         metrics: Annotated[list[Metric], Field(min_length=1, description="Names (e.g. eval_accuracy) and values.")],
         ctx: Ctx,
     ) -> LoggedMetrics:
-        """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""
+        """Record your own metrics against a step of the finetune."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             logged = await state.client.tuning.log_metrics(finetune_id, step, {m.name: m.value for m in metrics})

@@ -10,7 +10,6 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx2
-import stamina
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 
@@ -202,6 +201,8 @@ class APIClient:
             )
 
     def _retrying(self, policy: RetryPolicy) -> Any:
+        import stamina  # with the first request: a server that is only listed never retries anything
+
         return stamina.retry_context(
             on=_should_retry(policy, self._retry_after_cap),
             attempts=self._max_attempts,

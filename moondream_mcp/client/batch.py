@@ -14,7 +14,8 @@ from .base import APIClient, parse, segment
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Built with the first answer parsed, not at start-up.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class Upload(_Result):

@@ -14,7 +14,8 @@ CaptionLength = Literal["short", "normal", "long"]
 
 class _Result(BaseModel):
     # The API adds keys over time; results keep what they know and ignore the rest.
-    model_config = ConfigDict(extra="ignore")
+    # Built with the first answer parsed, not at start-up.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Box(_Result):

@@ -2,9 +2,9 @@
 conversation, so the schema pydantic generates is trimmed here, in one place, to what a model needs:
 
 - no `title` keys (the property names say it);
-- an optional parameter is its own type, not `anyOf [type, null]` with a null default: leaving it out means
-  "not given" (the tool still accepts an explicit null); an optional flag is off unless given, so a `false`
-  default goes unsaid;
+- an optional parameter is a nullable type (`"type": ["integer", "null"]`), not `anyOf [type, null]` with a
+  null default: strict-mode clients, which must send every parameter, send null for "not given", and
+  everyone else leaves it out; an optional flag is off unless given, so a `false` default goes unsaid;
 - objects with declared properties do not repeat `additionalProperties: false` (the tools refuse unknown keys
   all the same, and strict-mode converters add it back);
 - no `$defs`: every `$ref` is written out where it is used, so strict-mode converters (the OpenAI Agents SDK)
@@ -42,7 +42,7 @@ def _lean(node: dict[str, Any], defs: dict[str, Any], expanding: tuple[str, ...]
         rest = [option for option in node.pop("anyOf") if option != NULL]
         del node["default"]
         if len(rest) == 1:
-            node = {**_lean(rest[0], defs, expanding), **node}
+            node = _nullable({**_lean(rest[0], defs, expanding), **node})
         else:
             node["anyOf"] = rest
     if node.get("default") is False and node.get("type") == "boolean":
@@ -60,6 +60,16 @@ def _lean(node: dict[str, Any], defs: dict[str, Any], expanding: tuple[str, ...]
         else:
             out[key] = value
     return out
+
+
+def _nullable(node: dict[str, Any]) -> dict[str, Any]:
+    # Strict-mode clients must send every parameter; null is how they leave an optional one out.
+    kind = node.get("type")
+    if isinstance(kind, str):
+        node["type"] = [kind, "null"]
+        if isinstance(node.get("enum"), list):
+            node["enum"] = [*node["enum"], None]
+    return node
 
 
 def _non_empty(value: str) -> str:

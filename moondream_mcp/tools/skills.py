@@ -37,10 +37,10 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 # ---- the tools --------------------------------------------------------------------------------
 
 
-def draw_results(jpeg: bytes, **shapes: Any) -> bytes:
+def draw_results(jpeg: bytes, **marks: Any) -> bytes:
     from ..annotate import draw  # Pillow loads with the first picture drawn, not with the server
 
-    return draw(jpeg, **shapes)
+    return draw(jpeg, **marks)
 
 
 async def _result(output: BaseModel, drawing: partial[bytes] | None = None) -> CallToolResult:

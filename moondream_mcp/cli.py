@@ -39,6 +39,24 @@ SERVE_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     ("--data-dir", "data_dir", {"help": "where the server keeps state (env MOONDREAM_MCP_DATA_DIR)"}),
+    (
+        "--toolsets",
+        "toolsets",
+        {
+            "help": "toolsets to offer, comma-separated: vision, batch, training, tuning or all "
+            "(env MOONDREAM_MCP_TOOLSETS)"
+        },
+    ),
+    (
+        "--read-only",
+        "read_only",
+        {
+            "action": "store_const",
+            "const": True,
+            "help": "offer only tools that change nothing remote and spend no more than single calls "
+            "(env MOONDREAM_MCP_READ_ONLY)",
+        },
+    ),
 ]
 # How `serve` is reached, and what answers it. No --token flag: a secret on the command line shows in every
 # process list, so the HTTP token comes from MOONDREAM_MCP_TOKEN only.
@@ -79,7 +97,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def _serve(args: argparse.Namespace) -> None:
     from .http_transport import HTTPConfigError
-    from .server import serve
+    from .server import ToolsetError, serve
 
     transport = args.transport or "stdio"
     if transport == "stdio" and (args.host is not None or args.port is not None):
@@ -99,7 +117,7 @@ def _serve(args: argparse.Namespace) -> None:
                 port=args.port if args.port is not None else 8000,
                 emulated_api=bool(args.emulator),
             )
-    except HTTPConfigError as exc:
+    except (HTTPConfigError, ToolsetError) as exc:
         sys.stderr.write(f"moondream-mcp: {exc}\n")
         raise SystemExit(2) from None
 
@@ -133,9 +151,14 @@ def _emulator(args: argparse.Namespace) -> None:
 def _tools(args: argparse.Namespace) -> None:
     from .config import Settings
     from .manifest import tool_manifest
-    from .server import build_server
+    from .server import ToolsetError, build_server
 
-    text = anyio.run(tool_manifest, build_server(Settings()))
+    try:
+        server = build_server(Settings())
+    except ToolsetError as exc:
+        sys.stderr.write(f"moondream-mcp: {exc}\n")
+        raise SystemExit(2) from None
+    text = anyio.run(tool_manifest, server)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:

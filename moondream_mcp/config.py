@@ -258,3 +258,26 @@ class Settings(BaseSettings):
         if self.rate_limit is None:
             return 2.0 if self.is_cloud else None
         return self.rate_limit or None
+
+    toolsets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["all"],
+        validation_alias=_env("MOONDREAM_MCP_TOOLSETS"),
+        description="Toolsets to offer, comma-separated (vision, batch, training, tuning; all: every one). "
+        "With fewer, the tool enable_toolset turns on another one for the session.",
+    )
+    read_only: bool = Field(
+        default=False,
+        validation_alias=_env("MOONDREAM_MCP_READ_ONLY"),
+        description="Offer only tools that change nothing remote, spend no more than single inference calls "
+        "and write files only in the server's data directory.",
+    )
+
+    @field_validator("toolsets", mode="before")
+    @classmethod
+    def _split_toolsets(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            names = [str(part).strip().lower() for part in value if str(part).strip()]
+            return names or ["all"]
+        return value

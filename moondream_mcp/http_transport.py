@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -480,11 +481,14 @@ def http_app(server: MCPServer[Any], settings: Settings, *, host: str, port: int
     return RequireBearerToken(LimitBody(sessions, settings.http_max_body_bytes), token)
 
 
-def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: int) -> None:
-    """Serve until interrupted; logs go to stderr like every other log line."""
+def serve_http(server: MCPServer[Any], settings: Settings, *, host: str, port: int, started: str = "") -> None:
+    """Serve until interrupted; logs go to stderr like every other log line. `started` is written to stderr
+    once the configuration is accepted."""
     import uvicorn
 
     app = http_app(server, settings, host=host, port=port)
+    if started:
+        sys.stderr.write(started + "\n")
     if not is_loopback(host):
         log.warning(
             "serving MCP over plain HTTP on %s:%d; put a TLS-terminating proxy in front of it when the "

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from mcp.server import MCPServer
+from mcp.server import MCPServer, NotificationOptions
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import CallToolResult, InputRequiredResult, Tool
 from pydantic import ValidationError
 
 from . import __version__, emulated
@@ -37,7 +41,11 @@ from .tools import (
     zoom,
 )
 from .tools.arguments import refuse_non_finite
+from .tools.schemas import lean_schema
+from .tools.toolsets import Toolbox, ToolsetError
 from .training import Runner
+
+__all__ = ["MoondreamServer", "ToolsetError", "build_server", "public_url", "serve", "startup_line"]
 
 INSTRUCTIONS = """\
 Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s) URLs or data URLs.
@@ -48,28 +56,15 @@ caption for descriptions, ask for one question about several images, zoom to loo
 resolution). Set annotate=true to get the image back with the results drawn on it."""
 
 
-class _Server(MCPServer[AppState]):
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
-    ) -> CallToolResult | InputRequiredResult:
-        try:
-            return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            # Arguments that do not fit the schema: said for the model, without pydantic's report and links.
-            if isinstance(exc.__cause__, ValidationError):
-                message = invalid_arguments(name, exc.__cause__)
-                raise ToolError(f"Error executing tool {name}: {message}") from exc.__cause__
-            raise
-
-
 def build_server(
     settings: Settings,
     *,
     images: Callable[[Settings, FileGuard], ImageLoader] = ImageLoader.from_settings,
     emulated_api: bool = False,
-) -> MCPServer[AppState]:
-    """The server, configured by `settings`. `emulated_api`: the endpoint is the built-in emulator, and
-    the instructions and every tool result say so (see emulated.py).
+) -> MoondreamServer:
+    """The server, configured by `settings`; ToolsetError if it names toolsets that do not exist.
+    `emulated_api`: the endpoint is the built-in emulator, and the instructions and every tool result say so
+    (see emulated.py).
 
     `images` builds the image loader. A test seam, and the only one: tests of URL guards pass a loader
     whose address policy treats one loopback server as a public host, since nothing public is reachable.
@@ -105,7 +100,7 @@ def build_server(
             )
             yield AppState(settings=settings, client=client, files=files, images=loader, store=store, runner=runner)
 
-    server: MCPServer[AppState] = _Server(
+    server = MoondreamServer(
         "moondream",
         title="Moondream",
         instructions=emulated.instructions(INSTRUCTIONS) if emulated_api else INSTRUCTIONS,
@@ -113,21 +108,60 @@ def build_server(
         lifespan=lifespan,
         middleware=[refuse_non_finite, emulated.mark_results] if emulated_api else [refuse_non_finite],
     )
-    skills.register(server)
-    ask.register(server)
-    zoom.register(server)
-    tuning.register(server)
-    local_batch.register(server)
-    batch_api.register(server)
-    datasets.register(server)
-    runs.register(server)
-    evaluation.register(server)
+    tools = Toolbox()
+    # Registered in the order they are listed: the vision tools first, as an agent reaches for them first.
+    for module in (skills, ask, zoom, tuning, local_batch, batch_api, datasets, runs, evaluation, labelling, video):
+        module.register(tools)
+    server.toolsets = tools.choose(settings.toolsets)
+    server.offered = tools.serve(server, server.toolsets, read_only=settings.read_only)
+    if "enable_toolset" in server.offered:
+        _announce_tool_list_changes(server)
     guides.register(server)
-    labelling.register(server)
     pictures.register(server)
     roots.register(server)
-    video.register(server)
     return server
+
+
+class MoondreamServer(MCPServer[AppState]):
+    """The SDK's server, listing each tool with its input schema as a model should read it (tools/schemas.py),
+    knowing which toolsets it started with, and telling argument errors in sentences."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.toolsets: list[str] = []
+        self.offered: list[str] = []  # the tools listed at start
+        self._lean: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    async def list_tools(self) -> list[Tool]:
+        listed = await super().list_tools()
+        for i, tool in enumerate(listed):
+            cached = self._lean.get(tool.name)
+            if cached is None or cached[0] != tool.input_schema:
+                cached = (tool.input_schema, lean_schema(tool.input_schema))
+                self._lean[tool.name] = cached
+            listed[i] = tool.model_copy(update={"input_schema": cached[1]})
+        return listed
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # Arguments that do not fit the schema: said for the model, without pydantic's report and links.
+            if isinstance(exc.__cause__, ValidationError):
+                message = invalid_arguments(name, exc.__cause__)
+                raise ToolError(f"Error executing tool {name}: {message}") from exc.__cause__
+            raise
+
+
+def _announce_tool_list_changes(server: MCPServer[AppState]) -> None:
+    # MCPServer has no setting for it: handshake-era clients learn that the tool list can change only from the
+    # tools.listChanged capability, which comes from the options the SDK builds for every connection.
+    lowlevel = server._lowlevel_server
+    lowlevel.create_initialization_options = partial(  # type: ignore[method-assign]
+        lowlevel.create_initialization_options, NotificationOptions(tools_changed=True)
+    )
 
 
 def serve(
@@ -145,8 +179,38 @@ def serve(
 
         from .stdio_transport import serve_stdio
 
+        sys.stderr.write(startup_line(server, settings, "stdio") + "\n")
         anyio.run(serve_stdio, server)
         return
-    from .http_transport import serve_http
+    from .http_transport import MCP_PATH, serve_http
 
-    serve_http(server, settings, host=host, port=port)
+    shown = f"[{host}]" if ":" in host else host
+    serve_http(
+        server,
+        settings,
+        host=host,
+        port=port,
+        started=startup_line(server, settings, f"http://{shown}:{port}{MCP_PATH}"),
+    )
+
+
+def startup_line(server: MoondreamServer, settings: Settings, transport: str) -> str:
+    """One line for a person watching the terminal: what runs, where it is reached, what it may touch."""
+    parts = [
+        f"moondream-mcp {__version__} on {transport}",
+        f"toolsets {', '.join(server.toolsets)} ({len(server.offered)} tools)",
+        *(["read-only"] if settings.read_only else []),
+        f"endpoint {public_url(settings.endpoint)}",
+        f"allowed dirs {os.pathsep.join(str(d) for d in settings.allowed_dirs) or '(none)'}",
+    ]
+    return "; ".join(parts) + "; waiting for a client"
+
+
+def public_url(url: str) -> str:
+    """`url` without what may be secret in it: user and password, query and fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from svgelements import Close, Line, Matrix, Move, Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from svgelements import Matrix, Path
 
 # Points sampled along each curved segment when flattening; masks are drawn at <= 1024 px,
 # where 12 samples per curve is smoother than the pixels can show.
@@ -13,7 +16,12 @@ class PathError(ValueError):
     """The path data could not be parsed."""
 
 
+# svgelements is imported where a path is read, not with the server: most sessions never segment.
+
+
 def _parse(d: str) -> Path:
+    from svgelements import Path
+
     try:
         return Path(d)
     except Exception as exc:  # svgelements raises a variety of parse errors
@@ -21,6 +29,8 @@ def _parse(d: str) -> Path:
 
 
 def _bbox_matrix(bbox: tuple[float, float, float, float]) -> Matrix:
+    from svgelements import Matrix
+
     x_min, y_min, x_max, y_max = bbox
     matrix = Matrix()
     matrix.post_scale(x_max - x_min, y_max - y_min)
@@ -39,6 +49,8 @@ def to_image_coordinates(d: str, bbox: tuple[float, float, float, float]) -> str
 
 def polygons(d: str, *, width: float = 1.0, height: float = 1.0) -> list[list[tuple[float, float]]]:
     """Each subpath as a closed polygon, scaled by width/height (curves sampled, arcs included)."""
+    from svgelements import Close, Line, Move
+
     if not d.strip():
         return []
     result: list[list[tuple[float, float]]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from moondream_mcp import cli
+from moondream_mcp import __version__, cli
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
 from tests.support.stdio import rpc, server_env
@@ -102,3 +103,48 @@ def test_directories_named_after_serve_join_the_allowed_directories(tmp_path: Pa
     first, second, third = (tmp_path / name for name in ("pictures", "scans", "downloads"))
     args = cli.parser().parse_args(["serve", "--allowed-dirs", str(first), str(second), str(third)])
     assert cli._settings(args).allowed_dirs == [first, second, third]
+
+
+async def test_on_start_one_line_on_stderr_says_what_runs_without_secrets(
+    emulator, workdir: Path, tmp_path: Path
+) -> None:
+    env = server_env(emulator, workdir, tmp_path)
+    env.update(
+        MOONDREAM_ENDPOINT="http://someone:hunter2@127.0.0.1:9/v1?key=s3cret#frag",
+        MOONDREAM_MCP_TOOLSETS="vision",
+        MOONDREAM_MCP_READ_ONLY="true",
+    )
+    with anyio.fail_after(60):
+        async with await anyio.open_process([sys.executable, "-m", "moondream_mcp"], env=env) as process:
+            seen = b""
+            async for chunk in process.stderr:
+                seen += chunk
+                if b"\n" in seen:
+                    break
+            await process.stdin.aclose()
+            await process.wait()
+    line = seen.split(b"\n")[0].decode()
+
+    assert line == (
+        f"moondream-mcp {__version__} on stdio; toolsets vision (8 tools); read-only; "
+        f"endpoint http://127.0.0.1:9/v1; allowed dirs {workdir}; waiting for a client"
+    )
+    assert not {"hunter2", "s3cret", "someone", API_KEY} & set(line.replace(";", " ").split())
+
+
+def test_an_unknown_toolset_stops_the_console_script_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONDREAM")}
+    env["MOONDREAM_MCP_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "moondream_mcp", "--toolsets", "vision,videos"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        "moondream-mcp: unknown toolset videos in MOONDREAM_MCP_TOOLSETS / --toolsets; "
+        "the toolsets are vision, tuning, batch, training, video (or all)\n"
+    )

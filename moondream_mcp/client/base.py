@@ -7,16 +7,17 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from json import dumps
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx2
-import stamina
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from ..config import IN_FLIGHT, is_cloud, split_credentials
+from ..images.prepared import DataURL
 from .errors import (
     RETRYABLE_STATUSES,
     APIConnectionError,
@@ -127,6 +128,25 @@ def _timeout(seconds: float) -> httpx2.Timeout:
     return httpx2.Timeout(seconds, connect=min(10.0, seconds))
 
 
+def _body(json: Any, content: bytes | None, headers: dict[str, str] | None) -> dict[str, Any]:
+    """The request's body arguments: JSON as httpx2 writes it (compact, UTF-8), except that data URLs made by
+    the image pipeline go in as they are; escaping them would cost milliseconds on every call."""
+    if not (isinstance(json, dict) and any(isinstance(v, DataURL) for v in json.values())):
+        return {"json": json, "content": content, "headers": headers}
+    parts = [
+        dumps(key).encode() + b':"' + value.encode("ascii") + b'"'
+        for key, value in json.items()
+        if isinstance(value, DataURL)
+    ]
+    rest = {key: value for key, value in json.items() if not isinstance(value, DataURL)}
+    if rest:
+        parts.append(dumps(rest, ensure_ascii=False, separators=(",", ":"), allow_nan=False)[1:-1].encode())
+    return {
+        "content": b"{" + b",".join(parts) + b"}",
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+    }
+
+
 def _check_body(response: httpx2.Response, *, errors_in_body: bool = False) -> Any:
     """The JSON body of a response, or the error it stands for. `errors_in_body`: a 200 whose JSON has a
     top-level `error` is a failure too (Moondream Station's skill answers); elsewhere such a body is a result,
@@ -173,15 +193,24 @@ class APIClient:
         self._api_key = api_key or None
         self._retry_after_cap = retry_after_cap
         self._max_attempts = max_attempts
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        self._http = httpx2.AsyncClient(
-            headers=headers,
-            timeout=_timeout(timeout),
-            transport=transport,
-            follow_redirects=False,
-            trust_env=True,
-            auth=self._basic_auth,
-        )
+        self._timeout = timeout
+        self._transport = transport
+        self._client: httpx2.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx2.AsyncClient:
+        # Made on first use: building one loads the system's CA certificates, which a server answering
+        # only its tool list at start-up never needs.
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                timeout=_timeout(self._timeout),
+                transport=self._transport,
+                follow_redirects=False,
+                trust_env=True,
+                auth=self._basic_auth,
+            )
+        return self._client
 
     async def __aenter__(self) -> APIClient:
         return self
@@ -190,7 +219,9 @@ class APIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     @property
     def is_cloud(self) -> bool:
@@ -225,6 +256,8 @@ class APIClient:
         self.latency = seconds if previous is None else previous + _LATENCY_WEIGHT * (seconds - previous)
 
     def _retrying(self, policy: RetryPolicy) -> Any:
+        import stamina  # with the first request: a server that is only listed never retries anything
+
         return stamina.retry_context(
             on=_should_retry(policy, self._retry_after_cap, self._max_attempts),
             attempts=None,  # bounded by the budget below, and by max_attempts for failures other than 429
@@ -267,11 +300,9 @@ class APIClient:
                     response = await self._http.request(
                         method,
                         url,
-                        json=json,
                         params=params,
-                        content=content,
-                        headers=headers,
                         timeout=_timeout(read_timeout) if read_timeout is not None else httpx2.USE_CLIENT_DEFAULT,
+                        **_body(json, content, headers),
                     )
                 except httpx2.InvalidURL:
                     raise InvalidRequestError(f"cannot build a valid URL for {path!r}") from None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .base import APIClient, parse, segment
 
@@ -19,7 +20,8 @@ MAX_PART_BYTES = 95 * 1024 * 1024
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # Built with the first answer parsed, not at start-up.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class Upload(_Result):
@@ -44,6 +46,24 @@ class OutputFile(_Result):
     url: str
 
 
+def _epoch_ms(value: Any) -> int | None:
+    """A timestamp as Unix milliseconds (the one convention of every result), from ISO 8601 or a Unix time;
+    None when absent or unreadable: a timestamp the API words differently must not fail the whole answer."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = _INSTANT.validate_python(value)
+    except ValidationError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)
+
+
+_INSTANT = TypeAdapter(datetime)
+EpochMs = Annotated[int | None, BeforeValidator(_epoch_ms)]
+
+
 class BatchJob(_Result):
     id: str
     status: str
@@ -52,9 +72,9 @@ class BatchJob(_Result):
     progress: Progress | None = None
     usage: dict[str, Any] | None = None
     outputs: list[OutputFile] = Field(default_factory=list)
-    created_at: Any = None
-    completed_at: Any = None
-    expires_at: Any = None
+    created_at_ms: EpochMs = Field(default=None, alias="created_at")
+    completed_at_ms: EpochMs = Field(default=None, alias="completed_at")
+    expires_at_ms: EpochMs = Field(default=None, alias="expires_at")
     error: Any = None  # why a failed job failed: {code, message} as documented; read leniently
 
     @property

@@ -15,7 +15,8 @@ SpatialRefs = list[list[float]]  # [x, y] points or [x_min, y_min, x_max, y_max]
 
 class _Result(BaseModel):
     # The API adds keys over time; results keep what they know and ignore the rest.
-    model_config = ConfigDict(extra="ignore")
+    # Built with the first answer parsed, not at start-up.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Box(_Result):

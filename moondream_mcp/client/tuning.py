@@ -25,7 +25,8 @@ def checkpoint_model(finetune_id: str, step: int) -> str:
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Built with the first answer parsed, not at start-up.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Finetune(_Result):

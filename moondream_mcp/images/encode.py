@@ -15,19 +15,17 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
+from .prepared import MAX_DATA_URL_CHARS, DataURL, PreparedImage
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The API refuses images over 10 MB; the limit applies to the data URL as sent.
-MAX_DATA_URL_CHARS = 10 * 1024 * 1024
 _DATA_URL_PREFIX = "data:image/jpeg;base64,"
 _JPEG_QUALITY = 90
 
@@ -36,11 +34,6 @@ _JPEG_QUALITY = 90
 _FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "BMP", "TIFF")
 # JPEG decodes directly at 1/2, 1/4 or 1/8 scale (draft mode), so its pixels never all reach memory.
 _DRAFTABLE = frozenset({"JPEG", "MPO"})
-
-# The names taken for images when a folder or glob is listed: the formats prepare() decodes.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-)
 
 # Decompression-bomb guard, judged from the header. Formats decoded in full must stay small enough to
 # hold in memory (64 MP RGBA is 256 MB); draft-decoded JPEG may be larger, which keeps 108 MP phone
@@ -74,16 +67,6 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _SIDEWAYS = frozenset({5, 6, 7, 8})
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    data_url: str  # "data:image/jpeg;base64,...", always under MAX_DATA_URL_CHARS
-    jpeg: bytes  # the JPEG bytes the data URL encodes: what was sent
-    width: int  # the original image as displayed (after EXIF orientation)
-    height: int
-    sent_width: int  # the JPEG actually encoded
-    sent_height: int
 
 
 class Stopped(Exception):
@@ -234,7 +217,7 @@ def from_pixels(image: Image.Image, *, max_pixels: int) -> PreparedImage:
     flat = _flatten(_resized(image, fit_within(image.width, image.height, max_pixels)))
     jpeg, sent = encode_jpeg(flat)
     return PreparedImage(
-        data_url=_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii"),
+        data_url=DataURL(_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii")),
         jpeg=jpeg,
         width=image.width,
         height=image.height,
@@ -346,7 +329,7 @@ def _prepare_opened(image: Image.Image, source: tuple[int, int], max_pixels: int
     # Draft mode changed image.size, so the displayed size comes from the header's.
     shown = (height, width) if orientation in _SIDEWAYS else (width, height)
     return PreparedImage(
-        data_url=_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii"),
+        data_url=DataURL(_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii")),
         jpeg=jpeg,
         width=shown[0],
         height=shown[1],

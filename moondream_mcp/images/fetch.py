@@ -123,12 +123,13 @@ class VettingBackend(httpcore2.AnyIOBackend):
 
 class _VettedTransport(httpx2.AsyncHTTPTransport):
     def __init__(self, backend: VettingBackend) -> None:
-        super().__init__(trust_env=False)
+        tls = httpx2.create_ssl_context(trust_env=False)
+        super().__init__(verify=tls, trust_env=False)
         # The pool is rebuilt around the vetting backend: httpx2 offers no other way to pass one.
         # TLS still verifies the certificate for the hostname: httpcore wraps the socket with the
         # URL's host as server_hostname, whatever address the socket went to.
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(trust_env=False),
+            ssl_context=tls,
             network_backend=backend,
             max_connections=16,
             keepalive_expiry=5.0,
@@ -151,9 +152,17 @@ class UrlFetcher:
         self._timeout = timeout
         self._max_redirects = max_redirects
         self._backend = VettingBackend(policy, resolver)
+        self._entered = False
         self._client: httpx2.AsyncClient | None = None
 
     async def __aenter__(self) -> Self:
+        # The HTTP client is made with the first URL fetched: building one loads the CA certificates.
+        self._entered = True
+        return self
+
+    def _http(self) -> httpx2.AsyncClient:
+        if self._client is not None:
+            return self._client
         self._client = httpx2.AsyncClient(
             transport=_VettedTransport(self._backend),
             trust_env=False,  # no proxies or netrc from the environment: the vetted socket is the route
@@ -168,8 +177,7 @@ class UrlFetcher:
                 "Accept-Encoding": "identity",
             },
         )
-        await self._client.__aenter__()
-        return self
+        return self._client
 
     async def __aexit__(
         self,
@@ -178,8 +186,9 @@ class UrlFetcher:
         tb: TracebackType | None,
     ) -> None:
         client, self._client = self._client, None
+        self._entered = False
         if client is not None:
-            await client.__aexit__(exc_type, exc, tb)
+            await client.aclose()
 
     async def fetch(self, url: str, reserve: Reserve | None = None) -> bytes:
         """The body of `url`. `reserve(n)` is awaited before a body of up to n bytes is read."""
@@ -193,14 +202,14 @@ class UrlFetcher:
 
     async def fetch_to(self, url: str, write: Sink, reserve: Reserve | None = None) -> int:
         """Download `url` chunk by chunk into `write` (a file, say), under the same caps; returns its size."""
-        if self._client is None:
+        if not self._entered:
             raise RuntimeError("UrlFetcher used outside `async with`")
         label = describe(url)
         try:
             # One deadline for the whole download, redirects included: per-read timeouts alone let a
             # server drip one byte at a time forever.
             with anyio.fail_after(self._timeout):
-                return await self._follow(self._client, url, label, write, reserve)
+                return await self._follow(self._http(), url, label, write, reserve)
         except TimeoutError:
             raise ImageError(
                 f"downloading {label} took longer than {self._timeout:g} s; "

@@ -24,9 +24,10 @@ from . import crops
 from .budget import MemoryBudget
 from .crops import Cutouts, Region
 from .data_urls import decode_data_url
-from .encode import PreparedImage, Stopped, Watch, memory_needed, prepare
+from .encode import Stopped, Watch, memory_needed, prepare
 from .errors import ImageError, describe
 from .fetch import AddressPolicy, Resolver, Sink, UrlFetcher, is_public_address, system_resolver
+from .prepared import PreparedImage
 
 if TYPE_CHECKING:
     from ..config import Settings

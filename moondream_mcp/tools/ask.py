@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from mcp.server import MCPServer
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..client import Sampling
 from ..client.chat import Turn
-from ..state import AppState, Ctx
+from ..state import Ctx
 from ..vision import Reply
 from .results import compact
 from .skills import READ_ONLY, MaxTokens, Reasoning, Temperature, TopP
+from .toolsets import Toolbox
 
 
 class PastTurn(BaseModel):
@@ -21,8 +21,8 @@ class PastTurn(BaseModel):
     content: str = Field(description="What was said.")
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Ask about several images", annotations=READ_ONLY)
+def register(tools: Toolbox) -> None:
+    @tools.tool("vision", read_only=True, title="Ask about several images", annotations=READ_ONLY)
     @compact
     async def ask(
         question: Annotated[str, Field(min_length=1, description="The question.")],

@@ -7,7 +7,6 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import ToolAnnotations
@@ -18,19 +17,19 @@ from ..client import Sampling
 from ..client.batch import BatchJob
 from ..failures import EXPECTED
 from ..jsonl import LineWriter
-from ..state import AppState, Ctx
+from ..state import Ctx
 from ..store import new_id
 from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
-from .local_batch import Failure, failures
+from .local_batch import IMAGES, Failure, failures
 from .progress import progress
 from .results import compact
+from .schemas import NonEmpty
 from .skills import Length, MaxTokens, Model, Temperature, TopP
+from .toolsets import Toolbox
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-BatchId = Annotated[
-    str, Field(min_length=1, max_length=bounds.NAME_CHARS, description="The batch id submit_batch returned.")
-]
+BatchId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="From submit_batch.")]
 
 
 class Submitted(BaseModel):
@@ -52,9 +51,9 @@ class BatchStatus(BaseModel):
     completed: int | None
     failed: int | None
     result_files: int
-    created_at: Any = None
-    completed_at: Any = None
-    expires_at: Any = None
+    created_at_ms: int | None = Field(description="Unix time in milliseconds, like every timestamp here.")
+    completed_at_ms: int | None
+    expires_at_ms: int | None = Field(description="When the results are deleted.")
 
 
 class BatchList(BaseModel):
@@ -84,9 +83,9 @@ def _status(job: BatchJob) -> BatchStatus:
         completed=counts.completed if counts else None,
         failed=counts.failed if counts else None,
         result_files=len(job.outputs),
-        created_at=job.created_at,
-        completed_at=job.completed_at,
-        expires_at=job.expires_at,
+        created_at_ms=job.created_at_ms,
+        completed_at_ms=job.completed_at_ms,
+        expires_at_ms=job.expires_at_ms,
     )
 
 
@@ -107,8 +106,10 @@ async def _ask_submit(skill: str, images: list[str] | str, ctx: Ctx) -> Confirma
     )
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(
+def register(tools: Toolbox) -> None:
+    @tools.tool(
+        "batch",
+        read_only=False,
         title="Submit a batch job (Batch API)",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
@@ -116,24 +117,14 @@ def register(server: MCPServer[AppState]) -> None:
     )
     @compact
     async def submit_batch(
-        skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill to run.")],
-        images: Annotated[
-            bounds.Images,
-            Field(
-                description=(
-                    "The images: a list of references, or one string naming a directory or a glob, inside the allowed "
-                    "directories."
-                )
-            ),
-        ],
+        skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill.")],
+        images: Annotated[bounds.Images, Field(description=IMAGES)],
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_submit)],
         object: Annotated[
-            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect / point: what to look for.")
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect/point: what to find.")
         ] = None,
-        question: Annotated[
-            str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question asked of every image.")
-        ] = None,
+        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
         length: Length = "normal",
         reasoning: Annotated[bool, Field(description="query: reason first (billed).")] = False,
         model: Model = None,
@@ -141,10 +132,8 @@ def register(server: MCPServer[AppState]) -> None:
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
     ) -> Submitted:
-        """Submit a large job to Moondream's Batch API (half price, finishes within hours): the images are
-        prepared and written to a JSONL file on disk, uploaded in parts, and queued. Check it with
-        batch_status; fetch results with batch_results once completed (kept 7 days). For a few hundred
-        images or fewer, the batch tool answers sooner."""
+        """Queue a large job on Moondream's Batch API (half price, done within hours); then batch_status and
+        batch_results (kept 7 days). For a few hundred images, batch answers sooner."""
         state = ctx.request_context.lifespan_context
         require_yes(answer, "the batch was not submitted")
         sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
@@ -193,24 +182,24 @@ def register(server: MCPServer[AppState]) -> None:
             "batch_results" + (f"; {sum(f.count for f in skipped)} images skipped" if skipped else ""),
         )
 
-    @server.tool(title="Status of a batch job", annotations=READ)
+    @tools.tool("batch", read_only=True, title="Status of a batch job", annotations=READ)
     @compact
     async def batch_status(batch_id: BatchId, ctx: Ctx) -> BatchStatus:
-        """Where a Batch API job stands: status and how many lines are done."""
+        """A Batch API job's status and progress."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return _status(await state.client.batches.get(batch_id))
 
-    @server.tool(title="List batch jobs", annotations=READ)
+    @tools.tool("batch", read_only=True, title="List batch jobs", annotations=READ)
     @compact
     async def list_batches(
         ctx: Ctx,
-        limit: Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")] = None,
+        limit: Annotated[int | None, Field(ge=1, le=100, description="Page size.")] = None,
         cursor: Annotated[
-            str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor from the previous page.")
+            str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor of the previous page.")
         ] = None,
     ) -> BatchList:
-        """Batch API jobs of this account, a page at a time."""
+        """This account's Batch API jobs, a page at a time."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.batches.list(limit=limit, cursor=cursor)
@@ -219,7 +208,9 @@ def register(server: MCPServer[AppState]) -> None:
         )
 
     # Destructive: it rewrites its own earlier results of the same batch (never any other file).
-    @server.tool(
+    @tools.tool(
+        "batch",
+        read_only=False,
         title="Fetch a batch job's results",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
@@ -229,28 +220,13 @@ def register(server: MCPServer[AppState]) -> None:
     async def batch_results(
         batch_id: BatchId,
         output: Annotated[
-            str,
-            Field(
-                max_length=bounds.PATH_CHARS,
-                description=(
-                    "Where to write the JSONL results (inside the allowed directories): a new file, or this batch's "
-                    "earlier results, which are replaced; any other existing file is refused."
-                ),
-            ),
+            str, Field(max_length=bounds.PATH_CHARS, description="JSONL file to write (new, or this batch's results).")
         ],
         ctx: Ctx,
-        wait_seconds: Annotated[
-            float,
-            Field(
-                ge=0,
-                le=600,
-                description="Wait up to this long for the job to complete (with progress updates); 0: don't wait.",
-            ),
-        ] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=600, description="Wait this long for completion.")] = 0,
     ) -> BatchResults:
-        """Download a completed batch job's result files and write one line per image, each mapped back to
-        the image reference it came from. Coordinates are 0-1, origin top-left of each image. A failed job
-        has no results: the error says why it failed."""
+        """Write a completed Batch API job's results to a JSONL file, a line per image with its reference. A failed
+        job has no results: the error says why."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             opened = await anyio.to_thread.run_sync(state.files.open_output, output)

@@ -12,19 +12,12 @@ from .. import datasets
 from ..datasets import Dataset, Problem
 from ..state import AppState
 from . import bounds
+from .schemas import NonEmpty
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
 DatasetPath = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=bounds.PATH_CHARS,
-        description=(
-            "The dataset: an absolute path to a JSONL file inside the allowed directories, one example a line "
-            "(see inspect_dataset for the format)."
-        ),
-    ),
+    NonEmpty, Field(max_length=bounds.PATH_CHARS, description="JSONL dataset (see inspect_dataset).")
 ]
 
 

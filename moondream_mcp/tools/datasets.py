@@ -7,17 +7,18 @@ from functools import partial
 from typing import Annotated, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from .. import datasets
 from ..datasets import Dataset, Problem
-from ..state import AppState, Ctx
+from ..state import Ctx
 from . import bounds
 from .dataset_checks import DatasetPath, read_dataset
 from .results import compact
+from .schemas import NonEmpty
+from .toolsets import Toolbox
 
 MAX_PROBLEMS = 50  # listed in a report; the count says how many there were
 
@@ -74,66 +75,36 @@ READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_h
 WRITE_FILE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Import a COCO or YOLO dataset", annotations=WRITE_FILE)
+def register(tools: Toolbox) -> None:
+    @tools.tool("training", read_only=False, title="Import a COCO or YOLO dataset", annotations=WRITE_FILE)
     @compact
     async def import_dataset(
         source: Annotated[
-            str,
-            Field(
-                min_length=1,
-                max_length=bounds.PATH_CHARS,
-                description=(
-                    "coco: the annotations JSON file; yolo: the dataset folder (images/ and labels/, or both side by "
-                    "side, with data.yaml or classes.txt). Inside the allowed directories."
-                ),
-            ),
+            NonEmpty,
+            Field(max_length=bounds.PATH_CHARS, description="coco: the annotations JSON; yolo: the dataset folder."),
         ],
         format: Annotated[Literal["coco", "yolo"], Field(description="The source's format.")],
         output: Annotated[
-            str,
-            Field(
-                min_length=1,
-                max_length=bounds.PATH_CHARS,
-                description=(
-                    "Where to write the JSONL dataset (absolute path inside the allowed directories): a new file, or "
-                    "this same import's earlier output, which is replaced; any other existing file is refused. Image "
-                    "paths in it are relative to its folder when below it."
-                ),
-            ),
+            NonEmpty, Field(max_length=bounds.PATH_CHARS, description="JSONL file to write (new, or this import's).")
         ],
         ctx: Ctx,
         image_dir: Annotated[
             str | None,
-            Field(
-                max_length=bounds.PATH_CHARS,
-                description=(
-                    "coco: the folder holding the images named by file_name; default: the JSON file's folder."
-                ),
-            ),
+            Field(max_length=bounds.PATH_CHARS, description="coco: the images' folder (default: the JSON's folder)."),
         ] = None,
         classes: Annotated[
             list[Annotated[str, Field(max_length=bounds.NAME_CHARS)]] | None,
-            Field(
-                max_length=10_000,
-                description=("yolo: class names by index, when the folder has no data.yaml / classes.txt."),
-            ),
+            Field(max_length=10_000, description="yolo: class names by index, without data.yaml/classes.txt."),
         ] = None,
         split: Annotated[
-            Literal["train", "eval"] | None,
-            Field(
-                description=(
-                    "coco: give every example this split (e.g. eval for a val2017 file); yolo takes it from "
-                    "train/ val/ test/ subfolders."
-                )
-            ),
+            Literal["train", "eval"] | None, Field(description="coco: every example's split (yolo: by subfolder).")
         ] = None,
         negatives: Annotated[
             bool, Field(description="Also one boxes: [] example per class an image has no box of.")
         ] = False,
     ) -> ImportReport:
-        """Turn a COCO detection JSON or a YOLO folder into this server's JSONL dataset: one detect example per
-        image and category, boxes normalized 0-1 (origin top-left). Check the result with inspect_dataset."""
+        """Turn a COCO detection JSON or a YOLO folder into a JSONL dataset, one detect example per image and
+        class. Then inspect_dataset."""
         state = ctx.request_context.lifespan_context
         try:
             with state.errors():
@@ -172,18 +143,14 @@ def register(server: MCPServer[AppState]) -> None:
             + ". Next: inspect_dataset.",
         )
 
-    @server.tool(title="Inspect a dataset", annotations=READ)
+    @tools.tool("training", read_only=True, title="Inspect a dataset", annotations=READ)
     @compact
     async def inspect_dataset(path: DatasetPath, ctx: Ctx) -> DatasetReport:
-        """Check a JSONL dataset before training or evaluating: counts by skill, object and split, problems
-        (lines that do not parse, missing or unreadable images, boxes out of range or inverted, empty labels)
-        and a few sample lines.
-
-        Format, one JSON object a line: `image` (path relative to the file, absolute, or URL), `skill`
-        (query / point / detect), then for query `question` + `answer` (optional `choices` list and `match`:
-        exact / normalized (default) / regex / contains); for point `object` + `points` [{x, y}] or `boxes`;
-        for detect `object` + `boxes` [{x_min, y_min, x_max, y_max}] ([] = absent). Coordinates 0-1, origin
-        top-left. Optional `split`: train / eval; without it, images are split 80/20 by a fixed seeded hash."""
+        """Check a JSONL dataset: counts by skill, object and split, problems by line, samples. A line: {image
+        (path relative to the file, absolute, or URL), skill, split? (train/eval; default a fixed 80/20)} plus,
+        for query, question + answer (+ choices?, match? exact/normalized/regex/contains); point: object + points
+        [{x, y}] or boxes; detect: object + boxes [{x_min, y_min, x_max, y_max}] ([] = absent). Coordinates 0-1
+        from the top-left."""
         state = ctx.request_context.lifespan_context
         dataset, problems, urls = await read_dataset(state, path)
         assigned = datasets.assign_splits(dataset.examples)

@@ -7,7 +7,6 @@ import time
 from typing import Annotated, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -23,6 +22,7 @@ from . import bounds
 from .dataset_checks import DatasetPath, read_dataset, refuse
 from .progress import progress
 from .results import compact
+from .toolsets import Toolbox
 
 # ---- parameters -------------------------------------------------------------------------------
 
@@ -117,44 +117,26 @@ def _score_row(tally: evaluation.Tally) -> ModelScore:
 EVALUATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Evaluate models on a dataset", annotations=EVALUATE)
+def register(tools: Toolbox) -> None:
+    @tools.tool("training", read_only=False, title="Evaluate models on a dataset", annotations=EVALUATE)
     @compact
     async def evaluate(
         dataset: DatasetPath,
         ctx: Ctx,
         models: Annotated[
             list[Annotated[str, Field(max_length=bounds.NAME_CHARS)]] | None,
-            Field(
-                max_length=8,
-                description=(
-                    "Finetuned checkpoints to compare, as `moondream3-preview/{finetune_id}@{step}` (from "
-                    "training_status or list_checkpoints)."
-                ),
-            ),
+            Field(max_length=8, description="Checkpoints' model strings."),
         ] = None,
-        include_base: Annotated[bool, Field(description="Also evaluate the base model (first row).")] = True,
-        split: Annotated[Split, Field(description="Which examples: the eval split (default), train, or all.")] = "eval",
-        limit: Annotated[
-            int | None,
-            Field(ge=1, le=bounds.EXAMPLES, description="At most this many examples (the first of the split)."),
-        ] = None,
+        include_base: Annotated[bool, Field(description="Also the base model.")] = True,
+        split: Annotated[Split, Field(description="Which examples.")] = "eval",
+        limit: Annotated[int | None, Field(ge=1, le=bounds.EXAMPLES, description="At most this many examples.")] = None,
         output: Annotated[
             str | None,
-            Field(
-                max_length=bounds.PATH_CHARS,
-                description=(
-                    "Where to write the per-example JSONL (inside the allowed directories): a new file, or this same "
-                    "evaluation's earlier output, which is replaced; any other existing file is refused. Default: a "
-                    "new file in the server's data directory."
-                ),
-            ),
+            Field(max_length=bounds.PATH_CHARS, description="Per-example JSONL (default: in the data directory)."),
         ] = None,
     ) -> EvalReport:
-        """Score models side by side on a labelled dataset, at temperature 0: detect by mean best-match IoU
-        and F1 at IoU 0.5; point by hit rate (inside a label box, or within 0.05 of a label point); query by
-        accuracy under each label's match rule. Returns one row per model and a per-example JSONL path.
-        Requests run concurrently within the rate limit; progress is reported as answers come in."""
+        """Score models side by side on a labelled dataset (temperature 0): a row per model, plus a per-example
+        JSONL."""
         state = ctx.request_context.lifespan_context
         asked: list[str | None] = [None] if include_base else []
         for model in models or []:

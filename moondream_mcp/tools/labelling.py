@@ -11,7 +11,6 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -24,6 +23,7 @@ from .dataset_checks import DatasetPath
 from .local_batch import Failure, failures
 from .results import compact, structured
 from .skills import Model
+from .toolsets import Toolbox
 
 # ---- results ----------------------------------------------------------------------------------
 
@@ -137,8 +137,8 @@ def _tallies(log: DatasetLog) -> list[ClassTally]:
     return [ClassTally(name=c, examples=n.examples, empty=n.empty, found=n.found) for c, n in log.counts.items()]
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Label photos into a dataset", annotations=WRITE)
+def register(tools: Toolbox) -> None:
+    @tools.tool("training", read_only=False, title="Label photos into a dataset", annotations=WRITE)
     @compact
     async def label_images(
         images: Images,
@@ -176,7 +176,7 @@ def register(server: MCPServer[AppState]) -> None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(log.close)
 
-    @server.tool(title="Review labels as contact sheets", annotations=LOOK)
+    @tools.tool("training", read_only=True, title="Review labels as contact sheets", annotations=LOOK)
     async def review_labels(
         dataset: DatasetPath,
         ctx: Ctx,
@@ -268,7 +268,7 @@ def register(server: MCPServer[AppState]) -> None:
         )
         return structured(status, *pictures)
 
-    @server.tool(title="Fix labels", annotations=FIX)
+    @tools.tool("training", read_only=False, title="Fix labels", annotations=FIX)
     @compact
     async def fix_labels(
         dataset: DatasetPath,
@@ -305,7 +305,7 @@ def register(server: MCPServer[AppState]) -> None:
             message=f"{applied.lines} lines changed ({done}); {applied.unreviewed} examples left to review.",
         )
 
-    @server.tool(title="Export a dataset (COCO, YOLO, VOC)", annotations=EXPORT)
+    @tools.tool("training", read_only=False, title="Export a dataset (COCO, YOLO, VOC)", annotations=EXPORT)
     @compact
     async def export_dataset(
         dataset: DatasetPath,

@@ -6,7 +6,6 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -15,11 +14,14 @@ from .. import local_batch
 from ..client import Sampling
 from ..failures import FailureGroups
 from ..jsonl import LineWriter
-from ..state import AppState, Ctx
+from ..state import Ctx
 from . import bounds
 from .progress import progress
 from .results import compact
-from .skills import Length, MaxObjects, MaxTokens, Model, Reasoning, Temperature, TopP
+from .skills import Length, MaxObjects, Model
+from .toolsets import Toolbox
+
+IMAGES = "Paths or URLs, or a directory or glob (~/a/**/*.jpg)."
 
 
 class Failure(BaseModel):
@@ -51,8 +53,10 @@ class BatchSummary(BaseModel):
     message: str
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(
+def register(tools: Toolbox) -> None:
+    @tools.tool(
+        "batch",
+        read_only=False,
         title="Run a skill over many images",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
@@ -60,49 +64,24 @@ def register(server: MCPServer[AppState]) -> None:
     )
     @compact
     async def batch(
-        skill: Annotated[
-            Literal["caption", "query", "detect", "point", "segment"],
-            Field(description="The skill to run on every image."),
-        ],
-        images: Annotated[
-            bounds.Images,
-            Field(
-                description=(
-                    "The images: a list of references (paths, file://, http(s) or data URLs), or one string naming a "
-                    "directory (its image files) or a glob such as ~/shoot/**/*.jpg, inside the allowed directories."
-                )
-            ),
-        ],
+        skill: Annotated[Literal["caption", "query", "detect", "point", "segment"], Field(description="The skill.")],
+        images: Annotated[bounds.Images, Field(description=IMAGES)],
         ctx: Ctx,
         object: Annotated[
-            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect / point / segment: what to look for.")
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect/point/segment: what to find.")
         ] = None,
-        question: Annotated[
-            str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question asked of every image.")
-        ] = None,
+        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
         length: Length = "normal",
-        reasoning: Reasoning = False,
+        reasoning: Annotated[bool, Field(description="query: reason first.")] = False,
         max_objects: MaxObjects = None,
         model: Model = None,
-        temperature: Temperature = None,
-        top_p: TopP = None,
-        max_tokens: MaxTokens = None,
         output: Annotated[
             str | None,
-            Field(
-                max_length=bounds.PATH_CHARS,
-                description=(
-                    "Where to write the JSONL results (inside the allowed directories): a new file, or this same job's "
-                    "earlier output, which is resumed; any other existing file is refused. Default: a file in the "
-                    "server's data directory named after the job."
-                ),
-            ),
+            Field(max_length=bounds.PATH_CHARS, description="Results JSONL (default: in the data directory)."),
         ] = None,
     ) -> BatchSummary:
-        """Run one skill on many images and append each result to a JSONL file as it completes. Requests go
-        out as fast as the account's rate limit allows (shared with every other tool); rate-limit answers are
-        retried. Returns a summary with counts, failures by reason and a few samples, not every result.
-        Coordinates in results are 0-1, origin top-left of each image as displayed."""
+        """Run one skill over many images at the rate limit into a JSONL file (rerun with the same output to
+        resume); returns counts, failures and samples."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             job = local_batch.SkillJob(
@@ -112,12 +91,7 @@ def register(server: MCPServer[AppState]) -> None:
                 length=length,
                 reasoning=reasoning,
                 model=model,
-                sampling=Sampling(
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_tokens=max_tokens,
-                    max_objects=max_objects if skill == "detect" else None,
-                ),
+                sampling=Sampling(max_objects=max_objects if skill == "detect" else None),
             )
             refs = await anyio.to_thread.run_sync(local_batch.expand, images, state.files)
             if output is not None:

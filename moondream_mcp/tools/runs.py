@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, ToolAnnotations
@@ -26,15 +25,14 @@ from .dataset_checks import DatasetPath, read_dataset, refuse
 from .pictures import SaveTo, show
 from .progress import progress
 from .results import compact, structured
+from .schemas import NonEmpty
+from .toolsets import Toolbox
 
 RUN_URI = "moondream://runs/{run_id}"
 
 # ---- parameters -------------------------------------------------------------------------------
 
-RunId = Annotated[
-    str,
-    Field(min_length=1, max_length=bounds.NAME_CHARS, description="The run's id, from start_training or list_runs."),
-]
+RunId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="The run's id.")]
 
 # ---- results ----------------------------------------------------------------------------------
 
@@ -101,7 +99,7 @@ class RunSummary(BaseModel):
     total_steps: int
     best_score: float | None
     best_model: str | None
-    created_at: float = Field(description="Unix time.")
+    created_at_ms: int = Field(description="Unix time in milliseconds.")
     last_error: str | None
 
 
@@ -229,7 +227,7 @@ def _summary(run: Run) -> RunSummary:
         total_steps=run.total_steps,
         best_score=_round(run.best_score),
         best_model=checkpoint_model(run.finetune_id, run.best_api_step) if run.best_api_step is not None else None,
-        created_at=round(run.created_at, 3),
+        created_at_ms=round(run.created_at * 1000),
         last_error=run.error,
     )
 
@@ -276,68 +274,40 @@ START = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_
 STOP = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Start a training run", annotations=START)
+def register(tools: Toolbox) -> None:
+    @tools.tool("training", read_only=False, title="Start a training run", annotations=START)
     @compact
     async def start_training(
         dataset: DatasetPath,
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_start)],
         finetune_id: Annotated[
-            str | None,
-            Field(
-                max_length=bounds.NAME_CHARS,
-                description="Train this finetune (from list_finetunes); or give name + rank instead.",
-            ),
+            str | None, Field(max_length=bounds.NAME_CHARS, description="The finetune to train; or name (+ rank).")
         ] = None,
         name: Annotated[
             str | None,
-            Field(
-                pattern=r"^[A-Za-z0-9._-]+$",
-                max_length=128,
-                description=("Create (or reuse) the finetune with this name: letters, digits, '-', '_', '.'."),
-            ),
+            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Create or reuse the finetune so named."),
         ] = None,
-        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank when creating by name.")] = 16,
+        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank, creating by name.")] = 16,
         mode: Annotated[
             Literal["rl", "sft", "auto"],
-            Field(
-                description="rl: rewarded rollouts; sft: the labels as targets; auto: sft until the eval score "
-                "reaches sft_below, then rl."
-            ),
+            Field(description="rl: rewarded rollouts; sft: labels as targets; auto: sft until eval reaches sft_below."),
         ] = "rl",
-        sft_below: Annotated[float, Field(ge=0, le=1, description="auto: the eval score where RL takes over.")] = 0.5,
-        steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps to take.")] = 20,
-        groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step (one group each).")] = 8,
-        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example; 4-8 works best.")] = 4,
+        sft_below: Annotated[float, Field(ge=0, le=1, description="auto: eval score where RL takes over.")] = 0.5,
+        steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps.")] = 20,
+        groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step.")] = 8,
+        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example (4-8 best).")] = 4,
         lr: Annotated[float, Field(gt=0, le=1, description="Learning rate, sent with every step.")] = DEFAULT_LR,
-        temperature: Annotated[float, Field(ge=0, le=2, description="Rollout sampling temperature.")] = 1.0,
-        eval_every: Annotated[
-            int,
-            Field(
-                ge=0,
-                le=10_000,
-                description="Evaluate on the eval split every this many steps (and after the last); 0: never.",
-            ),
-        ] = 5,
+        temperature: Annotated[float, Field(ge=0, le=2, description="Rollout temperature.")] = 1.0,
+        eval_every: Annotated[int, Field(ge=0, le=10_000, description="Evaluate every this many steps; 0: never.")] = 5,
         save: Annotated[
-            Literal["best_and_last", "last", "all"],
-            Field(
-                description=(
-                    "Which checkpoints to keep: the best by eval score and the last (default), only the last, or every "
-                    "evaluated one."
-                )
-            ),
+            Literal["best_and_last", "last", "all"], Field(description="Checkpoints to keep.")
         ] = "best_and_last",
-        seed: Annotated[int, Field(ge=0, le=2**32 - 1, description="Seed for choosing each step's examples.")] = 0,
-        dry_run: Annotated[bool, Field(description="Only report the API calls the run would make.")] = False,
+        seed: Annotated[int, Field(ge=0, le=2**32 - 1, description="Seed for picking examples.")] = 0,
+        dry_run: Annotated[bool, Field(description="Only report the API calls it would make.")] = False,
     ) -> RunStarted:
-        """Start finetuning in the background and return its run_id at once, with the API calls it will
-        make. Each step samples groups_per_step train examples; an RL step rewards rollouts_per_group
-        rollouts of each (point/detect: the API's ground-truth rewards; query: the label's match rule), an
-        SFT step trains on the labels. Checkpoints are evaluated every eval_every steps; the best and the
-        last are kept (others the run saved are deleted, per `save`). Watch with training_status; the run
-        survives server restarts. Refused if the dataset has problems (see inspect_dataset)."""
+        """Start finetuning (RL, SFT or both) on a dataset in the background (it survives restarts); returns
+        run_id and the API calls it will make at once. Watch it with training_status."""
         state = ctx.request_context.lifespan_context
         require_yes(answer, "the run was not started")
         if (finetune_id is None) == (name is None):
@@ -418,29 +388,19 @@ def register(server: MCPServer[AppState]) -> None:
             "it with training_status (wait_seconds to wait for progress, chart=true for curves).",
         )
 
-    @server.tool(title="Training run status", annotations=READ)
+    @tools.tool("training", read_only=True, title="Training run status", annotations=READ)
     async def training_status(
         run_id: RunId,
         ctx: Ctx,
-        chart: Annotated[bool, Field(description="Also return a PNG chart of reward per step and eval score.")] = False,
+        chart: Annotated[bool, Field(description="Also return a chart of reward and eval score.")] = False,
         wait_seconds: Annotated[
-            float,
-            Field(
-                ge=0,
-                le=300,
-                description=(
-                    "Wait up to this long for the run to record a step, an evaluation or a new state before answering "
-                    "(progress notifications meanwhile); 0 answers at once."
-                ),
-            ),
+            float, Field(ge=0, le=300, description="Wait up to this long for the next step (rather than polling).")
         ] = 0,
-        history: Annotated[int, Field(ge=0, le=10_000, description="How many recent steps to list.")] = 20,
+        history: Annotated[int, Field(ge=0, le=10_000, description="Recent steps to list.")] = 20,
         save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, RunStatus]:
-        """A run's state (running / completed / failed / stopped), step / total, reward mean and spread per
-        step, eval scores, kept checkpoints with their `model` strings (best and last), elapsed and
-        estimated time left, and the last error. Rather than calling it in a loop, pass wait_seconds: it
-        answers as soon as the run records its next step. chart=true adds a PNG of the curves."""
+        """A run's state, reward per step, eval scores, kept checkpoints (best_model, last_model), time left and
+        last error."""
         state = ctx.request_context.lifespan_context
         deadline = time.monotonic() + wait_seconds
         seen: tuple[int, str, int] | None = None
@@ -473,11 +433,10 @@ def register(server: MCPServer[AppState]) -> None:
             blocks, paths = await show(state, [Picture(png, "image/png", kind="chart")], save_to)
         return structured(status.model_copy(update={"picture": paths[0]}), *blocks)
 
-    @server.tool(title="Stop a training run", annotations=STOP)
+    @tools.tool("training", read_only=False, title="Stop a training run", annotations=STOP)
     @compact
     async def stop_training(run_id: RunId, ctx: Ctx) -> RunSummary:
-        """Stop a run after its current step; its last step is saved as a checkpoint and the state becomes
-        stopped. A run that already ended is left as it is."""
+        """Stop a run after its current step, saving that step."""
         state = ctx.request_context.lifespan_context
         run = await _find_run(state, run_id)
         if run.state == "running":
@@ -485,15 +444,15 @@ def register(server: MCPServer[AppState]) -> None:
             run = await _find_run(state, run_id)
         return _summary(run)
 
-    @server.tool(title="List training runs", annotations=READ)
+    @tools.tool("training", read_only=True, title="List training runs", annotations=READ)
     @compact
     async def list_runs(
         ctx: Ctx,
         state: Annotated[
             Literal["running", "completed", "failed", "stopped"] | None, Field(description="Only runs in this state.")
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="Most runs to list.")] = 20,
+        limit: Annotated[int, Field(ge=1, le=200, description="Most runs.")] = 20,
     ) -> RunList:
-        """Training runs this server knows, newest first, with their progress and best checkpoint."""
+        """Training runs, newest first, with progress and best checkpoint."""
         app = ctx.request_context.lifespan_context
         return RunList(runs=[_summary(r) for r in await app.store.runs(state=state, limit=limit)])

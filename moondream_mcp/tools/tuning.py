@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..client import APIConnectionError, APITimeoutError, NotFoundError, Sampling, ServerError, StreamError, tuning
 from ..client.rawjson import array_items, member
@@ -24,87 +23,89 @@ from ..client.tuning import (
     skill_request,
 )
 from ..failures import EXPECTED
-from ..state import AppState, Ctx
+from ..state import Ctx
 from ..store import RolloutSet
 from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .progress import progress
 from .results import compact
-from .skills import MaxObjects, MaxTokens, SpatialRefs
+from .schemas import NonEmpty
+from .skills import MaxObjects, SpatialRefs
+from .toolsets import Toolbox
 
 # ---- parameter and result models ------------------------------------------------------------
 
 Skill = Literal["query", "point", "detect"]
 
 
+def _unit(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError("a coordinate is 0-1")
+    return value
+
+
+# Checked here rather than stated in the schema: the field names and the tool say 0-1 once, and a range on
+# every coordinate of every box would cost the model's context in every conversation.
+Unit = Annotated[float, AfterValidator(_unit)]
+
+
 class XY(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    x: float = Field(ge=0, le=1, description="0-1 from the left.")
-    y: float = Field(ge=0, le=1, description="0-1 from the top.")
+    x: Unit
+    y: Unit
 
 
 class BoxIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    x_min: float = Field(ge=0, le=1, description="Left edge, 0-1.")
-    y_min: float = Field(ge=0, le=1, description="Top edge, 0-1.")
-    x_max: float = Field(ge=0, le=1, description="Right edge, 0-1.")
-    y_max: float = Field(ge=0, le=1, description="Bottom edge, 0-1.")
+    x_min: Unit
+    y_min: Unit
+    x_max: Unit
+    y_max: Unit
 
 
 class GroundTruth(BaseModel):
-    """The right answer for point/detect rollouts, so the API computes each rollout's reward."""
-
     model_config = ConfigDict(extra="forbid")
-    points: list[XY] | None = Field(default=None, max_length=bounds.POINTS, description="Correct points (point skill).")
+    points: list[XY] | None = Field(default=None, max_length=bounds.POINTS, description="point: the right points.")
     boxes: list[BoxIn] | None = Field(
-        default=None, max_length=bounds.POINTS, description="Correct boxes (detect; or point: reward if inside)."
+        default=None, max_length=bounds.POINTS, description="detect (or point: inside is right): the boxes."
     )
 
 
 class Metric(BaseModel):
     # A list of these rather than a {name: value} object: agent frameworks' strict schemas refuse open objects.
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=bounds.NAME_CHARS, description="The metric's name, e.g. eval_accuracy.")
-    value: float = Field(description="Its value.")
+    name: NonEmpty = Field(max_length=bounds.NAME_CHARS)
+    value: float
 
 
 class RLGroup(BaseModel):
-    """Train on a stored rollout set with one reward per rollout."""
-
     model_config = ConfigDict(extra="forbid")
-    rollout_set_id: str = Field(max_length=bounds.NAME_CHARS, description="The id generate_rollouts returned.")
+    rollout_set_id: str = Field(max_length=bounds.NAME_CHARS, description="From generate_rollouts.")
     rewards: list[float] | None = Field(
-        default=None,
-        max_length=16,
-        description="One reward per rollout, same order as outputs; omit to use the ground-truth "
-        "rewards computed when the rollouts were generated.",
+        default=None, max_length=16, description="One per rollout, in order; omit for the ground-truth rewards."
     )
 
 
 class SFTTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    answer: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the correct answer.")
+    answer: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the answer.")
     reasoning: str | None = Field(
-        default=None, max_length=bounds.TEXT_CHARS, description="query with reasoning on: the reasoning text."
+        default=None, max_length=bounds.TEXT_CHARS, description="query with reasoning: its text."
     )
     points: list[XY] | None = Field(
-        default=None, max_length=bounds.POINTS, description="point: the correct points (or give boxes)."
+        default=None, max_length=bounds.POINTS, description="point: the points (or boxes), 0-1."
     )
-    boxes: list[BoxIn] | None = Field(
-        default=None, max_length=bounds.POINTS, description="detect: the correct boxes; point: boxes instead."
-    )
+    boxes: list[BoxIn] | None = Field(default=None, max_length=bounds.POINTS, description="detect: the boxes, 0-1.")
 
 
 class SFTGroup(BaseModel):
-    """Supervised example: an image, a question or object, and the right answer."""
-
     model_config = ConfigDict(extra="forbid")
-    skill: Skill = Field(description="query, point or detect.")
-    image: str | None = Field(default=None, description="Image path / URL / data URL (required for point and detect).")
+    skill: Skill = Field(description="The skill.")
+    image: str | None = Field(default=None, description="File path, or file/http(s)/data URL.")
     question: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the question.")
     object: str | None = Field(default=None, max_length=bounds.OBJECT_CHARS, description="point/detect: what to find.")
-    reasoning: bool = Field(default=False, description="query: whether the request has reasoning on.")
-    target: SFTTarget = Field(description="The correct output.")
+    reasoning: bool = Field(default=False, description="query: reasoning on.")
+    target: SFTTarget = Field(description="The right output.")
 
 
 # ---- results ----------------------------------------------------------------------------------
@@ -177,19 +178,9 @@ class LoggedMetrics(BaseModel):
 
 # ---- parameters -------------------------------------------------------------------------------
 
-FinetuneId = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=bounds.NAME_CHARS,
-        description="The finetune's id (from create_finetune or list_finetunes).",
-    ),
-]
-Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size, 1-100.")]
-Cursor = Annotated[
-    str | None,
-    Field(max_length=bounds.NAME_CHARS, description="next_cursor from the previous page; omit for the first page."),
-]
+FinetuneId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="Finetune id.")]
+Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size.")]
+Cursor = Annotated[str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor of the previous page.")]
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -291,27 +282,26 @@ CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempoten
 ADD = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Create a finetune", annotations=CREATE)
+def register(tools: Toolbox) -> None:
+    @tools.tool("tuning", read_only=False, title="Create a finetune", annotations=CREATE)
     @compact
     async def create_finetune(
         name: Annotated[
             str,
-            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Name: letters, digits, '-', '_', '.'."),
+            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Letters, digits, '-', '_', '.'."),
         ],
-        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank: 8, 16, 24 or 32.")],
+        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank.")],
         ctx: Ctx,
     ) -> FinetuneInfo:
-        """Create a finetune of Moondream (or get the existing one with the same name and rank).
-        The same name with another rank is refused."""
+        """Create a finetune (or get the one with this name and rank)."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return _finetune(await state.client.tuning.create_finetune(name, rank))
 
-    @server.tool(title="List finetunes", annotations=READ)
+    @tools.tool("tuning", read_only=True, title="List finetunes", annotations=READ)
     @compact
     async def list_finetunes(ctx: Ctx, limit: Limit = None, cursor: Cursor = None) -> FinetuneList:
-        """List finetunes, oldest first, a page at a time."""
+        """Finetunes, oldest first, a page at a time."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.tuning.list_finetunes(limit=limit, cursor=cursor)
@@ -319,7 +309,7 @@ def register(server: MCPServer[AppState]) -> None:
             finetunes=[_finetune(f) for f in page.finetunes], next_cursor=page.next_cursor, has_more=page.has_more
         )
 
-    @server.tool(title="Get a finetune", annotations=READ)
+    @tools.tool("tuning", read_only=True, title="Get a finetune", annotations=READ)
     @compact
     async def get_finetune(finetune_id: FinetuneId, ctx: Ctx) -> FinetuneInfo:
         """One finetune by id."""
@@ -327,49 +317,41 @@ def register(server: MCPServer[AppState]) -> None:
         with state.errors():
             return _finetune(await state.client.tuning.get_finetune(finetune_id))
 
-    @server.tool(title="Delete a finetune", annotations=DELETE)
+    @tools.tool("tuning", read_only=False, title="Delete a finetune", annotations=DELETE)
     @compact
     async def delete_finetune(
         finetune_id: FinetuneId, ctx: Ctx, answer: Annotated[Answer, Resolve(_ask_delete_finetune)]
     ) -> Ok:
-        """Delete a finetune and with it every checkpoint. Cannot be undone."""
+        """Delete a finetune and all its checkpoints, for good."""
         require_yes(answer, f"finetune {finetune_id} was not deleted")
         state = ctx.request_context.lifespan_context
         with state.errors():
             return Ok(ok=await state.client.tuning.delete_finetune(finetune_id))
 
-    @server.tool(title="Generate rollouts", annotations=ADD)
+    @tools.tool("tuning", read_only=False, title="Generate rollouts", annotations=ADD)
     @compact
     async def generate_rollouts(
         finetune_id: FinetuneId,
-        skill: Annotated[Skill, Field(description="query, point or detect.")],
+        skill: Annotated[Skill, Field(description="The skill.")],
         ctx: Ctx,
-        image: Annotated[
-            str | None,
-            Field(description="The image (path, file://, http(s) or data URL); required for point and detect."),
-        ] = None,
+        image: Annotated[str | None, Field(description="point/detect: file path, or file/http(s)/data URL.")] = None,
         question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
         object: Annotated[
-            str | None, Field(max_length=bounds.OBJECT_CHARS, description="point / detect: what to find.")
+            str | None, Field(max_length=bounds.OBJECT_CHARS, description="point/detect: what to find.")
         ] = None,
-        num_rollouts: Annotated[int, Field(ge=1, le=16, description="How many samples, 1-16.")] = 4,
-        reasoning: Annotated[bool | None, Field(description="query: reason before answering.")] = None,
+        num_rollouts: Annotated[int, Field(ge=1, le=16, description="Samples.")] = 4,
+        reasoning: Annotated[bool | None, Field(description="query: reason first.")] = None,
         spatial_refs: SpatialRefs = None,
         temperature: Annotated[
-            float | None,
-            Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Sampling temperature, 0-2 (API default 1.0)."),
+            float | None, Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Sampling temperature (default 1).")
         ] = None,
-        top_p: Annotated[float | None, Field(gt=0, le=1, description="top_p (API default 1.0).")] = None,
-        max_tokens: MaxTokens = None,
         max_objects: MaxObjects = None,
         ground_truth: Annotated[
-            GroundTruth | None,
-            Field(description="point / detect: the right answer, so the API scores each rollout (rewards)."),
+            GroundTruth | None, Field(description="point/detect: the right answer, to reward each rollout.")
         ] = None,
     ) -> Rollouts:
-        """Sample the finetune's current policy several times on one example. Returns a compact view of
-        each rollout and, with ground truth, their rewards; the full rollout data (needed by
-        train_step) stays on this server under rollout_set_id. Coordinates are 0-1, origin top-left."""
+        """Sample the finetune's policy on one example; the rollouts stay here for train_step. With ground_truth
+        (0-1 from the top-left) the API rewards each."""
         state = ctx.request_context.lifespan_context
         if ground_truth is not None and skill == "query":
             raise ToolError("ground_truth is for point and detect; score query rollouts yourself and pass rewards")
@@ -382,7 +364,7 @@ def register(server: MCPServer[AppState]) -> None:
                 image_url=prepared.data_url if prepared else None,
                 reasoning=reasoning if skill == "query" else None,
                 spatial_refs=spatial_refs,
-                settings=Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, max_objects=max_objects),
+                settings=Sampling(temperature=temperature, max_objects=max_objects),
             )
             truth = None
             if ground_truth is not None:
@@ -401,31 +383,20 @@ def register(server: MCPServer[AppState]) -> None:
         await state.store.purge_rollout_sets(state.settings.rollout_ttl_hours * 3600)
         return Rollouts(rollout_set_id=set_id, skill=skill, outputs=[_compact(r) for r in rollouts], rewards=rewards)
 
-    @server.tool(title="Apply one training step", annotations=ADD)
+    @tools.tool("tuning", read_only=False, title="Apply one training step", annotations=ADD)
     @compact
     async def train_step(
         finetune_id: FinetuneId,
         groups: Annotated[
             list[RLGroup | SFTGroup],
-            Field(
-                min_length=1,
-                max_length=64,
-                description=(
-                    "The step's groups. RL: {rollout_set_id, rewards?}. SFT: {skill, image?, question?/object?, "
-                    "target}. Modes and skills may be mixed."
-                ),
-            ),
+            Field(min_length=1, max_length=64, description="RL groups {rollout_set_id, rewards?} and/or SFT examples."),
         ],
         ctx: Ctx,
         lr: Annotated[float, Field(gt=0, le=1, description="Learning rate, always sent.")] = DEFAULT_LR,
-        allow_reuse: Annotated[
-            bool,
-            Field(description="Allow rollout sets already used in a step (stale: they came from an older policy)."),
-        ] = False,
+        allow_reuse: Annotated[bool, Field(description="Reuse rollout sets already trained on (stale).")] = False,
     ) -> StepApplied:
-        """Apply one training step to the finetune. Not idempotent: every call that reaches the API advances
-        the step. If the outcome is unknown (timeout, server error), check list_checkpoints before
-        calling again."""
+        """Apply one training step. Not idempotent: if the outcome is unknown, check list_checkpoints before
+        retrying."""
         state = ctx.request_context.lifespan_context
         used = [g.rollout_set_id for g in groups if isinstance(g, RLGroup)]
         with state.errors():
@@ -464,12 +435,12 @@ def register(server: MCPServer[AppState]) -> None:
             step=result.step, applied=result.applied, metrics={k: v for k, v in extra.items() if v is not None}
         )
 
-    @server.tool(title="List saved checkpoints", annotations=READ)
+    @tools.tool("tuning", read_only=True, title="List saved checkpoints", annotations=READ)
     @compact
     async def list_checkpoints(
         finetune_id: FinetuneId, ctx: Ctx, limit: Limit = None, cursor: Cursor = None
     ) -> CheckpointList:
-        """Saved checkpoints of a finetune, by ascending step, each with the `model` string to use it."""
+        """Saved checkpoints of a finetune by step, each with its model string."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.tuning.list_checkpoints(finetune_id, limit=limit, cursor=cursor)
@@ -477,10 +448,10 @@ def register(server: MCPServer[AppState]) -> None:
             checkpoints=[_checkpoint(c) for c in page.checkpoints], next_cursor=page.next_cursor, has_more=page.has_more
         )
 
-    @server.tool(title="Save the current checkpoint", annotations=CREATE)
+    @tools.tool("tuning", read_only=False, title="Save the current checkpoint", annotations=CREATE)
     @compact
     async def save_checkpoint(finetune_id: FinetuneId, ctx: Ctx) -> Saved:
-        """Save the finetune's current step as a checkpoint, usable as `model` by the skill tools."""
+        """Save the finetune's current step as a checkpoint (a model for the skill tools)."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             saved = await state.client.tuning.save_checkpoint(finetune_id)
@@ -489,31 +460,31 @@ def register(server: MCPServer[AppState]) -> None:
         out = _checkpoint(saved.checkpoint)
         return Saved(checkpoint=out, model=out.model)
 
-    @server.tool(title="Delete a checkpoint", annotations=DELETE)
+    @tools.tool("tuning", read_only=False, title="Delete a checkpoint", annotations=DELETE)
     @compact
     async def delete_checkpoint(
         finetune_id: FinetuneId,
-        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The checkpoint's step.")],
+        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="Its step.")],
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_delete_checkpoint)],
     ) -> Ok:
-        """Delete a saved checkpoint. Deleting the latest one blocks further training of the finetune."""
+        """Delete a checkpoint. Deleting the latest one stops the finetune's training."""
         require_yes(answer, f"checkpoint {step} of finetune {finetune_id} was not deleted")
         state = ctx.request_context.lifespan_context
         with state.errors():
             return Ok(ok=await state.client.tuning.delete_checkpoint(finetune_id, step))
 
-    @server.tool(title="Log training metrics", annotations=ADD)
+    @tools.tool("tuning", read_only=False, title="Log training metrics", annotations=ADD)
     @compact
     async def log_metrics(
         finetune_id: FinetuneId,
-        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The step the metrics belong to.")],
+        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The finetune's step.")],
         metrics: Annotated[
-            list[Metric], Field(min_length=1, max_length=100, description="The metrics, each a name and a number.")
+            list[Metric], Field(min_length=1, max_length=100, description="Names (e.g. eval_accuracy) and values.")
         ],
         ctx: Ctx,
     ) -> LoggedMetrics:
-        """Record your own metrics (e.g. eval accuracy) against a step of the finetune."""
+        """Record your own metrics against a step of the finetune."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             logged = await state.client.tuning.log_metrics(finetune_id, step, {m.name: m.value for m in metrics})

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
-from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import Field
 
 from ..failures import InputError
 from ..files import OutputFile
-from ..state import AppState, Ctx
+from ..state import Ctx
 from ..video import detection, redacting
 from ..video.containers import container_for
 from ..video.detection import VideoDetection
@@ -26,6 +25,7 @@ from ..video.sheets import save
 from ..video.source import video_source
 from .results import structured
 from .skills import Model, ObjectName
+from .toolsets import Toolbox
 
 VideoRef = Annotated[
     str,
@@ -52,8 +52,8 @@ async def _let_go(output: OutputFile | None) -> None:
             await anyio.to_thread.run_sync(output.discard)
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Find and follow an object through a video", annotations=WRITES)
+def register(tools: Toolbox) -> None:
+    @tools.tool("video", read_only=False, title="Find and follow an object through a video", annotations=WRITES)
     async def detect_video(
         video: VideoRef,
         object: ObjectName,
@@ -110,7 +110,9 @@ def register(server: MCPServer[AppState]) -> None:
             return structured(summary, _picture(jpeg))
         return structured(summary)
 
-    @server.tool(
+    @tools.tool(
+        "video",
+        read_only=False,
         title="Blur, pixelate or box out objects in a video",
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True

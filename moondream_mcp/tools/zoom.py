@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from mcp.server import MCPServer
 from mcp.types import CallToolResult
 from pydantic import Field
 
 from .. import zoom as zooming
 from ..pictures import BUDGET, Picture
-from ..state import AppState, Ctx
+from ..state import Ctx
 from .pictures import SaveTo, show
 from .results import structured
 from .skills import READ_ONLY, ImageRef
+from .toolsets import Toolbox
 
 
-def register(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Zoom in on an image", annotations=READ_ONLY)
+def register(tools: Toolbox) -> None:
+    @tools.tool("vision", read_only=True, title="Zoom in on an image", annotations=READ_ONLY)
     async def zoom(
         image: ImageRef,
         ctx: Ctx,

@@ -61,6 +61,41 @@ async def test_loading_the_same_file_twice_decodes_it_once(
     assert decodes == [str(path)]
 
 
+async def test_a_file_read_before_and_unchanged_is_answered_without_a_worker_thread(
+    loader: ImageLoader, allowed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = allowed / "photo.png"
+    path.write_bytes(png_bytes())
+    first = await loader.load(str(path))
+    hops: list[object] = []
+    real = loader_module.anyio.to_thread.run_sync
+
+    async def counted(fn: object, *args: object, **kwargs: object) -> object:
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader_module.anyio.to_thread, "run_sync", counted)
+
+    again = await loader.load(str(path))
+
+    assert again is first and hops == []
+
+
+async def test_a_symlink_pointed_elsewhere_is_read_anew(loader: ImageLoader, allowed: Path) -> None:
+    (allowed / "red.png").write_bytes(png_bytes("red"))
+    (allowed / "blue.png").write_bytes(png_bytes("blue"))
+    link = allowed / "current.png"
+    link.symlink_to(allowed / "red.png")
+    first = await loader.load(str(link))
+    link.unlink()
+    link.symlink_to(allowed / "blue.png")
+
+    second = await loader.load(str(link))
+
+    assert near(colour_at(first, 0.5, 0.5), RED)
+    assert near(colour_at(second, 0.5, 0.5), BLUE)
+
+
 async def test_rewriting_the_file_invalidates_the_cache(loader: ImageLoader, allowed: Path) -> None:
     path = allowed / "photo.png"
     path.write_bytes(png_bytes("red"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import anyio
@@ -166,3 +167,17 @@ async def test_a_failed_upload_is_aborted(client: Client, workdir: Path, emulato
     result = await client.call_tool("submit_batch", {"skill": "detect", "images": str(workdir / "a"), "object": "red"})
     assert result.is_error and "413" in result.content[0].text
     assert [r.method for r in emulator.emulator.requests if r.method == "DELETE"] == ["DELETE"]
+
+
+async def test_a_job_reports_its_times_in_unix_milliseconds(client: Client, workdir: Path) -> None:
+    photos(workdir / "t", 1)
+    before = time.time() * 1000
+    submitted = await call(client, "submit_batch", skill="caption", images=str(workdir / "t"))
+    await call(
+        client, "batch_results", batch_id=submitted["batch_id"], output=str(workdir / "t.jsonl"), wait_seconds=30
+    )
+    status = await call(client, "batch_status", batch_id=submitted["batch_id"])
+    after = time.time() * 1000
+    # The emulator words them as ISO 8601 strings, as the API does.
+    assert before - 1000 <= status["created_at_ms"] <= status["completed_at_ms"] <= after + 1000
+    assert status["expires_at_ms"] > status["completed_at_ms"]

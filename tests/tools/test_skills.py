@@ -205,3 +205,13 @@ async def test_every_tool_has_a_title_annotations_and_described_parameters(clien
         for name, schema in tool.input_schema["properties"].items():
             assert schema.get("description"), f"{tool.name}.{name} has no description"
         assert tool.output_schema is not None
+
+
+async def test_a_strict_client_sending_null_for_every_optional_parameter_is_served(
+    client: Client, workdir: Path
+) -> None:
+    image = save(canvas(), workdir / "square.png")
+    found = await call(client, "detect", image=image, object="red", max_objects=None, model=None, annotate=False)
+    answer = await call(client, "query", question="How many red squares?", image=None, reasoning=False, model=None)
+    outline = await call(client, "segment", image=image, object="red", spatial_refs=None, annotate=False)
+    assert found["count"] == 1 and answer["image"] is None and outline["bbox"] is not None

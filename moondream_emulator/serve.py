@@ -57,14 +57,22 @@ def _origin(sock: socket.socket) -> str:
 
 @contextmanager
 def serving_app(
-    app: Any, *, host: str = "127.0.0.1", port: int = 0, lifespan: Literal["auto", "on", "off"] = "off"
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    lifespan: Literal["auto", "on", "off"] = "off",
+    **options: Any,
 ) -> Iterator[str]:
     """Serve any ASGI app on host:port (0: any free port) in a background thread; yields its origin URL.
+    `options` go to uvicorn.Config as they are (the HTTP transport's limits and timeouts, say).
 
     The emulator runs in-process this way, and tests serve other apps (the HTTP transport) with it too."""
     sock = _listening_socket(host, port)
     # log_config=None: leave the process's logging alone (pytest captures uvicorn's records as they are).
-    config = uvicorn.Config(app, lifespan=lifespan, log_config=None, access_log=False, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, lifespan=lifespan, log_config=None, access_log=False, timeout_graceful_shutdown=1, **options
+    )
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="asgi-server", daemon=True)
     thread.start()

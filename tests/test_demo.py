@@ -46,7 +46,8 @@ def test_the_demo_runs_every_vision_tool_and_a_training_run_from_a_fresh_process
     assert any(re.search(r"detect .* -> 2 box", line) for line in lines)
 
     pictures = [Path(line.split("picture: ")[1]) for line in lines if "picture: " in line]
-    assert {p.stem for p in pictures} == {"detect", "point", "segment"}
+    # zoom crops each of the scene's two blue squares it finds
+    assert {p.stem for p in pictures} == {"detect", "point", "segment", "zoom-1", "zoom-2"}
     for picture in pictures:
         assert picture.parent == out.resolve()
         with Image.open(picture) as opened:

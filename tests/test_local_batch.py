@@ -7,9 +7,15 @@ from pathlib import Path
 import anyio
 import pytest
 
+from moondream_mcp.files import FileGuard
+from moondream_mcp.jsonl import LineWriter
 from moondream_mcp.local_batch import ResultLog, run
 
 pytestmark = pytest.mark.anyio
+
+
+def lines(folder: Path, name: str) -> LineWriter:
+    return LineWriter.claim(FileGuard([folder], 1 << 20).open_output(str(folder / name)), "j", "resume", tool="test")
 
 
 async def test_workers_follow_a_concurrency_that_rises_and_falls(tmp_path: Path) -> None:
@@ -37,8 +43,7 @@ async def test_workers_follow_a_concurrency_that_rises_and_falls(tmp_path: Path)
         outcome = await run(
             [f"/img{i}.png" for i in range(80)],
             work,
-            ResultLog(tmp_path / "out.jsonl"),
-            job="j",
+            ResultLog(lines(tmp_path, "out.jsonl")),
             explain=str,
             concurrency=wanted,
         )
@@ -66,8 +71,7 @@ async def test_a_fixed_concurrency_is_never_exceeded(tmp_path: Path) -> None:
         outcome = await run(
             [f"/img{i}.png" for i in range(500)],
             work,
-            ResultLog(tmp_path / "o.jsonl"),
-            job="j",
+            ResultLog(lines(tmp_path, "o.jsonl")),
             explain=str,
             concurrency=4,
         )

@@ -20,9 +20,9 @@ import anyio.from_thread
 import anyio.to_thread
 
 from ..files import FileError, FileGuard
-from . import crops
 from .budget import MemoryBudget
-from .crops import Cutouts, Region
+from .crops import Cutouts, Region, cut
+from .crops import memory_needed as crops_memory_needed
 from .data_urls import decode_data_url
 from .encode import Stopped, Watch, memory_needed, prepare
 from .errors import ImageError, describe
@@ -147,7 +147,7 @@ class ImageLoader:
         """Regions of the original image (normalized, as displayed), each a JPEG of long side <= max_side."""
         data, label, max_pixels = source.data, source.label, self._max_pixels
         measure = partial(
-            crops.memory_needed,
+            crops_memory_needed,
             data,
             regions,
             max_side=max_side,
@@ -158,7 +158,7 @@ class ImageLoader:
         return await self._decode(
             label,
             measure,
-            lambda watch: crops.cut(
+            lambda watch: cut(
                 data, regions, max_side=max_side, max_pixels=max_pixels, budget=budget, label=label, watch=watch
             ),
         )

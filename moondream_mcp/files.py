@@ -372,6 +372,20 @@ class FileGuard:
                 raise
             return parent, real, name
 
+    def unchanged(self, ref: str, identity: tuple[str, int, int, int, int]) -> bool:
+        """Whether `ref` still names the very file `identity` (OpenFile.identity) was taken from, unmodified and
+        still allowed: one stat, symlinks followed. Only for a file opened moments ago, whose filesystem answered
+        then: cheap enough to ask on the event loop. The same device, inode, mtime and size is the same bytes,
+        which the full checks passed when the file was opened."""
+        real, dev, ino, mtime_ns, size = identity
+        try:
+            st = os.stat(self._to_path(ref, ""))
+        except (OSError, ValueError, FileError):
+            return False
+        same = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == (dev, ino, mtime_ns, size)
+        # Asked again: the allowed directories may have shrunk since (client roots come and go).
+        return same and self._refusal(Path(real), "") is None
+
     def open_dir(self, ref: str) -> OpenDir:
         """The directory `ref` names, opened for listing, if it is inside the allowed dirs."""
         label = describe(ref)

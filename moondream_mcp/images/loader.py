@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -83,7 +83,8 @@ class ImageLoader:
         )
         self._max_pixels = max_pixels
         self._max_file_bytes = max_file_bytes
-        self._cache = _LruCache(cache_size)
+        self._cache: _LruCache[PreparedImage] = _LruCache(cache_size)
+        self._recent: _LruCache[Any] = _LruCache(cache_size)  # file references -> the key of the file they named
         self._decode_timeout = decode_timeout
         self.encoded = MemoryBudget(max(1, memory_bytes // 4))
         self.decoding = MemoryBudget(max(1, memory_bytes - memory_bytes // 4))
@@ -119,8 +120,14 @@ class ImageLoader:
         await self._fetcher.__aexit__(exc_type, exc, tb)
 
     async def load(self, ref: str) -> PreparedImage:
+        # A file opened moments ago and unchanged since is answered here, without a hop to a worker thread.
+        key = self._recent.get(ref)
+        if key is not None and self._guard.unchanged(ref, key[1]) and (hit := self._cache.get(key)) is not None:
+            return hit
         async with AsyncExitStack() as held:
             async with self._located(ref, held) as located:
+                if isinstance(located.key, tuple) and located.key[0] == "file":
+                    self._recent.put(ref, located.key)
                 if (hit := self._cache.get(located.key)) is not None:
                     return hit
                 data = await located.read()
@@ -300,18 +307,18 @@ def _any_address(_address: object) -> bool:
     return True
 
 
-class _LruCache:
+class _LruCache(Generic[T]):
     def __init__(self, size: int) -> None:
         self._size = size
-        self._items: OrderedDict[Hashable, PreparedImage] = OrderedDict()
+        self._items: OrderedDict[Hashable, T] = OrderedDict()
 
-    def get(self, key: Hashable) -> PreparedImage | None:
+    def get(self, key: Hashable) -> T | None:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
         return item
 
-    def put(self, key: Hashable, item: PreparedImage) -> None:
+    def put(self, key: Hashable, item: T) -> None:
         if self._size <= 0:
             return
         self._items[key] = item

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import anyio
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import ContentBlock, ImageContent, ResourceLink
 from pydantic import Field
 
@@ -28,6 +28,9 @@ async def show(
     """Content items for `pictures` (an image and a link to its saved file, for each) and the files' paths.
 
     Raises FileError when `save_to` is not a folder an agent may write in (state.errors() reports it)."""
+    if save_to is not None and state.settings.read_only:
+        # Read-only mode writes files only in the data directory.
+        raise ToolError("the server is read-only: pictures are saved only in its data directory; omit save_to")
     saved = await anyio.to_thread.run_sync(lambda: [state.pictures.save(p, save_to) for p in pictures])
     blocks: list[ContentBlock] = []
     for item in saved:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from moondream_mcp.config import Settings
-from moondream_mcp.files import OpenFile
+from moondream_mcp.files import FileGuard, OpenFile
 from moondream_mcp.images import ImageError, ImageLoader, PreparedImage, data_urls, encode
 from moondream_mcp.images import loader as loader_module
 from tests.support.pictures import canvas
@@ -79,6 +79,22 @@ async def test_a_file_read_before_and_unchanged_is_answered_without_a_worker_thr
     again = await loader.load(str(path))
 
     assert again is first and hops == []
+
+
+async def test_a_file_read_under_a_root_since_withdrawn_is_refused_not_answered_from_the_cache(
+    tmp_path: Path, allowed: Path
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "photo.png").write_bytes(png_bytes())
+    files = FileGuard([allowed], 1 << 20)
+    async with ImageLoader(allowed_dirs=[allowed], files=files) as loader:
+        files.set_extra_dirs("client", [root])
+        await loader.load(str(root / "photo.png"))
+        files.set_extra_dirs("client", [])
+
+        with pytest.raises(ImageError, match="outside the allowed directories"):
+            await loader.load(str(root / "photo.png"))
 
 
 async def test_a_symlink_pointed_elsewhere_is_read_anew(loader: ImageLoader, allowed: Path) -> None:

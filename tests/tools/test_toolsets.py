@@ -18,7 +18,7 @@ from tests.support.pictures import canvas, save
 
 pytestmark = pytest.mark.anyio
 
-VISION = {"caption", "query", "detect", "point", "segment"}
+VISION = {"caption", "query", "detect", "point", "segment", "ask", "zoom"}
 TUNING = {
     "create_finetune",
     "list_finetunes",
@@ -40,7 +40,12 @@ TRAINING = {
     "stop_training",
     "list_runs",
     "evaluate",
+    "label_images",
+    "review_labels",
+    "fix_labels",
+    "export_dataset",
 }
+VIDEO = {"detect_video", "redact_video"}
 # Nothing here changes anything remote, spends more than one inference call, or writes outside the data dir.
 READ_ONLY = {
     *VISION,
@@ -52,6 +57,7 @@ READ_ONLY = {
     "inspect_dataset",
     "training_status",
     "list_runs",
+    "review_labels",
 }
 
 
@@ -61,7 +67,7 @@ async def listed(settings: Settings) -> set[str]:
 
 
 async def test_every_toolset_is_offered_by_default(settings: Settings) -> None:
-    assert await listed(settings) == VISION | TUNING | BATCH | TRAINING
+    assert await listed(settings) == VISION | TUNING | BATCH | TRAINING | VIDEO
 
 
 async def test_a_vision_only_server_lists_the_vision_tools_and_the_switch(settings: Settings) -> None:
@@ -85,7 +91,7 @@ def test_an_unknown_toolset_stops_the_server_naming_the_known_ones(tmp_path: Pat
         build_server(Settings(toolsets=["vision", "visoin"], data_dir=tmp_path))
     assert str(refused.value) == (
         "unknown toolset visoin in MOONDREAM_MCP_TOOLSETS / --toolsets; "
-        "the toolsets are vision, tuning, batch, training (or all)"
+        "the toolsets are vision, tuning, batch, training, video (or all)"
     )
 
 
@@ -94,6 +100,21 @@ async def test_read_only_mode_keeps_only_tools_that_change_nothing(settings: Set
         tools = (await client.list_tools()).tools
     assert {t.name for t in tools} == READ_ONLY
     assert all(t.annotations.read_only_hint and not t.annotations.destructive_hint for t in tools)
+
+
+async def test_read_only_mode_saves_pictures_only_in_the_data_directory(settings: Settings, workdir: Path) -> None:
+    photo = save(canvas(), workdir / "photo.png")
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    async with Client(build_server(settings.model_copy(update={"read_only": True}))) as client:
+        refused = await client.call_tool(
+            "detect", {"image": str(photo), "object": "square", "annotate": True, "save_to": str(elsewhere)}
+        )
+        kept = await client.call_tool("detect", {"image": str(photo), "object": "square", "annotate": True})
+    assert refused.is_error and "read-only" in refused.content[0].text
+    assert list(elsewhere.iterdir()) == []
+    assert not kept.is_error
+    assert Path(kept.structured_content["picture"]).resolve().is_relative_to(settings.data_dir.resolve())
 
 
 async def test_read_only_mode_with_fewer_toolsets_offers_only_read_only_tools_later(settings: Settings) -> None:

@@ -16,6 +16,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..scoring import iou
+
 Shape = tuple[float, float, float, float]  # a box (x_min, y_min, x_max, y_max), normalized; a point is (x, y, x, y)
 
 MIN_IOU = 0.3
@@ -85,16 +87,6 @@ def _moved(shape: Shape, velocity: Shape, dt: float) -> Shape:
 def _clamped(shape: Shape) -> Shape:
     x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in shape)
     return (x0, y0, x1, y1)
-
-
-def iou(a: Shape, b: Shape) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _affinity(track: Track, shape: Shape, t: float) -> float:

@@ -21,10 +21,11 @@ from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 from moondream_mcp.tools.schemas import lean_schema
 
-# Tokens. The issue's limits are 6000 for every tool together and 1600 for vision; the other toolsets' shares
-# leave room, within the 6000, for the tools still to come (ask and zoom in vision, labelling in training,
-# video as its own toolset).
-BUDGETS = {"vision": 1600, "tuning": 1900, "batch": 850, "training": 1800, "video": 800}
+# Tokens. The issue's limits are 6000 for every tool together and 1600 for vision. The other shares are each
+# toolset's size when they were set (tuning 1475, batch 758, training 1978, video 543) with a little room; they
+# add up to more than the 6000 leaves them, so the total, checked on its own, is what binds: a toolset that
+# grows past the room is paid for by trimming another.
+BUDGETS = {"vision": 1600, "tuning": 1500, "batch": 780, "training": 2000, "video": 560}
 ALL_TOOLS = 6000
 
 # Keywords strict mode documents as unsupported, which the SDK's conversion passes through untouched.

@@ -10,34 +10,35 @@ from ..client import Sampling
 from ..client.chat import Turn
 from ..state import Ctx
 from ..vision import Reply
+from . import bounds
 from .results import compact
-from .skills import READ_ONLY, MaxTokens, Reasoning, Temperature, TopP
+from .skills import READ_ONLY, MaxTokens, Question, Reasoning, Temperature, TopP
 from .toolsets import Toolbox
 
 
 class PastTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["user", "assistant"] = Field(description="Who said it.")
-    content: str = Field(description="What was said.")
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=bounds.TEXT_CHARS)
 
 
 def register(tools: Toolbox) -> None:
     @tools.tool("vision", read_only=True, title="Ask about several images", annotations=READ_ONLY)
     @compact
     async def ask(
-        question: Annotated[str, Field(min_length=1, description="The question.")],
+        question: Question,
         images: Annotated[
             list[str],
-            Field(min_length=1, max_length=8, description="Images as for query (paths or URLs), in order."),
+            Field(min_length=1, max_length=8, description="Paths or URLs."),
         ],
         ctx: Ctx,
-        history: Annotated[list[PastTurn] | None, Field(description="Earlier turns, oldest first.")] = None,
+        history: Annotated[list[PastTurn] | None, Field(max_length=bounds.TURNS, description="Earlier turns.")] = None,
         reasoning: Reasoning = False,
         temperature: Temperature = None,
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
     ) -> Reply:
-        """One question about several images at once ("compare these", "which shows..."). Cloud only."""
+        """One question about several images. Cloud only."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return await state.vision.ask(

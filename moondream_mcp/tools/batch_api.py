@@ -117,23 +117,20 @@ def register(tools: Toolbox) -> None:
     )
     @compact
     async def submit_batch(
-        skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="The skill.")],
+        skill: Annotated[Literal["caption", "query", "detect", "point"], Field(description="Skill.")],
         images: Annotated[bounds.Images, Field(description=IMAGES)],
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_submit)],
-        object: Annotated[
-            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect/point: what to find.")
-        ] = None,
-        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
+        object: Annotated[str | None, Field(max_length=bounds.OBJECT_CHARS, description="What to find.")] = None,
+        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="Question.")] = None,
         length: Length = "normal",
-        reasoning: Annotated[bool, Field(description="query: reason first (billed).")] = False,
+        reasoning: Annotated[bool, Field(description="Reason first (billed).")] = False,
         model: Model = None,
         temperature: Temperature = None,
         top_p: TopP = None,
         max_tokens: MaxTokens = None,
     ) -> Submitted:
-        """Queue a large job on Moondream's Batch API (half price, done within hours); then batch_status and
-        batch_results (kept 7 days). For a few hundred images, batch answers sooner."""
+        """Queue a Batch API job: half price, within hours."""
         state = ctx.request_context.lifespan_context
         require_yes(answer, "the batch was not submitted")
         sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
@@ -185,7 +182,7 @@ def register(tools: Toolbox) -> None:
     @tools.tool("batch", read_only=True, title="Status of a batch job", annotations=READ)
     @compact
     async def batch_status(batch_id: BatchId, ctx: Ctx) -> BatchStatus:
-        """A Batch API job's status and progress."""
+        """A Batch API job's status."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return _status(await state.client.batches.get(batch_id))
@@ -195,11 +192,9 @@ def register(tools: Toolbox) -> None:
     async def list_batches(
         ctx: Ctx,
         limit: Annotated[int | None, Field(ge=1, le=100, description="Page size.")] = None,
-        cursor: Annotated[
-            str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor of the previous page.")
-        ] = None,
+        cursor: Annotated[str | None, Field(max_length=bounds.NAME_CHARS, description="From next_cursor.")] = None,
     ) -> BatchList:
-        """This account's Batch API jobs, a page at a time."""
+        """List Batch API jobs."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.batches.list(limit=limit, cursor=cursor)
@@ -219,14 +214,11 @@ def register(tools: Toolbox) -> None:
     @compact
     async def batch_results(
         batch_id: BatchId,
-        output: Annotated[
-            str, Field(max_length=bounds.PATH_CHARS, description="JSONL file to write (new, or this batch's results).")
-        ],
+        output: Annotated[str, Field(max_length=bounds.PATH_CHARS, description="New JSONL, or this batch's.")],
         ctx: Ctx,
-        wait_seconds: Annotated[float, Field(ge=0, le=600, description="Wait this long for completion.")] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=600, description="Seconds to wait.")] = 0,
     ) -> BatchResults:
-        """Write a completed Batch API job's results to a JSONL file, a line per image with its reference. A failed
-        job has no results: the error says why."""
+        """Write a finished batch job's results to JSONL."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             opened = await anyio.to_thread.run_sync(state.files.open_output, output)

@@ -15,6 +15,14 @@ MAX_TEMPERATURE = 2.0
 POINTS = 100  # points or boxes given as labels or hints in one call
 STEP = 1_000_000  # a finetune's step number
 EXAMPLES = 100_000  # images or examples in one call
+TURNS = 100  # earlier turns of a conversation
+LINE = 10_000_000  # a line number in a dataset file
+SECONDS = 1_000_000  # a time into a video
+FRAMES = 1_000_000  # frames of a video
+
+# A normalized coordinate. Only its maximum is written into the schema (the instructions say 0-1, and a minimum
+# on every coordinate would cost context in every conversation); the tools taking one check the whole range.
+Coordinate = Annotated[float, Field(le=1)]
 
 # A list of image references (each bounded by MOONDREAM_MCP_MAX_FILE_BYTES when loaded), or one directory or glob.
 Images = Annotated[list[str], Field(max_length=EXAMPLES)] | Annotated[str, Field(max_length=PATH_CHARS)]

@@ -16,9 +16,7 @@ from .schemas import NonEmpty
 
 REFUSAL_PROBLEMS = 10  # listed in a refusal to start
 
-DatasetPath = Annotated[
-    NonEmpty, Field(max_length=bounds.PATH_CHARS, description="JSONL dataset (see inspect_dataset).")
-]
+DatasetPath = Annotated[NonEmpty, Field(max_length=bounds.PATH_CHARS, description="Dataset.")]
 
 
 async def read_dataset(state: AppState, path: str) -> tuple[Dataset, list[Problem], int]:

@@ -81,30 +81,23 @@ def register(tools: Toolbox) -> None:
     async def import_dataset(
         source: Annotated[
             NonEmpty,
-            Field(max_length=bounds.PATH_CHARS, description="coco: the annotations JSON; yolo: the dataset folder."),
+            Field(max_length=bounds.PATH_CHARS, description="coco: a JSON file; yolo: a folder."),
         ],
-        format: Annotated[Literal["coco", "yolo"], Field(description="The source's format.")],
-        output: Annotated[
-            NonEmpty, Field(max_length=bounds.PATH_CHARS, description="JSONL file to write (new, or this import's).")
-        ],
+        format: Annotated[Literal["coco", "yolo"], Field(description="Format.")],
+        output: Annotated[NonEmpty, Field(max_length=bounds.PATH_CHARS, description="New JSONL, or this import's.")],
         ctx: Ctx,
         image_dir: Annotated[
             str | None,
-            Field(max_length=bounds.PATH_CHARS, description="coco: the images' folder (default: the JSON's folder)."),
+            Field(max_length=bounds.PATH_CHARS, description="coco: images folder."),
         ] = None,
         classes: Annotated[
             list[Annotated[str, Field(max_length=bounds.NAME_CHARS)]] | None,
-            Field(max_length=10_000, description="yolo: class names by index, without data.yaml/classes.txt."),
+            Field(max_length=10_000, description="yolo: class names."),
         ] = None,
-        split: Annotated[
-            Literal["train", "eval"] | None, Field(description="coco: every example's split (yolo: by subfolder).")
-        ] = None,
-        negatives: Annotated[
-            bool, Field(description="Also one boxes: [] example per class an image has no box of.")
-        ] = False,
+        split: Annotated[Literal["train", "eval"] | None, Field(description="coco: split of all.")] = None,
+        negatives: Annotated[bool, Field(description="Also examples of absent classes.")] = False,
     ) -> ImportReport:
-        """Turn a COCO detection JSON or a YOLO folder into a JSONL dataset, one detect example per image and
-        class. Then inspect_dataset."""
+        """COCO JSON or a YOLO folder to a JSONL dataset."""
         state = ctx.request_context.lifespan_context
         try:
             with state.errors():
@@ -146,11 +139,8 @@ def register(tools: Toolbox) -> None:
     @tools.tool("training", read_only=True, title="Inspect a dataset", annotations=READ)
     @compact
     async def inspect_dataset(path: DatasetPath, ctx: Ctx) -> DatasetReport:
-        """Check a JSONL dataset: counts by skill, object and split, problems by line, samples. A line: {image
-        (path relative to the file, absolute, or URL), skill, split? (train/eval; default a fixed 80/20)} plus,
-        for query, question + answer (+ choices?, match? exact/normalized/regex/contains); point: object + points
-        [{x, y}] or boxes; detect: object + boxes [{x_min, y_min, x_max, y_max}] ([] = absent). Coordinates 0-1
-        from the top-left."""
+        """Check a JSONL dataset. Line: {image, skill, split?} + query: question, answer; point: object, points
+        [{x, y}]; detect: object, boxes [{x_min, y_min, x_max, y_max}] ([] = none)."""
         state = ctx.request_context.lifespan_context
         dataset, problems, urls = await read_dataset(state, path)
         assigned = datasets.assign_splits(dataset.examples)

@@ -125,18 +125,17 @@ def register(tools: Toolbox) -> None:
         ctx: Ctx,
         models: Annotated[
             list[Annotated[str, Field(max_length=bounds.NAME_CHARS)]] | None,
-            Field(max_length=8, description="Checkpoints' model strings."),
+            Field(max_length=8, description="Checkpoints."),
         ] = None,
         include_base: Annotated[bool, Field(description="Also the base model.")] = True,
         split: Annotated[Split, Field(description="Which examples.")] = "eval",
-        limit: Annotated[int | None, Field(ge=1, le=bounds.EXAMPLES, description="At most this many examples.")] = None,
+        limit: Annotated[int | None, Field(ge=1, le=bounds.EXAMPLES, description="Most examples.")] = None,
         output: Annotated[
             str | None,
-            Field(max_length=bounds.PATH_CHARS, description="Per-example JSONL (default: in the data directory)."),
+            Field(max_length=bounds.PATH_CHARS, description="Per-example JSONL file."),
         ] = None,
     ) -> EvalReport:
-        """Score models side by side on a labelled dataset (temperature 0): a row per model, plus a per-example
-        JSONL."""
+        """Score models on a dataset."""
         state = ctx.request_context.lifespan_context
         asked: list[str | None] = [None] if include_base else []
         for model in models or []:

@@ -19,9 +19,11 @@ from .. import batch_api, exports, labelling, local_batch, outputs, reviewing, s
 from ..failures import EXPECTED
 from ..labelling import DatasetLog, LabelJob
 from ..state import AppState, Ctx
+from . import bounds
 from .dataset_checks import DatasetPath
-from .local_batch import Failure, failures
+from .local_batch import IMAGES, Failure, failures
 from .results import compact, structured
+from .schemas import NonEmpty
 from .skills import Model
 from .toolsets import Toolbox
 
@@ -105,26 +107,26 @@ class ExportReport(BaseModel):
 
 # ---- parameters -------------------------------------------------------------------------------
 
-Boxes = list[Annotated[list[float], Field(min_length=4, max_length=4)]]
-Points = list[Annotated[list[float], Field(min_length=2, max_length=2)]]
+Boxes = Annotated[
+    list[Annotated[list[bounds.Coordinate], Field(min_length=4, max_length=4)]], Field(max_length=bounds.MAX_OBJECTS)
+]
+Points = Annotated[
+    list[Annotated[list[bounds.Coordinate], Field(min_length=2, max_length=2)]], Field(max_length=bounds.MAX_OBJECTS)
+]
 
 
 class FixIn(BaseModel):
-    """One change, applied to each of `lines`."""
-
-    lines: list[int] = Field(min_length=1, description="Lines from review_labels.")
-    action: Literal["accept", "drop", "replace", "none", "remove"] = Field(
-        description="accept as is; drop some labels; replace them; none: the object is not there; remove the example."
+    # One change, applied to each of `lines`.
+    lines: list[Annotated[int, Field(le=bounds.LINE)]] = Field(
+        min_length=1, max_length=bounds.EXAMPLES, description="From review_labels."
     )
-    drop: list[int] | None = Field(default=None, description="drop: label numbers as drawn (1 is the first).")
-    boxes: Boxes | None = Field(default=None, description="replace: [[x_min, y_min, x_max, y_max], ...], 0-1.")
-    points: Points | None = Field(default=None, description="replace (point examples): [[x, y], ...], 0-1.")
+    action: Literal["accept", "drop", "replace", "none", "remove"] = Field(description="none: object absent.")
+    drop: list[Annotated[int, Field(le=bounds.MAX_OBJECTS)]] | None = Field(
+        default=None, max_length=bounds.MAX_OBJECTS, description="Label numbers as drawn."
+    )
+    boxes: Boxes | None = None
+    points: Points | None = None
 
-
-Images = Annotated[
-    list[str] | str,
-    Field(description="A list of image references, or one string naming a directory or a glob (~/shoot/**/*.jpg)."),
-]
 
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 LOOK = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -141,28 +143,25 @@ def register(tools: Toolbox) -> None:
     @tools.tool("training", read_only=False, title="Label photos into a dataset", annotations=WRITE)
     @compact
     async def label_images(
-        images: Images,
+        images: Annotated[bounds.Images, Field(description=IMAGES)],
         classes: Annotated[
-            list[str],
-            Field(min_length=1, max_length=labelling.MAX_CLASSES, description="What to label, each its own prompt."),
+            list[Annotated[str, Field(max_length=bounds.OBJECT_CHARS)]],
+            Field(min_length=1, max_length=labelling.MAX_CLASSES, description="What to label."),
         ],
         output: Annotated[
-            str, Field(min_length=1, description="The dataset JSONL: new, or an earlier label_images one to add to.")
+            NonEmpty,
+            Field(max_length=bounds.PATH_CHARS, description="New JSONL, or an earlier one."),
         ],
         ctx: Ctx,
-        skill: Annotated[Literal["detect", "point"], Field(description="Boxes (detect) or points.")] = "detect",
+        skill: Annotated[Literal["detect", "point"], Field(description="Boxes or points.")] = "detect",
         model: Model = None,
         engine: Annotated[
             Literal["local", "batch_api"],
-            Field(description="batch_api: half price for thousands of images; call again to write the results."),
+            Field(description="batch_api: half price; call again to write results."),
         ] = "local",
-        wait_seconds: Annotated[
-            float, Field(ge=0, le=600, description="batch_api: wait this long for the results.")
-        ] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=600, description="batch_api: wait this long.")] = 0,
     ) -> Labelled:
-        """Label photos with Moondream: every class is asked on every image and each answer becomes a
-        dataset example (boxes or points, 0-1 in the image as displayed) marked reviewed=false, written as it
-        arrives. A rerun with the same output skips what is labelled. Next: review_labels, fix_labels."""
+        """Label images into a dataset; a rerun skips what is done."""
         state = ctx.request_context.lifespan_context
         started = time.monotonic()
         with state.errors():
@@ -180,18 +179,17 @@ def register(tools: Toolbox) -> None:
     async def review_labels(
         dataset: DatasetPath,
         ctx: Ctx,
-        page: Annotated[int, Field(ge=1, description="Page number, from 1.")] = 1,
-        per_page: Annotated[int, Field(ge=1, le=48, description="Examples per page (12 to a sheet).")] = 24,
-        unreviewed: Annotated[bool, Field(description="Only examples not reviewed yet.")] = False,
-        object: Annotated[str | None, Field(description="Only this class.")] = None,
+        page: Annotated[int, Field(ge=1, le=bounds.EXAMPLES, description="Page.")] = 1,
+        per_page: Annotated[int, Field(ge=1, le=48, description="Examples per page.")] = 24,
+        unreviewed: Annotated[bool, Field(description="Only unreviewed.")] = False,
+        object: Annotated[str | None, Field(max_length=bounds.OBJECT_CHARS, description="Only this class.")] = None,
         found: Annotated[
             Literal["nothing", "many"] | None,
-            Field(description="Only examples with no labels, or with `many` or more."),
+            Field(description="No labels, or `many` or more."),
         ] = None,
-        many: Annotated[int, Field(ge=1, le=100, description="How many labels count as many.")] = 5,
+        many: Annotated[int, Field(ge=1, le=100, description="Count for `many`.")] = 5,
     ) -> Annotated[CallToolResult, ReviewPage]:
-        """Show a page of a dataset's detect and point examples as contact sheets: numbered thumbnails
-        with their labels drawn and numbered. `cells` maps each cell to its dataset line for fix_labels."""
+        """Examples as contact sheets; `cells` gives their lines for fix_labels."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             lines = await anyio.to_thread.run_sync(reviewing.read, state.files, dataset)
@@ -275,8 +273,7 @@ def register(tools: Toolbox) -> None:
         fixes: Annotated[list[FixIn], Field(min_length=1, max_length=1000, description="Applied in order.")],
         ctx: Ctx,
     ) -> Fixed:
-        """Accept or correct examples by line (from review_labels). Each fix marks its lines reviewed and
-        keeps the label it replaces in the line's `history`; remove keeps the line, marked removed."""
+        """Accept or fix examples by line, marking them reviewed."""
         state = ctx.request_context.lifespan_context
         plan = [
             reviewing.Fix(
@@ -309,16 +306,16 @@ def register(tools: Toolbox) -> None:
     @compact
     async def export_dataset(
         dataset: DatasetPath,
-        format: Annotated[Literal["coco", "yolo", "voc"], Field(description="COCO JSON, YOLO or Pascal VOC.")],
+        format: Annotated[Literal["coco", "yolo", "voc"], Field(description="Format.")],
         output: Annotated[
-            str, Field(min_length=1, description="A new or empty folder, or an earlier export (replaced).")
+            NonEmpty,
+            Field(max_length=bounds.PATH_CHARS, description="New or empty folder, or an earlier export."),
         ],
         ctx: Ctx,
-        images: Annotated[Literal["copy", "link"], Field(description="Copy the images, or symlink them.")] = "copy",
-        reviewed_only: Annotated[bool, Field(description="Leave out examples not reviewed yet.")] = False,
+        images: Annotated[Literal["copy", "link"], Field(description="Copy or symlink images.")] = "copy",
+        reviewed_only: Annotated[bool, Field(description="Only reviewed examples.")] = False,
     ) -> ExportReport:
-        """Write a dataset's detect examples as COCO JSON, a YOLO folder or Pascal VOC XML, in pixels of
-        each image as displayed, with train / val splits (the split training uses)."""
+        """Export boxes as COCO, YOLO or VOC."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             try:

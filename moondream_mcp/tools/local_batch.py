@@ -21,7 +21,7 @@ from .results import compact
 from .skills import Length, MaxObjects, Model
 from .toolsets import Toolbox
 
-IMAGES = "Paths or URLs, or a directory or glob (~/a/**/*.jpg)."
+IMAGES = "Paths/URLs, folder or glob."
 
 
 class Failure(BaseModel):
@@ -64,24 +64,21 @@ def register(tools: Toolbox) -> None:
     )
     @compact
     async def batch(
-        skill: Annotated[Literal["caption", "query", "detect", "point", "segment"], Field(description="The skill.")],
+        skill: Annotated[Literal["caption", "query", "detect", "point", "segment"], Field(description="Skill.")],
         images: Annotated[bounds.Images, Field(description=IMAGES)],
         ctx: Ctx,
-        object: Annotated[
-            str | None, Field(max_length=bounds.OBJECT_CHARS, description="detect/point/segment: what to find.")
-        ] = None,
-        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
+        object: Annotated[str | None, Field(max_length=bounds.OBJECT_CHARS, description="What to find.")] = None,
+        question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="Question.")] = None,
         length: Length = "normal",
-        reasoning: Annotated[bool, Field(description="query: reason first.")] = False,
+        reasoning: Annotated[bool, Field(description="Reason first.")] = False,
         max_objects: MaxObjects = None,
         model: Model = None,
         output: Annotated[
             str | None,
-            Field(max_length=bounds.PATH_CHARS, description="Results JSONL (default: in the data directory)."),
+            Field(max_length=bounds.PATH_CHARS, description="Results JSONL file."),
         ] = None,
     ) -> BatchSummary:
-        """Run one skill over many images at the rate limit into a JSONL file (rerun with the same output to
-        resume); returns counts, failures and samples."""
+        """Run a skill over many images into JSONL; the same output resumes."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             job = local_batch.SkillJob(

@@ -16,10 +16,11 @@ from pydantic import Field
 from ..files import FileError
 from ..pictures import Picture
 from ..state import AppState, Ctx
+from . import bounds
 
 PICTURE_URI = "moondream://pictures/{name}"
 
-SaveTo = Annotated[str | None, Field(description="Folder for the saved pictures (default: the data directory).")]
+SaveTo = Annotated[str | None, Field(max_length=bounds.PATH_CHARS, description="Picture folder.")]
 
 
 async def show(

@@ -32,7 +32,7 @@ RUN_URI = "moondream://runs/{run_id}"
 
 # ---- parameters -------------------------------------------------------------------------------
 
-RunId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="The run's id.")]
+RunId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="Run id.")]
 
 # ---- results ----------------------------------------------------------------------------------
 
@@ -282,32 +282,31 @@ def register(tools: Toolbox) -> None:
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_start)],
         finetune_id: Annotated[
-            str | None, Field(max_length=bounds.NAME_CHARS, description="The finetune to train; or name (+ rank).")
+            str | None, Field(max_length=bounds.NAME_CHARS, description="Finetune, or give name.")
         ] = None,
         name: Annotated[
             str | None,
-            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Create or reuse the finetune so named."),
+            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Name to create or reuse."),
         ] = None,
-        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank, creating by name.")] = 16,
+        rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank if created.")] = 16,
         mode: Annotated[
             Literal["rl", "sft", "auto"],
-            Field(description="rl: rewarded rollouts; sft: labels as targets; auto: sft until eval reaches sft_below."),
+            Field(description="auto: sft until eval reaches sft_below."),
         ] = "rl",
-        sft_below: Annotated[float, Field(ge=0, le=1, description="auto: eval score where RL takes over.")] = 0.5,
+        sft_below: Annotated[float, Field(ge=0, le=1, description="auto: score to switch to rl.")] = 0.5,
         steps: Annotated[int, Field(ge=1, le=10_000, description="Train steps.")] = 20,
         groups_per_step: Annotated[int, Field(ge=1, le=32, description="Examples per step.")] = 8,
-        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example (4-8 best).")] = 4,
-        lr: Annotated[float, Field(gt=0, le=1, description="Learning rate, sent with every step.")] = DEFAULT_LR,
+        rollouts_per_group: Annotated[int, Field(ge=1, le=16, description="Samples per example.")] = 4,
+        lr: Annotated[float, Field(gt=0, le=1, description="Learning rate.")] = DEFAULT_LR,
         temperature: Annotated[float, Field(ge=0, le=2, description="Rollout temperature.")] = 1.0,
-        eval_every: Annotated[int, Field(ge=0, le=10_000, description="Evaluate every this many steps; 0: never.")] = 5,
+        eval_every: Annotated[int, Field(ge=0, le=10_000, description="Steps between evals; 0: never.")] = 5,
         save: Annotated[
             Literal["best_and_last", "last", "all"], Field(description="Checkpoints to keep.")
         ] = "best_and_last",
-        seed: Annotated[int, Field(ge=0, le=2**32 - 1, description="Seed for picking examples.")] = 0,
-        dry_run: Annotated[bool, Field(description="Only report the API calls it would make.")] = False,
+        seed: Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed.")] = 0,
+        dry_run: Annotated[bool, Field(description="Only plan.")] = False,
     ) -> RunStarted:
-        """Start finetuning (RL, SFT or both) on a dataset in the background (it survives restarts); returns
-        run_id and the API calls it will make at once. Watch it with training_status."""
+        """Finetune on a dataset in the background."""
         state = ctx.request_context.lifespan_context
         require_yes(answer, "the run was not started")
         if (finetune_id is None) == (name is None):
@@ -392,15 +391,12 @@ def register(tools: Toolbox) -> None:
     async def training_status(
         run_id: RunId,
         ctx: Ctx,
-        chart: Annotated[bool, Field(description="Also return a chart of reward and eval score.")] = False,
-        wait_seconds: Annotated[
-            float, Field(ge=0, le=300, description="Wait up to this long for the next step (rather than polling).")
-        ] = 0,
-        history: Annotated[int, Field(ge=0, le=10_000, description="Recent steps to list.")] = 20,
+        chart: Annotated[bool, Field(description="Also return a chart.")] = False,
+        wait_seconds: Annotated[float, Field(ge=0, le=300, description="Seconds to wait.")] = 0,
+        history: Annotated[int, Field(ge=0, le=10_000, description="Steps to list.")] = 20,
         save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, RunStatus]:
-        """A run's state, reward per step, eval scores, kept checkpoints (best_model, last_model), time left and
-        last error."""
+        """A run's progress and checkpoints."""
         state = ctx.request_context.lifespan_context
         deadline = time.monotonic() + wait_seconds
         seen: tuple[int, str, int] | None = None
@@ -436,7 +432,7 @@ def register(tools: Toolbox) -> None:
     @tools.tool("training", read_only=False, title="Stop a training run", annotations=STOP)
     @compact
     async def stop_training(run_id: RunId, ctx: Ctx) -> RunSummary:
-        """Stop a run after its current step, saving that step."""
+        """Stop a run, saving its step."""
         state = ctx.request_context.lifespan_context
         run = await _find_run(state, run_id)
         if run.state == "running":
@@ -449,10 +445,10 @@ def register(tools: Toolbox) -> None:
     async def list_runs(
         ctx: Ctx,
         state: Annotated[
-            Literal["running", "completed", "failed", "stopped"] | None, Field(description="Only runs in this state.")
+            Literal["running", "completed", "failed", "stopped"] | None, Field(description="Only this state.")
         ] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="Most runs.")] = 20,
     ) -> RunList:
-        """Training runs, newest first, with progress and best checkpoint."""
+        """List training runs."""
         app = ctx.request_context.lifespan_context
         return RunList(runs=[_summary(r) for r in await app.store.runs(state=state, limit=limit)])

@@ -7,6 +7,10 @@ conversation, so the schema pydantic generates is trimmed here, in one place, to
   everyone else leaves it out; an optional flag is off unless given, so a `false` default goes unsaid;
 - objects with declared properties do not repeat `additionalProperties: false` (the tools refuse unknown keys
   all the same, and strict-mode converters add it back);
+- no lower bound a model knows without being told: not negative (`minimum: 0`), positive (`exclusiveMinimum: 0`,
+  or `minimum: 1` on an integer), not empty (`minItems: 1`, `minLength: 1`). The arguments are checked against
+  them all the same, as against NonEmpty below; every upper bound stays, and so does a lower bound that gives a
+  shape (`minItems: 4` of a box);
 - no `$defs`: every `$ref` is written out where it is used, so strict-mode converters (the OpenAI Agents SDK)
   take every schema without falling back.
 """
@@ -20,6 +24,8 @@ from pydantic import AfterValidator
 NULL = {"type": "null"}
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_VALUES = ("items", "additionalProperties", "not")
+# Lower bounds left unsaid at these values (minimum: at 0, and at 1 on an integer).
+_LOWER_BOUNDS = {"minimum": 0, "exclusiveMinimum": 0, "minItems": 1, "minLength": 1}
 
 
 def lean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +55,8 @@ def _lean(node: dict[str, Any], defs: dict[str, Any], expanding: tuple[str, ...]
         del node["default"]
     if node.get("additionalProperties") is False and node.get("properties"):
         del node["additionalProperties"]
+    for key in [k for k in _LOWER_BOUNDS if _goes_without_saying(node, k)]:
+        del node[key]
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "properties" and isinstance(value, dict):
@@ -60,6 +68,16 @@ def _lean(node: dict[str, Any], defs: dict[str, Any], expanding: tuple[str, ...]
         else:
             out[key] = value
     return out
+
+
+def _goes_without_saying(node: dict[str, Any], key: str) -> bool:
+    value = node.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if key == "minimum":
+        kinds = node.get("type")
+        return value == 0 or (value == 1 and "integer" in (kinds if isinstance(kinds, list) else [kinds]))
+    return value == _LOWER_BOUNDS[key]
 
 
 def _nullable(node: dict[str, Any]) -> dict[str, Any]:

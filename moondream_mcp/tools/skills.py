@@ -22,23 +22,21 @@ from .toolsets import Toolbox
 
 # ---- parameters -------------------------------------------------------------------------------
 
-ImageRef = Annotated[str, Field(description="File path, or file/http(s)/data URL.")]
-ObjectName = Annotated[NonEmpty, Field(max_length=bounds.OBJECT_CHARS, description='What to find, e.g. "red car".')]
-Question = Annotated[NonEmpty, Field(max_length=bounds.TEXT_CHARS, description="The question.")]
-Model = Annotated[
-    str | None, Field(max_length=bounds.NAME_CHARS, description="A checkpoint's model string; omit for base.")
-]
-Annotate = Annotated[bool, Field(description="Also return the image with them drawn.")]
+ImageRef = Annotated[str, Field(description="Path or URL.")]
+ObjectName = Annotated[NonEmpty, Field(max_length=bounds.OBJECT_CHARS, description="What to find.")]
+Question = Annotated[NonEmpty, Field(max_length=bounds.TEXT_CHARS, description="Question.")]
+Model = Annotated[str | None, Field(max_length=bounds.NAME_CHARS, description="Checkpoint.")]
+Annotate = Annotated[bool, Field(description="Draw the results.")]
 Length = Annotated[Literal["short", "normal", "long"], Field(description="Caption length.")]
-Reasoning = Annotated[bool, Field(description="Reason first; returns the reasoning and the points it used.")]
+Reasoning = Annotated[bool, Field(description="Reason first.")]
 MaxObjects = Annotated[int | None, Field(ge=1, le=bounds.MAX_OBJECTS, description="Most boxes (default 50).")]
 SpatialRefs = Annotated[
     list[Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=4)]] | None,
-    Field(max_length=bounds.POINTS, description="Where it is: [x, y] points or [x_min, y_min, x_max, y_max] boxes."),
+    Field(max_length=bounds.POINTS, description="Hint points or boxes."),
 ]
-Temperature = Annotated[float | None, Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Sampling temperature.")]
-TopP = Annotated[float | None, Field(gt=0, le=1, description="Nucleus sampling top_p.")]
-MaxTokens = Annotated[int | None, Field(gt=0, le=bounds.MAX_TOKENS, description="Most tokens to generate.")]
+Temperature = Annotated[float | None, Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Temperature.")]
+TopP = Annotated[float | None, Field(gt=0, le=1, description="Top-p.")]
+MaxTokens = Annotated[int | None, Field(gt=0, le=bounds.MAX_TOKENS, description="Most tokens.")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
@@ -74,7 +72,7 @@ def register(tools: Toolbox) -> None:
         length: Length = "normal",
         model: Model = None,
     ) -> Annotated[CallToolResult, Caption]:
-        """Describe an image. For specific questions use query."""
+        """Describe an image."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             output, _ = await state.vision.caption(
@@ -88,14 +86,12 @@ def register(tools: Toolbox) -> None:
     async def query(
         question: Question,
         ctx: Ctx,
-        image: Annotated[
-            str | None, Field(description="File path, or file/http(s)/data URL; omit to ask text only.")
-        ] = None,
+        image: Annotated[str | None, Field(description="Path or URL.")] = None,
         reasoning: Reasoning = False,
         spatial_refs: SpatialRefs = None,
         model: Model = None,
     ) -> Annotated[CallToolResult, Answer]:
-        """Answer a question about an image ("how many people?", "what does the sign say?")."""
+        """Answer a question about an image."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             output, _ = await state.vision.query(
@@ -117,8 +113,7 @@ def register(tools: Toolbox) -> None:
         annotate: Annotate = False,
         save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, Detection]:
-        """Box every instance of an object. Coordinates 0-1 from the top-left of the image as displayed
-        (× image.width/height for pixels)."""
+        """Box every instance of an object."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             output, prepared = await state.vision.detect(
@@ -141,8 +136,7 @@ def register(tools: Toolbox) -> None:
         annotate: Annotate = False,
         save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, Pointing]:
-        """A point at the centre of every instance of an object. Coordinates 0-1 from the top-left of the image
-        as displayed (× image.width/height for pixels)."""
+        """Point at every instance of an object."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             output, prepared = await state.vision.point(
@@ -164,8 +158,7 @@ def register(tools: Toolbox) -> None:
         annotate: Annotate = False,
         save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, Segmentation]:
-        """Outline one object as SVG path data: image_path 0-1 from the top-left of the image as displayed; path
-        as the API gives it, 0-1 within bbox."""
+        """Outline an object as SVG path data."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             output, prepared = await state.vision.segment(

@@ -17,10 +17,11 @@ from .results import compact
 ALL = "all"
 # What enable_toolset says of each toolset; a toolset not named here is described by its tools' names.
 SUMMARIES = {
-    "vision": "caption, query, detect, point, segment",
-    "tuning": "finetunes, rollouts, train steps, checkpoints, metrics",
-    "batch": "one skill over many images, Batch API jobs",
-    "training": "datasets, background training runs, evaluation",
+    "vision": "caption, query, detect, point, segment, ask, zoom",
+    "tuning": "finetunes, train steps",
+    "batch": "many images",
+    "training": "datasets, labels, runs",
+    "video": "detect, redact",
 }
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -120,9 +121,9 @@ class Toolbox:
 
         # The names are known only now: the parameter's type is set here rather than written in the signature.
         enable_toolset.__annotations__["toolset"] = Annotated[
-            Literal.__getitem__(tuple(later)), Field(description="The toolset.")
+            Literal.__getitem__(tuple(later)), Field(description="Toolset.")
         ]
-        enable_toolset.__doc__ = f"Turn on more tools for this session: {listing}."
+        enable_toolset.__doc__ = f"Add tools: {listing}."
         server.tool(
             title="Turn on a toolset",
             annotations=ToolAnnotations(

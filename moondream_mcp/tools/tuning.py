@@ -44,9 +44,8 @@ def _unit(value: float) -> float:
     return value
 
 
-# Checked here rather than stated in the schema: the field names and the tool say 0-1 once, and a range on
-# every coordinate of every box would cost the model's context in every conversation.
-Unit = Annotated[float, AfterValidator(_unit)]
+# The schema states only the maximum (bounds.Coordinate); the whole range is checked here.
+Unit = Annotated[bounds.Coordinate, AfterValidator(_unit)]
 
 
 class XY(BaseModel):
@@ -65,10 +64,8 @@ class BoxIn(BaseModel):
 
 class GroundTruth(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    points: list[XY] | None = Field(default=None, max_length=bounds.POINTS, description="point: the right points.")
-    boxes: list[BoxIn] | None = Field(
-        default=None, max_length=bounds.POINTS, description="detect (or point: inside is right): the boxes."
-    )
+    points: list[XY] | None = Field(default=None, max_length=bounds.POINTS)
+    boxes: list[BoxIn] | None = Field(default=None, max_length=bounds.POINTS)
 
 
 class Metric(BaseModel):
@@ -80,32 +77,28 @@ class Metric(BaseModel):
 
 class RLGroup(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rollout_set_id: str = Field(max_length=bounds.NAME_CHARS, description="From generate_rollouts.")
+    rollout_set_id: str = Field(max_length=bounds.NAME_CHARS)
     rewards: list[float] | None = Field(
-        default=None, max_length=16, description="One per rollout, in order; omit for the ground-truth rewards."
+        default=None, max_length=16, description="One per rollout; omit for ground-truth rewards."
     )
 
 
 class SFTTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    answer: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the answer.")
-    reasoning: str | None = Field(
-        default=None, max_length=bounds.TEXT_CHARS, description="query with reasoning: its text."
-    )
-    points: list[XY] | None = Field(
-        default=None, max_length=bounds.POINTS, description="point: the points (or boxes), 0-1."
-    )
-    boxes: list[BoxIn] | None = Field(default=None, max_length=bounds.POINTS, description="detect: the boxes, 0-1.")
+    answer: str | None = Field(default=None, max_length=bounds.TEXT_CHARS)
+    reasoning: str | None = Field(default=None, max_length=bounds.TEXT_CHARS)
+    points: list[XY] | None = Field(default=None, max_length=bounds.POINTS)
+    boxes: list[BoxIn] | None = Field(default=None, max_length=bounds.POINTS)
 
 
 class SFTGroup(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    skill: Skill = Field(description="The skill.")
-    image: str | None = Field(default=None, description="File path, or file/http(s)/data URL.")
-    question: str | None = Field(default=None, max_length=bounds.TEXT_CHARS, description="query: the question.")
-    object: str | None = Field(default=None, max_length=bounds.OBJECT_CHARS, description="point/detect: what to find.")
-    reasoning: bool = Field(default=False, description="query: reasoning on.")
-    target: SFTTarget = Field(description="The right output.")
+    skill: Skill
+    image: str | None = None
+    question: str | None = Field(default=None, max_length=bounds.TEXT_CHARS)
+    object: str | None = Field(default=None, max_length=bounds.OBJECT_CHARS)
+    reasoning: bool = False
+    target: SFTTarget
 
 
 # ---- results ----------------------------------------------------------------------------------
@@ -178,9 +171,9 @@ class LoggedMetrics(BaseModel):
 
 # ---- parameters -------------------------------------------------------------------------------
 
-FinetuneId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="Finetune id.")]
+FinetuneId = Annotated[NonEmpty, Field(max_length=bounds.NAME_CHARS, description="Finetune.")]
 Limit = Annotated[int | None, Field(ge=1, le=100, description="Page size.")]
-Cursor = Annotated[str | None, Field(max_length=bounds.NAME_CHARS, description="next_cursor of the previous page.")]
+Cursor = Annotated[str | None, Field(max_length=bounds.NAME_CHARS, description="From next_cursor.")]
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -288,12 +281,12 @@ def register(tools: Toolbox) -> None:
     async def create_finetune(
         name: Annotated[
             str,
-            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Letters, digits, '-', '_', '.'."),
+            Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=128, description="Finetune name."),
         ],
         rank: Annotated[Literal[8, 16, 24, 32], Field(description="LoRA rank.")],
         ctx: Ctx,
     ) -> FinetuneInfo:
-        """Create a finetune (or get the one with this name and rank)."""
+        """Create a finetune, or get the one with this name and rank."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return _finetune(await state.client.tuning.create_finetune(name, rank))
@@ -301,7 +294,7 @@ def register(tools: Toolbox) -> None:
     @tools.tool("tuning", read_only=True, title="List finetunes", annotations=READ)
     @compact
     async def list_finetunes(ctx: Ctx, limit: Limit = None, cursor: Cursor = None) -> FinetuneList:
-        """Finetunes, oldest first, a page at a time."""
+        """List finetunes."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.tuning.list_finetunes(limit=limit, cursor=cursor)
@@ -312,7 +305,7 @@ def register(tools: Toolbox) -> None:
     @tools.tool("tuning", read_only=True, title="Get a finetune", annotations=READ)
     @compact
     async def get_finetune(finetune_id: FinetuneId, ctx: Ctx) -> FinetuneInfo:
-        """One finetune by id."""
+        """Get a finetune."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             return _finetune(await state.client.tuning.get_finetune(finetune_id))
@@ -322,7 +315,7 @@ def register(tools: Toolbox) -> None:
     async def delete_finetune(
         finetune_id: FinetuneId, ctx: Ctx, answer: Annotated[Answer, Resolve(_ask_delete_finetune)]
     ) -> Ok:
-        """Delete a finetune and all its checkpoints, for good."""
+        """Delete a finetune and its checkpoints."""
         require_yes(answer, f"finetune {finetune_id} was not deleted")
         state = ctx.request_context.lifespan_context
         with state.errors():
@@ -332,26 +325,23 @@ def register(tools: Toolbox) -> None:
     @compact
     async def generate_rollouts(
         finetune_id: FinetuneId,
-        skill: Annotated[Skill, Field(description="The skill.")],
+        skill: Annotated[Skill, Field(description="Skill.")],
         ctx: Ctx,
-        image: Annotated[str | None, Field(description="point/detect: file path, or file/http(s)/data URL.")] = None,
+        image: Annotated[str | None, Field(description="Path or URL.")] = None,
         question: Annotated[str | None, Field(max_length=bounds.TEXT_CHARS, description="query: the question.")] = None,
-        object: Annotated[
-            str | None, Field(max_length=bounds.OBJECT_CHARS, description="point/detect: what to find.")
-        ] = None,
+        object: Annotated[str | None, Field(max_length=bounds.OBJECT_CHARS, description="What to find.")] = None,
         num_rollouts: Annotated[int, Field(ge=1, le=16, description="Samples.")] = 4,
-        reasoning: Annotated[bool | None, Field(description="query: reason first.")] = None,
+        reasoning: Annotated[bool | None, Field(description="Reason first.")] = None,
         spatial_refs: SpatialRefs = None,
         temperature: Annotated[
-            float | None, Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Sampling temperature (default 1).")
+            float | None, Field(ge=0, le=bounds.MAX_TEMPERATURE, description="Temperature (default 1).")
         ] = None,
         max_objects: MaxObjects = None,
         ground_truth: Annotated[
-            GroundTruth | None, Field(description="point/detect: the right answer, to reward each rollout.")
+            GroundTruth | None, Field(description="point/detect: right answer, for rewards.")
         ] = None,
     ) -> Rollouts:
-        """Sample the finetune's policy on one example; the rollouts stay here for train_step. With ground_truth
-        (0-1 from the top-left) the API rewards each."""
+        """Sample the finetune on one example, for train_step."""
         state = ctx.request_context.lifespan_context
         if ground_truth is not None and skill == "query":
             raise ToolError("ground_truth is for point and detect; score query rollouts yourself and pass rewards")
@@ -389,14 +379,13 @@ def register(tools: Toolbox) -> None:
         finetune_id: FinetuneId,
         groups: Annotated[
             list[RLGroup | SFTGroup],
-            Field(min_length=1, max_length=64, description="RL groups {rollout_set_id, rewards?} and/or SFT examples."),
+            Field(min_length=1, max_length=64, description="RL groups and/or SFT examples."),
         ],
         ctx: Ctx,
-        lr: Annotated[float, Field(gt=0, le=1, description="Learning rate, always sent.")] = DEFAULT_LR,
-        allow_reuse: Annotated[bool, Field(description="Reuse rollout sets already trained on (stale).")] = False,
+        lr: Annotated[float, Field(gt=0, le=1, description="Learning rate.")] = DEFAULT_LR,
+        allow_reuse: Annotated[bool, Field(description="Allow used rollout sets.")] = False,
     ) -> StepApplied:
-        """Apply one training step. Not idempotent: if the outcome is unknown, check list_checkpoints before
-        retrying."""
+        """One train step. Not idempotent: if its outcome is unknown, check list_checkpoints before retrying."""
         state = ctx.request_context.lifespan_context
         used = [g.rollout_set_id for g in groups if isinstance(g, RLGroup)]
         with state.errors():
@@ -440,7 +429,7 @@ def register(tools: Toolbox) -> None:
     async def list_checkpoints(
         finetune_id: FinetuneId, ctx: Ctx, limit: Limit = None, cursor: Cursor = None
     ) -> CheckpointList:
-        """Saved checkpoints of a finetune by step, each with its model string."""
+        """A finetune's checkpoints."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             page = await state.client.tuning.list_checkpoints(finetune_id, limit=limit, cursor=cursor)
@@ -451,7 +440,7 @@ def register(tools: Toolbox) -> None:
     @tools.tool("tuning", read_only=False, title="Save the current checkpoint", annotations=CREATE)
     @compact
     async def save_checkpoint(finetune_id: FinetuneId, ctx: Ctx) -> Saved:
-        """Save the finetune's current step as a checkpoint (a model for the skill tools)."""
+        """Checkpoint the current step."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             saved = await state.client.tuning.save_checkpoint(finetune_id)
@@ -468,7 +457,7 @@ def register(tools: Toolbox) -> None:
         ctx: Ctx,
         answer: Annotated[Answer, Resolve(_ask_delete_checkpoint)],
     ) -> Ok:
-        """Delete a checkpoint. Deleting the latest one stops the finetune's training."""
+        """Delete a checkpoint; deleting the latest stops training."""
         require_yes(answer, f"checkpoint {step} of finetune {finetune_id} was not deleted")
         state = ctx.request_context.lifespan_context
         with state.errors():
@@ -478,13 +467,11 @@ def register(tools: Toolbox) -> None:
     @compact
     async def log_metrics(
         finetune_id: FinetuneId,
-        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The finetune's step.")],
-        metrics: Annotated[
-            list[Metric], Field(min_length=1, max_length=100, description="Names (e.g. eval_accuracy) and values.")
-        ],
+        step: Annotated[int, Field(ge=0, le=bounds.STEP, description="The step.")],
+        metrics: Annotated[list[Metric], Field(min_length=1, max_length=100, description="Names and values.")],
         ctx: Ctx,
     ) -> LoggedMetrics:
-        """Record your own metrics against a step of the finetune."""
+        """Log your own metrics at a step."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             logged = await state.client.tuning.log_metrics(finetune_id, step, {m.name: m.value for m in metrics})

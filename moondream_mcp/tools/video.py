@@ -23,20 +23,17 @@ from ..video.redacting import VideoRedaction
 from ..video.sampling import Sampling
 from ..video.sheets import save
 from ..video.source import video_source
+from . import bounds
 from .results import structured
 from .skills import Model, ObjectName
 from .toolsets import Toolbox
 
-VideoRef = Annotated[
-    str,
-    Field(description="The video: an absolute file path inside the allowed directories, or an http(s) URL."),
-]
-EveryN = Annotated[int | None, Field(ge=1, description="Sample every n-th frame instead of by fps.")]
-MaxFrames = Annotated[
-    int, Field(ge=1, le=10_000, description="Most frames sampled; the spacing widens to cover the whole range.")
-]
-Start = Annotated[float, Field(ge=0, description="Seconds into the video to begin.")]
-End = Annotated[float | None, Field(gt=0, description="Seconds into the video to stop; omit for the end.")]
+VideoRef = Annotated[str, Field(max_length=bounds.PATH_CHARS, description="Video path or URL.")]
+EveryN = Annotated[int | None, Field(ge=1, le=bounds.FRAMES, description="Or every n-th frame.")]
+MaxFrames = Annotated[int, Field(ge=1, le=10_000, description="Most frames sampled.")]
+Start = Annotated[float, Field(ge=0, le=bounds.SECONDS, description="Start, in seconds.")]
+End = Annotated[float | None, Field(gt=0, le=bounds.SECONDS, description="End, in seconds.")]
+Output = Annotated[str, Field(max_length=bounds.PATH_CHARS)]
 
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
@@ -58,22 +55,17 @@ def register(tools: Toolbox) -> None:
         video: VideoRef,
         object: ObjectName,
         ctx: Ctx,
-        skill: Annotated[Literal["detect", "point"], Field(description="Boxes (detect) or points.")] = "detect",
-        fps: Annotated[float | None, Field(gt=0, le=120, description="Frames sampled per second (default 1).")] = None,
+        skill: Annotated[Literal["detect", "point"], Field(description="Boxes or points.")] = "detect",
+        fps: Annotated[float | None, Field(gt=0, le=120, description="Frames per second (default 1).")] = None,
         every_n_frames: EveryN = None,
         max_frames: MaxFrames = 300,
         start: Start = 0.0,
         end: End = None,
         model: Model = None,
-        annotate: Annotated[bool, Field(description="Also return a contact sheet of key frames.")] = False,
-        output: Annotated[
-            str | None,
-            Field(description="JSONL file for the per-frame results (default: in the data directory); reruns resume."),
-        ] = None,
+        annotate: Annotated[bool, Field(description="Also return key frames.")] = False,
+        output: Annotated[Output | None, Field(description="Per-frame JSONL; reruns resume.")] = None,
     ) -> Annotated[CallToolResult, VideoDetection]:
-        """Find an object in sampled frames of a video. Each frame's boxes or points (0-1, origin top-left as
-        displayed, with t in seconds) go to a JSONL file as they come; the result says when it was seen, how
-        many over time, and its tracks (the same object followed across frames, by box overlap)."""
+        """Find and track an object through a video, into a JSONL file."""
         state = ctx.request_context.lifespan_context
         jpeg: bytes | None = None
         with state.errors():
@@ -121,21 +113,19 @@ def register(tools: Toolbox) -> None:
     async def redact_video(
         video: VideoRef,
         objects: Annotated[
-            list[Annotated[str, Field(min_length=1)]],
-            Field(min_length=1, max_length=8, description='What to hide, e.g. ["face", "license plate"].'),
+            list[Annotated[str, Field(min_length=1, max_length=bounds.OBJECT_CHARS)]],
+            Field(min_length=1, max_length=8, description="What to hide."),
         ],
-        output: Annotated[str, Field(description="The new video file (.mp4, .mov or .mkv); must not exist yet.")],
+        output: Annotated[Output, Field(description="New .mp4, .mov or .mkv file.")],
         ctx: Ctx,
-        style: Annotated[Literal["blur", "pixelate", "box"], Field(description="How regions are hidden.")] = "blur",
-        fps: Annotated[float | None, Field(gt=0, le=120, description="Frames sampled per second (default 2).")] = None,
+        style: Annotated[Literal["blur", "pixelate", "box"], Field(description="How to hide them.")] = "blur",
+        fps: Annotated[float | None, Field(gt=0, le=120, description="Frames per second (default 2).")] = None,
         every_n_frames: EveryN = None,
         max_frames: MaxFrames = 600,
         start: Start = 0.0,
         end: End = None,
     ) -> Annotated[CallToolResult, VideoRedaction]:
-        """Write a copy of a video with objects hidden in every frame: found in sampled frames, followed by
-        their tracks through the frames between. Same length, frame rate and size; audio kept. Returns a
-        before/after contact sheet."""
+        """Copy a video with objects hidden."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             sampling = Sampling(

@@ -10,8 +10,10 @@ from pydantic import Field
 from .. import zoom as zooming
 from ..pictures import BUDGET, Picture
 from ..state import Ctx
+from . import bounds
 from .pictures import SaveTo, show
 from .results import structured
+from .schemas import NonEmpty
 from .skills import READ_ONLY, ImageRef
 from .toolsets import Toolbox
 
@@ -21,17 +23,16 @@ def register(tools: Toolbox) -> None:
     async def zoom(
         image: ImageRef,
         ctx: Ctx,
-        object: Annotated[str | None, Field(min_length=1, description='What to crop, e.g. "license plate".')] = None,
+        object: Annotated[NonEmpty | None, Field(max_length=bounds.OBJECT_CHARS, description="What to crop.")] = None,
         boxes: Annotated[
-            list[Annotated[list[float], Field(min_length=4, max_length=4)]] | None,
-            Field(max_length=zooming.MAX_CROPS, description="Or regions to crop: [x_min, y_min, x_max, y_max], 0-1."),
+            list[Annotated[list[bounds.Coordinate], Field(min_length=4, max_length=4)]] | None,
+            Field(max_length=zooming.MAX_CROPS, description="Or boxes to crop."),
         ] = None,
-        max_crops: Annotated[int, Field(ge=1, le=zooming.MAX_CROPS, description="Most objects to crop.")] = 3,
-        padding: Annotated[float, Field(ge=0, le=1, description="Margin around each box, times its size.")] = 0.1,
+        max_crops: Annotated[int, Field(ge=1, le=zooming.MAX_CROPS, description="Most crops.")] = 3,
+        padding: Annotated[float, Field(ge=0, le=1, description="Margin, times box size.")] = 0.1,
         save_to: SaveTo = None,
     ) -> Annotated[CallToolResult, zooming.Zoom]:
-        """Crop parts of an image at full resolution (<= 1536 px) to look closer, e.g. to read small text:
-        what `object` finds, or the given `boxes`."""
+        """Full-resolution crops of what `object` finds, or of `boxes`."""
         state = ctx.request_context.lifespan_context
         with state.errors():
             output, jpegs = await zooming.zoom(

@@ -20,16 +20,10 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from moondream_emulator.serve import serving_app
-from moondream_mcp import cli, http_transport
+from moondream_mcp import cli, http_connections
 from moondream_mcp.config import Settings
-from moondream_mcp.http_transport import (
-    HTTPConfigError,
-    LogThrottle,
-    allowed_hosts,
-    http_app,
-    is_loopback,
-    uvicorn_options,
-)
+from moondream_mcp.http_connections import LogThrottle, uvicorn_options
+from moondream_mcp.http_transport import HTTPConfigError, allowed_hosts, http_app, is_loopback
 from moondream_mcp.server import build_server
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
@@ -501,7 +495,7 @@ def test_a_flood_of_alike_log_lines_is_throttled_and_what_was_dropped_is_counted
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(http_transport.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(http_connections.time, "monotonic", lambda: clock[0])
     throttle = LogThrottle(burst=3, window=60)
     records = [
         logging.LogRecord("asyncio", logging.ERROR, __file__, 1, f"Exception in callback\nhandle: when={i}", None, None)

@@ -19,6 +19,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 import moondream_mcp
+from moondream_mcp.config import Settings
+from moondream_mcp.server import build_server
 from tests.support.keys import API_KEY
 from tests.support.pictures import assert_box, canvas, save
 
@@ -86,6 +88,12 @@ def test_the_manifest_asks_for_the_key_the_folders_the_endpoint_and_the_toolsets
     # The folders go as separate arguments after `serve`: that is how a multiple choice expands.
     assert mcp_config["args"][-2:] == ["serve", "${user_config.allowed_directories}"]
     assert MANIFEST["version"] == moondream_mcp.__version__
+
+
+def test_the_toolsets_setting_names_every_toolset_the_server_has() -> None:
+    offered = build_server(Settings()).toolsets
+    named = re.findall(r"[a-z]+", MANIFEST["user_config"]["toolsets"]["description"].split(":", 1)[1])
+    assert [n for n in named if n not in ("or", "all")] == offered
 
 
 def test_the_official_tool_unpacks_the_built_bundle_which_holds_what_uv_needs(

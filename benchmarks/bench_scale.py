@@ -30,6 +30,8 @@ from moondream_mcp import local_batch
 from moondream_mcp.client import MoondreamClient
 from moondream_mcp.config import IN_FLIGHT, Settings
 from moondream_mcp.failures import Explainer
+from moondream_mcp.files import FileGuard
+from moondream_mcp.jsonl import LineWriter
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.server import build_server
 from moondream_mcp.vision import Vision
@@ -76,9 +78,8 @@ async def slow_api(workdir: Path) -> None:
                 outcome = await local_batch.run(
                     refs,
                     work,
-                    local_batch.ResultLog(workdir / f"{name}.jsonl"),
-                    job=job.id,
-                    explain=Explainer(endpoint=running.url, secret=KEY),
+                    local_batch.ResultLog(_lines(workdir, f"{name}.jsonl", job.id)),
+                    explain=Explainer(endpoint=running.url, secrets=(KEY,)),
                     concurrency=client.api.in_flight if pacing else IN_FLIGHT,
                 )
                 elapsed = time.perf_counter() - start
@@ -90,6 +91,11 @@ async def slow_api(workdir: Path) -> None:
                 f" ({SLOW_IMAGES / elapsed:5.2f} images/s)   in flight {in_flight if pacing else IN_FLIGHT:2}"
                 f"   429s at the API {throttled}, surfaced {outcome.failed}"
             )
+
+
+def _lines(workdir: Path, name: str, job: str) -> LineWriter:
+    """A new JSONL file claimed by `job`, as the batch tool claims its output."""
+    return LineWriter.claim(FileGuard([workdir], 1 << 20).open_output(str(workdir / name)), job, "resume", tool="bench")
 
 
 async def no_limit_configured(workdir: Path) -> None:
@@ -143,8 +149,7 @@ async def synthetic(workdir: Path, count: int) -> None:
     outcome = await local_batch.run(
         refs,
         work,
-        local_batch.ResultLog(workdir / f"synthetic-{count}.jsonl"),
-        job="synthetic",
+        local_batch.ResultLog(_lines(workdir, f"synthetic-{count}.jsonl", "synthetic")),
         explain=str,
         concurrency=lambda: int(5000 * 0.02 * 1.25) + 1,  # what pacing would ask for
     )

@@ -31,8 +31,8 @@ from moondream_mcp.client import MoondreamClient
 from moondream_mcp.config import IN_FLIGHT, Settings
 from moondream_mcp.failures import Explainer
 from moondream_mcp.files import FileGuard
-from moondream_mcp.jsonl import LineWriter
 from moondream_mcp.images import ImageLoader
+from moondream_mcp.jsonl import LineWriter
 from moondream_mcp.server import build_server
 from moondream_mcp.vision import Vision
 

@@ -18,7 +18,7 @@ from ..client.tuning import BASE_MODEL, DEFAULT_LR, checkpoint_model
 from ..failures import EXPECTED
 from ..pictures import Picture
 from ..state import AppState, Ctx
-from ..store import Run
+from ..store import Run, RunCheckpoint, RunEval, RunStep
 from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .dataset_checks import DatasetPath, read_dataset, refuse
@@ -136,7 +136,12 @@ async def run_status(state: AppState, run: Run, history: int | None) -> RunStatu
     """A run's status from the store (also the body of its log resource, with history=None: every step)."""
     steps = await state.store.run_steps(run.id)
     evals = await state.store.run_evals(run.id)
-    checkpoints = await state.store.run_checkpoints(run.id)
+    return _status(run, steps, evals, await state.store.run_checkpoints(run.id), history)
+
+
+def _status(
+    run: Run, steps: list[RunStep], evals: list[RunEval], checkpoints: list[RunCheckpoint], history: int | None
+) -> RunStatus:
     scores = {e.api_step: e.score for e in evals}
     elapsed, eta = training.timing(run, steps, [e.seconds for e in evals if e.seconds is not None])
     kept = [
@@ -200,7 +205,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _message(run: Run, steps: list, evals: list, best: str | None, last: str | None) -> str:
+def _message(run: Run, steps: list[RunStep], evals: list[RunEval], best: str | None, last: str | None) -> str:
     parts = [f"{run.state}: step {run.steps_done}/{run.total_steps}"]
     rewards = [s.reward_mean for s in steps if s.reward_mean is not None]
     if rewards:
@@ -404,7 +409,8 @@ def register(tools: Toolbox) -> None:
             while True:
                 change = state.runner.next_change()
                 run = await _find_run(state, run_id)
-                now = (run.steps_done, run.state, len(await state.store.run_evals(run.id)))
+                evals = await state.store.run_evals(run.id)
+                now = (run.steps_done, run.state, len(evals))
                 if seen is not None and now != seen:
                     await tracker.report(run.steps_done, run.total_steps, f"step {run.steps_done}/{run.total_steps}")
                     break
@@ -414,16 +420,16 @@ def register(tools: Toolbox) -> None:
                     break
                 with anyio.move_on_after(left):
                     await change.wait()
-        status = await run_status(state, run, history)
+        steps = await state.store.run_steps(run.id)
+        status = _status(run, steps, evals, await state.store.run_checkpoints(run.id), history)
         if not chart:
             return structured(status)
-        steps = await state.store.run_steps(run.id)
         rewards = [(s.step, s.reward_mean, s.reward_std or 0.0) for s in steps if s.reward_mean is not None]
-        evals = [(e.step, e.score) for e in await state.store.run_evals(run.id) if e.score is not None]
+        scores = [(e.step, e.score) for e in evals if e.score is not None]
         best_step = next((c.step for c in status.checkpoints if c.best), None)
         title = f"run {run.id} · {run.state}, step {run.steps_done}/{run.total_steps}\nfinetune {run.finetune_id}"
         png = await anyio.to_thread.run_sync(
-            lambda: charts.training_chart(title, rewards, evals, best_step, run.total_steps)
+            lambda: charts.training_chart(title, rewards, scores, best_step, run.total_steps)
         )
         with state.errors():
             blocks, paths = await show(state, [Picture(png, "image/png", kind="chart")], save_to)

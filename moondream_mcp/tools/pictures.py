@@ -10,13 +10,14 @@ from typing import Annotated
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import ContentBlock, ImageContent, ResourceLink
-from pydantic import Field
+from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink
+from pydantic import BaseModel, Field
 
 from ..files import FileError
 from ..pictures import Picture
 from ..state import AppState, Ctx
 from . import bounds
+from .results import structured
 
 PICTURE_URI = "moondream://pictures/{name}"
 
@@ -50,6 +51,14 @@ async def show(
             )
         )
     return blocks, [str(item.path) for item in saved]
+
+
+async def with_picture(state: AppState, output: BaseModel, picture: Picture, save_to: str | None) -> CallToolResult:
+    """The result of a tool that returns one picture: `output` with its `picture` field set to where the
+    picture was saved, followed by the picture's content items."""
+    with state.errors():
+        blocks, paths = await show(state, [picture], save_to)
+    return structured(output.model_copy(update={"picture": paths[0]}), *blocks)
 
 
 def register(server: MCPServer[AppState]) -> None:

@@ -22,7 +22,7 @@ from ..store import Run, RunCheckpoint, RunEval, RunStep
 from . import bounds
 from .confirm import Answer, Confirmation, ask, can_ask, require_yes
 from .dataset_checks import DatasetPath, read_dataset, refuse
-from .pictures import SaveTo, show
+from .pictures import SaveTo, with_picture
 from .progress import progress
 from .results import compact, structured
 from .schemas import NonEmpty
@@ -431,9 +431,7 @@ def register(tools: Toolbox) -> None:
         png = await anyio.to_thread.run_sync(
             lambda: charts.training_chart(title, rewards, scores, best_step, run.total_steps)
         )
-        with state.errors():
-            blocks, paths = await show(state, [Picture(png, "image/png", kind="chart")], save_to)
-        return structured(status.model_copy(update={"picture": paths[0]}), *blocks)
+        return await with_picture(state, status, Picture(png, "image/png", kind="chart"), save_to)
 
     @tools.tool("training", read_only=False, title="Stop a training run", annotations=STOP)
     @compact

@@ -15,7 +15,7 @@ from ..pictures import Picture
 from ..state import AppState, Ctx
 from ..vision import Answer, Caption, Detection, Pointing, Segmentation, corners
 from . import bounds
-from .pictures import SaveTo, show
+from .pictures import SaveTo, with_picture
 from .results import structured
 from .schemas import NonEmpty
 from .toolsets import Toolbox
@@ -59,9 +59,7 @@ async def _result(
     if drawing is None:
         return structured(output)
     jpeg = await anyio.to_thread.run_sync(drawing)
-    with state.errors():
-        blocks, paths = await show(state, [Picture(jpeg, "image/jpeg", kind=kind)], save_to)
-    return structured(output.model_copy(update={"picture": paths[0]}), *blocks)
+    return await with_picture(state, output, Picture(jpeg, "image/jpeg", kind=kind), save_to)
 
 
 def register(tools: Toolbox) -> None:

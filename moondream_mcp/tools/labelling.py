@@ -4,7 +4,6 @@ reviewing.py, sheets.py and exports.py."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from functools import partial
@@ -22,6 +21,7 @@ from ..state import AppState, Ctx
 from . import bounds
 from .dataset_checks import DatasetPath
 from .local_batch import IMAGES, Failure, failures
+from .pictures import image_content
 from .results import compact, structured
 from .schemas import NonEmpty
 from .skills import Model
@@ -249,7 +249,7 @@ def register(tools: Toolbox) -> None:
             with state.errors():
                 saved = await anyio.to_thread.run_sync(outputs.save_own, state.files, "sheets", name, jpeg)
             files.append(SheetFile(path=str(saved.path), cells=[c.cell for c in cells[start : start + PER_SHEET]]))
-            pictures.append(ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg"))
+            pictures.append(image_content(jpeg))
         more = f"; next: page={page + 1}" if page < chosen.pages else ""
         status = ReviewPage(
             dataset=str(path),

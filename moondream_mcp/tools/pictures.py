@@ -24,6 +24,11 @@ PICTURE_URI = "moondream://pictures/{name}"
 SaveTo = Annotated[str | None, Field(max_length=bounds.PATH_CHARS, description="Picture folder.")]
 
 
+def image_content(data: bytes, mime: str = "image/jpeg") -> ImageContent:
+    """A picture as an image content item, inline."""
+    return ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type=mime)
+
+
 async def show(
     state: AppState, pictures: Sequence[Picture], save_to: str | None
 ) -> tuple[list[ContentBlock], list[str]]:
@@ -37,9 +42,7 @@ async def show(
     blocks: list[ContentBlock] = []
     for item in saved:
         picture = item.picture
-        blocks.append(
-            ImageContent(type="image", data=base64.b64encode(picture.data).decode("ascii"), mime_type=picture.mime)
-        )
+        blocks.append(image_content(picture.data, picture.mime))
         blocks.append(
             ResourceLink(
                 type="resource_link",

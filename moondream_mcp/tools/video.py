@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ImageContent, ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from ..failures import InputError
@@ -24,6 +23,7 @@ from ..video.sampling import Sampling
 from ..video.sheets import save
 from ..video.source import video_source
 from . import bounds
+from .pictures import image_content
 from .results import structured
 from .skills import Model, ObjectName
 from .toolsets import Toolbox
@@ -36,10 +36,6 @@ End = Annotated[float | None, Field(gt=0, le=bounds.SECONDS, description="End, i
 Output = Annotated[str, Field(max_length=bounds.PATH_CHARS)]
 
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
-
-
-def _picture(jpeg: bytes) -> ImageContent:
-    return ImageContent(type="image", data=base64.b64encode(jpeg).decode(), mime_type="image/jpeg")
 
 
 async def _let_go(output: OutputFile | None) -> None:
@@ -99,7 +95,7 @@ def register(tools: Toolbox) -> None:
             finally:
                 await _let_go(opened)
         if jpeg is not None:
-            return structured(summary, _picture(jpeg))
+            return structured(summary, image_content(jpeg))
         return structured(summary)
 
     @tools.tool(
@@ -165,4 +161,4 @@ def register(tools: Toolbox) -> None:
                 await _let_go(target)
                 raise
             target.close()
-        return structured(redacted.summary, _picture(redacted.sheet))
+        return structured(redacted.summary, image_content(redacted.sheet))

@@ -248,6 +248,7 @@ async def _ask_start(
     dataset: str,
     finetune_id: str | None,
     name: str | None,
+    mode: training.Mode,
     steps: int,
     groups_per_step: int,
     rollouts_per_group: int,
@@ -262,8 +263,15 @@ async def _ask_start(
     except EXPECTED:
         return Confirmation()
     evals = datasets.select(loaded.examples, "eval")
-    evaluations = (steps // eval_every + (1 if steps % eval_every else 0)) if eval_every and evals else 0
-    calls = steps * (groups_per_step + 1) + evaluations * (len(evals) + 1) + 1
+    config = training.RunConfig(
+        mode=mode,
+        steps=steps,
+        groups_per_step=groups_per_step,
+        rollouts_per_group=rollouts_per_group,
+        eval_every=eval_every,
+    )
+    evaluations = len(training.eval_steps(steps, eval_every)) if evals else 0
+    calls = training.plan(config, eval_examples=len(evals)).total
     target = f"finetune {finetune_id}" if finetune_id else f"a finetune named {name}"
     return ask(
         ctx,

@@ -128,12 +128,8 @@ class ResultLog:
     def done(self) -> set[str]:
         """Images this job already finished successfully."""
         finished: set[str] = set()
-        for raw in self.lines.existing():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("job") == self.lines.job and record.get("ok") is True:
+        for record in self.lines.records():
+            if record.get("job") == self.lines.job and record.get("ok") is True:
                 finished.add(str(record.get("image")))
         return finished
 

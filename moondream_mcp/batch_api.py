@@ -72,9 +72,12 @@ def line_fields(
     return fields
 
 
-def line(index: int, skill: str, jpeg: bytes, fields: dict[str, Any]) -> bytes:
-    """One upload line. The Batch API takes raw base64, without the data: prefix."""
-    return jsonl.line({"id": str(index), "skill": skill, "image": base64.b64encode(jpeg).decode(), **fields})
+def line(index: int, skill: str, image: bytes, fields: dict[str, Any]) -> bytes:
+    """One upload line. The Batch API takes raw base64 (`image`), without the data: prefix; base64 holds
+    nothing JSON escapes, so it goes in as it is rather than through the encoder."""
+    head = jsonl.line({"id": str(index), "skill": skill})[:-2]  # without the closing brace and newline
+    rest = jsonl.line(fields)[1:-2]
+    return head + b',"image":"' + image + b'"' + (b"," + rest if rest else b"") + b"}\n"
 
 
 @dataclass
@@ -98,29 +101,32 @@ async def write_lines(
     the file holds the images.
 
     Each image gets one line per variant (fields merged over `fields`), ids numbered image by image:
-    the line of image i and variant v has id i * len(variants) + v. Every image is decoded once.
+    the line of image i and variant v has id i * len(variants) + v. Every image is decoded and encoded
+    once. PREPARE_CONCURRENCY workers take the images from one iterator, so memory does not grow with
+    their number.
     """
-    limiter = anyio.CapacityLimiter(PREPARE_CONCURRENCY)
     written = 0
     skipped = FailureGroups()
     handle = anyio.wrap_file(staging)
+    pending = iter(enumerate(refs))
 
-    async def one(index: int, ref: str) -> None:
+    async def worker() -> None:
         nonlocal written
-        async with limiter:
+        for index, ref in pending:  # shared: each image is taken by exactly one worker
             try:
                 prepared = await images.load(ref)
             except EXPECTED as exc:
                 skipped.add(explain(exc), ref)
-                return
+                continue
+            image = base64.b64encode(prepared.jpeg)
             for v, variant in enumerate(variants):
-                await handle.write(line(index * len(variants) + v, skill, prepared.jpeg, {**fields, **variant}))
+                await handle.write(line(index * len(variants) + v, skill, image, {**fields, **variant}))
             written += 1
-        await progress(written, len(refs), f"prepared {written}/{len(refs)} images")
+            await progress(written, len(refs), f"prepared {written}/{len(refs)} images")
 
     async with anyio.create_task_group() as tasks:
-        for index, ref in enumerate(refs):
-            tasks.start_soon(one, index, ref)
+        for _ in range(min(PREPARE_CONCURRENCY, len(refs))):
+            tasks.start_soon(worker)
     await handle.flush()
     return Prepared(lines=written, skipped=skipped)
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from .failures import InputError
 from .files import FileError, FileGuard, FileMissing, OpenFile, describe
-from .images import IMAGE_SUFFIXES
+from .images import is_image_name
 from .jsonl import LineWriter, job_id
 from .scoring import MATCH_RULES, Box, Point, regex_problem
 
@@ -566,7 +566,7 @@ def from_yolo(
     label_root = _subdir(files, root, "labels") or image_root
     out = Imported([], 0, [])
     with files.open_dir(str(image_root)) as top:
-        listed = files.find(top, ["**", "*"], accept=lambda name: Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        listed = files.find(top, ["**", "*"], accept=is_image_name)
     for image in sorted(listed):
         relative = image.relative_to(image_root)
         label = label_root / relative.with_suffix(".txt")

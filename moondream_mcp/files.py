@@ -439,12 +439,7 @@ class FileGuard:
                 if name == ".":
                     raise FileError(f"not a file path: {label}; give the full path of the file to write.")
                 real = where / name
-                try:
-                    st: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                except FileNotFoundError:
-                    st = None
-                except OSError as exc:
-                    raise self._failure(exc, real, label, missing) from None
+                st = self._lstat_if_any(parent, name, real, label, missing)
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     # Even a dangling symlink would redirect the write: judge where it really lands.
                     path = self._follow(parent, name, where, real, budget)
@@ -472,12 +467,7 @@ class FileGuard:
                 if name == ".":
                     return self._open_dir(where, label)
                 real = where / name
-                try:
-                    st: os.stat_result | None = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                except FileNotFoundError:
-                    st = None
-                except OSError as exc:
-                    raise self._failure(exc, real, label, missing) from None
+                st = self._lstat_if_any(parent, name, real, label, missing)
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     path = self._follow(parent, name, where, real, budget)
                     continue
@@ -673,6 +663,15 @@ class FileGuard:
     def _lstat(self, parent: int, name: str, real: Path, label: str, missing: str) -> os.stat_result:
         try:
             return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            raise self._failure(exc, real, label, missing) from None
+
+    def _lstat_if_any(self, parent: int, name: str, real: Path, label: str, missing: str) -> os.stat_result | None:
+        """As _lstat, but None when nothing is there (a file or folder about to be made)."""
+        try:
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise self._failure(exc, real, label, missing) from None
 

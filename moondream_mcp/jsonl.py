@@ -86,6 +86,16 @@ class LineWriter:
             *whole, rest = (rest + chunk).split(b"\n")
             yield from whole
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The existing lines that are JSON objects; any other line is skipped, as readers skip it."""
+        for raw in self.existing():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
     def write(self, record: dict[str, Any]) -> None:
         data = line({"job": self.job, **record})
         with self._lock:

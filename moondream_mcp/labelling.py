@@ -15,7 +15,6 @@ refused untouched. Its lines are ordinary dataset examples besides; the `job` ke
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -146,14 +145,9 @@ class DatasetLog(ResultLog):
         """The images every class already has an example for (reads the file through its handle; call it
         in a worker thread)."""
         present: dict[str, set[str]] = {}
-        for raw in self.lines.existing():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue  # not an example: readers skip it too
+        for record in self.lines.records():
             if (
-                isinstance(record, dict)
-                and record.get("skill") == self.job.skill
+                record.get("skill") == self.job.skill
                 and isinstance(record.get("image"), str)
                 and isinstance(record.get("object"), str)
             ):
@@ -250,12 +244,8 @@ class PendingBatches:
     def find(self, key: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = None
         with self._open() as pending:
-            for raw in pending.existing():
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("key") == key:
+            for record in pending.records():
+                if record.get("key") == key:
                     found = None if record.get("finished") else record
         return found
 
@@ -356,13 +346,7 @@ async def collect(
 def _write_examples(job: LabelJob, results: LineWriter, log: DatasetLog) -> Collected:
     answers: dict[str, dict[str, dict[str, Any]]] = {}
     collected = Collected()
-    for raw in results.existing():
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(row, dict):
-            continue
+    for row in results.records():
         image, line_id = row.get("image"), str(row.get("id", ""))
         if image is None or not line_id.isdigit():
             continue

@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -22,7 +21,7 @@ from .config import IN_FLIGHT
 from .failures import EXPECTED, Explain, FailureGroups, InputError
 from .files import FileGuard
 from .files import describe as describe_ref
-from .images import IMAGE_SUFFIXES
+from .images import is_image_name
 from .jsonl import LineWriter
 from .vision import Vision
 
@@ -101,9 +100,7 @@ def expand(images: list[str] | str, files: FileGuard) -> list[str]:
     if isinstance(images, list):
         refs = list(dict.fromkeys(r.strip() for r in images if r.strip()))
     else:
-        found = files.glob(
-            images.strip(), accept=lambda name: Path(name).suffix.lower() in IMAGE_SUFFIXES, limit=MAX_IMAGES
-        )
+        found = files.glob(images.strip(), accept=is_image_name, limit=MAX_IMAGES)
         if not found:
             raise InputError(f"no image files found in {describe_ref(images)}")
         if len(found) > MAX_IMAGES:
@@ -122,10 +119,6 @@ def expand(images: list[str] | str, files: FileGuard) -> list[str]:
     return refs
 
 
-def _is_image(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
-
-
 class ResultLog:
     """One line per finished image, appended to a file that is this job's own (jsonl.LineWriter)."""
 
@@ -135,12 +128,8 @@ class ResultLog:
     def done(self) -> set[str]:
         """Images this job already finished successfully."""
         finished: set[str] = set()
-        for raw in self.lines.existing():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("job") == self.lines.job and record.get("ok") is True:
+        for record in self.lines.records():
+            if record.get("job") == self.lines.job and record.get("ok") is True:
                 finished.add(str(record.get("image")))
         return finished
 

@@ -33,6 +33,14 @@ def invalid(param: str, message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
 
+def required(body: dict[str, Any], key: str) -> Any:
+    """The member `key` of a request body; a missing_field error when it is absent or null."""
+    value = body.get(key)
+    if value is None:
+        raise invalid(key, f"{key} is required", "missing_field")
+    return value
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -59,18 +67,14 @@ def json_object(body: Any, name: str = "request body") -> dict[str, Any]:
 
 
 def name(body: dict[str, Any]) -> str:
-    value = body.get("name")
-    if value is None:
-        raise invalid("name", "name is required", "missing_field")
+    value = required(body, "name")
     if not isinstance(value, str) or NAME.fullmatch(value) is None:
         raise invalid("name", "name must be 1-128 letters, digits, '.', '_' or '-'")
     return value
 
 
 def rank(body: dict[str, Any]) -> int:
-    value = body.get("rank")
-    if value is None:
-        raise invalid("rank", "rank is required", "missing_field")
+    value = required(body, "rank")
     if not (_integer(value) and int(value) in RANKS):
         raise invalid("rank", "rank must be one of 8, 16, 24, 32")
     return int(value)
@@ -90,18 +94,14 @@ def page(params: Mapping[str, str]) -> tuple[int, str | None]:
 
 
 def finetune_id(body: dict[str, Any]) -> str:
-    value = body.get("finetune_id")
-    if value is None:
-        raise invalid("finetune_id", "finetune_id is required", "missing_field")
+    value = required(body, "finetune_id")
     if not isinstance(value, str) or not value:
         raise invalid("finetune_id", "finetune_id must be a non-empty string")
     return value
 
 
 def num_rollouts(body: dict[str, Any]) -> int:
-    value = body.get("num_rollouts")
-    if value is None:
-        raise invalid("num_rollouts", "num_rollouts is required", "missing_field")
+    value = required(body, "num_rollouts")
     if not (_integer(value) and 1 <= value <= MAX_ROLLOUTS):
         raise invalid("num_rollouts", f"num_rollouts must be an integer from 1 to {MAX_ROLLOUTS}")
     return int(value)
@@ -117,9 +117,7 @@ async def skill_request(value: Any, prefix: str) -> SkillRequest:
     """A rollout or SFT request, checked field by field as the skill endpoints check theirs."""
     with within(prefix):
         body = json_object(value, "the request")
-        skill = body.get("skill")
-        if skill is None:
-            raise invalid("skill", "skill is required", "missing_field")
+        skill = required(body, "skill")
         if skill not in ROLLOUT_SKILLS:
             raise invalid("skill", "skill must be one of query, point, detect")
         if skill == "query":
@@ -199,9 +197,7 @@ def lr(body: dict[str, Any]) -> float:
 
 
 def groups(body: dict[str, Any]) -> list[Any]:
-    value = body.get("groups")
-    if value is None:
-        raise invalid("groups", "groups is required", "missing_field")
+    value = required(body, "groups")
     if not isinstance(value, list) or not value:
         raise invalid("groups", "groups must be a non-empty list")
     return value
@@ -323,14 +319,10 @@ def _sft_reasoning(value: Any) -> None:
 
 
 def metrics(body: dict[str, Any]) -> tuple[int, dict[str, float]]:
-    step = body.get("step")
-    if step is None:
-        raise invalid("step", "step is required", "missing_field")
+    step = required(body, "step")
     if not (_integer(step) and step >= 0):
         raise invalid("step", "step must be an integer >= 0")
-    value = body.get("metrics")
-    if value is None:
-        raise invalid("metrics", "metrics is required", "missing_field")
+    value = required(body, "metrics")
     if not isinstance(value, dict) or not value:
         raise invalid("metrics", "metrics must be an object of name: number, with at least one")
     bad = sorted(k for k, v in value.items() if not _number(v))

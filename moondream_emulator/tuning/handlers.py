@@ -93,9 +93,7 @@ class TuningApi:
         finetune_id = checks.finetune_id(body)
         count = checks.num_rollouts(body)
         finetune = self.state.live(finetune_id)
-        if body.get("request") is None:
-            raise checks.invalid("request", "request is required", "missing_field")
-        skill_request = await checks.skill_request(body["request"], "request")
+        skill_request = await checks.skill_request(checks.required(body, "request"), "request")
         truth = checks.ground_truth(body.get("ground_truth"), skill_request.skill)
         policy = Policy(finetune.scale)
         texts: list[tuple[str, float]] = []

@@ -15,6 +15,15 @@ Local files are read through the file guard (files.py). Knows nothing of MCP.
 from .crops import Cutout, Cutouts
 from .errors import ImageError
 from .loader import ImageLoader, Source
-from .prepared import IMAGE_SUFFIXES, PreparedImage
+from .prepared import IMAGE_SUFFIXES, PreparedImage, is_image_name
 
-__all__ = ["IMAGE_SUFFIXES", "Cutout", "Cutouts", "ImageError", "ImageLoader", "PreparedImage", "Source"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Cutout",
+    "Cutouts",
+    "ImageError",
+    "ImageLoader",
+    "PreparedImage",
+    "Source",
+    "is_image_name",
+]

@@ -215,15 +215,7 @@ def from_pixels(image: Image.Image, *, max_pixels: int) -> PreparedImage:
     """Pixels already upright (a video frame, say) -> the JPEG to send, downscaled to the pixel budget
     (and within JPEG's side limit, however narrow the frame)."""
     flat = _flatten(_resized(image, fit_within(image.width, image.height, max_pixels)))
-    jpeg, sent = encode_jpeg(flat)
-    return PreparedImage(
-        data_url=DataURL(_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii")),
-        jpeg=jpeg,
-        width=image.width,
-        height=image.height,
-        sent_width=sent.width,
-        sent_height=sent.height,
-    )
+    return _encoded(flat, (image.width, image.height))
 
 
 def check_header(image: Image.Image, data: bytes, max_pixels: int, label: str) -> None:
@@ -325,9 +317,14 @@ def _prepare_opened(image: Image.Image, source: tuple[int, int], max_pixels: int
         watch.check()
     flat = _flatten(_resized(_to_8bit(image), target))
     upright = flat.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else flat
-    jpeg, sent = encode_jpeg(upright)
     # Draft mode changed image.size, so the displayed size comes from the header's.
-    shown = (height, width) if orientation in _SIDEWAYS else (width, height)
+    return _encoded(upright, (height, width) if orientation in _SIDEWAYS else (width, height))
+
+
+def _encoded(image: Image.Image, shown: tuple[int, int]) -> PreparedImage:
+    """`image` (upright, flattened, within the pixel budget) as the JPEG to send; `shown` is the size of the
+    original as displayed."""
+    jpeg, sent = encode_jpeg(image)
     return PreparedImage(
         data_url=DataURL(_DATA_URL_PREFIX + base64.b64encode(jpeg).decode("ascii")),
         jpeg=jpeg,

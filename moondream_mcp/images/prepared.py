@@ -4,6 +4,7 @@ a server that has not yet looked at a picture has not loaded Pillow either."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 # The API refuses images over 10 MB; the limit applies to the data URL as sent.
 MAX_DATA_URL_CHARS = 10 * 1024 * 1024
@@ -12,6 +13,11 @@ MAX_DATA_URL_CHARS = 10 * 1024 * 1024
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name is taken for an image when a folder or glob is listed."""
+    return PurePath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 class DataURL(str):

@@ -4,7 +4,6 @@ into tracks. Knows nothing of MCP."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -95,14 +94,9 @@ class FrameLog:
     def done(self) -> dict[int, dict[str, Any]]:
         """This job's frames answered in earlier runs, by pts."""
         found: dict[int, dict[str, Any]] = {}
-        for raw in self.lines.existing():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
+        for record in self.lines.records():
             if (
-                isinstance(record, dict)
-                and record.get("job") == self.lines.job
+                record.get("job") == self.lines.job
                 and record.get("ok") is True
                 and isinstance(record.get("pts"), int)
                 and isinstance(record.get("t"), (int, float))

@@ -19,14 +19,13 @@ import tracemalloc
 from pathlib import Path
 
 import anyio
+from harness import KEY, serving, settings
 from mcp import Client
 from PIL import Image, ImageDraw
 
 from moondream_emulator import Emulator, EmulatorConfig, running_emulator
-from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 
-KEY = "bench-key"
 IMAGES = 100
 LIMIT = 10.0
 LATENCY = 0.2
@@ -47,27 +46,23 @@ def make_images(folder: Path) -> list[str]:
 async def run(workdir: Path) -> None:
     paths = make_images(workdir / "frames")
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY}), latency=LATENCY, rate_limit=LIMIT))
-    with running_emulator(emulator) as running:
-        settings = Settings(
-            api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data", rate_limit=LIMIT
+    async with serving(emulator, workdir, rate_limit=LIMIT) as client:
+        start = time.perf_counter()
+        result = await client.call_tool(
+            "batch", {"skill": "detect", "images": str(workdir / "frames"), "object": "red"}
         )
-        async with Client(build_server(settings)) as client:
-            start = time.perf_counter()
-            result = await client.call_tool(
-                "batch", {"skill": "detect", "images": str(workdir / "frames"), "object": "red"}
-            )
-            batch_time = time.perf_counter() - start
-            summary = result.structured_content
-            batch_429 = sum(r.status == 429 for r in emulator.requests)
-            surfaced = summary["failed"]
+        batch_time = time.perf_counter() - start
+        summary = result.structured_content
+        batch_429 = sum(r.status == 429 for r in emulator.requests)
+        surfaced = summary["failed"]
 
-            emulator.clear()
-            start = time.perf_counter()
-            errors = 0
-            for path in paths:
-                one = await client.call_tool("detect", {"image": path, "object": "red"})
-                errors += one.is_error
-            single_time = time.perf_counter() - start
+        emulator.clear()
+        start = time.perf_counter()
+        errors = 0
+        for path in paths:
+            one = await client.call_tool("detect", {"image": path, "object": "red"})
+            errors += one.is_error
+        single_time = time.perf_counter() - start
 
     batch_rate = IMAGES / batch_time
     single_rate = IMAGES / single_time
@@ -92,14 +87,8 @@ async def run_submit(workdir: Path) -> None:
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY})))
     emulator.hold_batches = True  # measure the upload, not the emulator's processing
     with running_emulator(emulator) as running:
-        settings = Settings(
-            api_key=KEY,
-            endpoint=running.url,
-            allowed_dirs=[workdir],
-            data_dir=workdir / "data",
-            batch_part_bytes=5 * 1024 * 1024,  # the least the storage takes
-        )
-        async with Client(build_server(settings)) as client:
+        configured = settings(running.url, workdir, batch_part_bytes=5 * 1024 * 1024)  # the least the storage takes
+        async with Client(build_server(configured)) as client:
             tracemalloc.start()
             start = time.perf_counter()
             result = await client.call_tool("submit_batch", {"skill": "detect", "images": str(folder), "object": "red"})

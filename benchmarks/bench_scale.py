@@ -22,21 +22,19 @@ from pathlib import Path
 
 import anyio
 from aiolimiter import AsyncLimiter
-from mcp import Client
+from harness import KEY, serving
 from PIL import Image
 
 from moondream_emulator import Emulator, EmulatorConfig, running_emulator
 from moondream_mcp import local_batch
 from moondream_mcp.client import MoondreamClient
-from moondream_mcp.config import IN_FLIGHT, Settings
+from moondream_mcp.config import IN_FLIGHT
 from moondream_mcp.failures import Explainer
 from moondream_mcp.files import FileGuard
 from moondream_mcp.images import ImageLoader
 from moondream_mcp.jsonl import LineWriter
-from moondream_mcp.server import build_server
 from moondream_mcp.vision import Vision
 
-KEY = "bench-key"
 LIMIT = 10.0
 LATENCY = 1.0
 SLOW_IMAGES = 300
@@ -101,12 +99,10 @@ def _lines(workdir: Path, name: str, job: str) -> LineWriter:
 async def no_limit_configured(workdir: Path) -> None:
     refs = make_images(workdir / "unpaced", 200)
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY}), latency=0.05, rate_limit=LIMIT))
-    with running_emulator(emulator) as running:
-        settings = Settings(api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data")
-        async with Client(build_server(settings)) as client:
-            start = time.perf_counter()
-            result = await client.call_tool("batch", {"skill": "point", "images": refs, "object": "red"})
-            elapsed = time.perf_counter() - start
+    async with serving(emulator, workdir) as client:
+        start = time.perf_counter()
+        result = await client.call_tool("batch", {"skill": "point", "images": refs, "object": "red"})
+        elapsed = time.perf_counter() - start
     out = result.structured_content
     throttled = sum(r.status == 429 for r in emulator.requests)
     print(f"2. 200 images, no rate limit configured, the emulator allowing {LIMIT:g} req/s, {elapsed:.1f} s")
@@ -118,15 +114,13 @@ async def no_limit_configured(workdir: Path) -> None:
 async def thousand_through_the_tool(workdir: Path) -> None:
     refs = make_images(workdir / "k", 1000)
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY})))
-    with running_emulator(emulator) as running:
-        settings = Settings(api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data")
-        async with Client(build_server(settings)) as client:
-            tracemalloc.start()
-            start = time.perf_counter()
-            result = await client.call_tool("batch", {"skill": "point", "images": str(workdir / "k"), "object": "red"})
-            elapsed = time.perf_counter() - start
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
+    async with serving(emulator, workdir) as client:
+        tracemalloc.start()
+        start = time.perf_counter()
+        result = await client.call_tool("batch", {"skill": "point", "images": str(workdir / "k"), "object": "red"})
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     out = result.structured_content
     print("3. scale")
     print(

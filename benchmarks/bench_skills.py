@@ -25,15 +25,13 @@ from pathlib import Path
 
 import anyio
 import httpx2
+from harness import KEY, settings
 from mcp import Client, StdioServerParameters
 from PIL import Image, ImageDraw
 
 from moondream_emulator import Emulator, EmulatorConfig, running_emulator
-from moondream_mcp.config import Settings
 from moondream_mcp.images.encode import prepare
 from moondream_mcp.server import build_server
-
-KEY = "bench-key"
 
 
 def photo(size: tuple[int, int], grain: float) -> bytes:
@@ -87,9 +85,8 @@ async def bench_overhead(workdir: Path) -> None:
     path = workdir / "small.png"
     small.save(path)
     with running_emulator(Emulator(EmulatorConfig(keys=frozenset({KEY})))) as emu:
-        settings = Settings(api_key=KEY, endpoint=emu.url, allowed_dirs=[workdir], data_dir=workdir / "data")
         async with (
-            Client(build_server(settings)) as client,
+            Client(build_server(settings(emu.url, workdir))) as client,
             httpx2.AsyncClient(headers={"X-Moondream-Auth": KEY}) as http,
         ):
             first = await client.call_tool("detect", {"image": str(path), "object": "red"})

@@ -14,14 +14,11 @@ import tempfile
 from pathlib import Path
 
 import anyio
-from mcp import Client
+from harness import KEY, serving
 from PIL import Image, ImageDraw
 
-from moondream_emulator import Emulator, EmulatorConfig, running_emulator
-from moondream_mcp.config import Settings
-from moondream_mcp.server import build_server
+from moondream_emulator import Emulator, EmulatorConfig
 
-KEY = "bench-key"
 ITERATIONS = 5
 
 
@@ -33,38 +30,36 @@ async def run(workdir: Path) -> None:
     truth = {"boxes": [{"x_min": 0.25, "y_min": 0.25, "x_max": 0.5625, "y_max": 0.6667}]}
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY})))
     tool_bytes = raw_responses = raw_request = 0
-    with running_emulator(emulator) as running:
-        settings = Settings(api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data")
-        async with Client(build_server(settings)) as client:
-            created = await client.call_tool("create_finetune", {"name": "bench-roofs", "rank": 8})
-            finetune_id = created.structured_content["finetune_id"]
-            emulator.clear()
-            for _ in range(ITERATIONS):
-                rollouts = await client.call_tool(
-                    "generate_rollouts",
-                    {
-                        "finetune_id": finetune_id,
-                        "skill": "detect",
-                        "image": str(photo),
-                        "object": "orange panel",
-                        "num_rollouts": 4,
-                        "ground_truth": truth,
-                    },
-                )
-                step = await client.call_tool(
-                    "train_step",
-                    {
-                        "finetune_id": finetune_id,
-                        "groups": [{"rollout_set_id": rollouts.structured_content["rollout_set_id"]}],
-                    },
-                )
-                assert not rollouts.is_error and not step.is_error
-                for result in (rollouts, step):
-                    tool_bytes += len(result.model_dump_json(by_alias=True, exclude_none=True))
-            for logged in emulator.requests:
-                raw_responses += len(logged.response_text or "")
-                if logged.path.endswith("/train_step"):
-                    raw_request += len(logged.body_text or "")
+    async with serving(emulator, workdir) as client:
+        created = await client.call_tool("create_finetune", {"name": "bench-roofs", "rank": 8})
+        finetune_id = created.structured_content["finetune_id"]
+        emulator.clear()
+        for _ in range(ITERATIONS):
+            rollouts = await client.call_tool(
+                "generate_rollouts",
+                {
+                    "finetune_id": finetune_id,
+                    "skill": "detect",
+                    "image": str(photo),
+                    "object": "orange panel",
+                    "num_rollouts": 4,
+                    "ground_truth": truth,
+                },
+            )
+            step = await client.call_tool(
+                "train_step",
+                {
+                    "finetune_id": finetune_id,
+                    "groups": [{"rollout_set_id": rollouts.structured_content["rollout_set_id"]}],
+                },
+            )
+            assert not rollouts.is_error and not step.is_error
+            for result in (rollouts, step):
+                tool_bytes += len(result.model_dump_json(by_alias=True, exclude_none=True))
+    for logged in emulator.requests:
+        raw_responses += len(logged.response_text or "")
+        if logged.path.endswith("/train_step"):
+            raw_request += len(logged.body_text or "")
     per = ITERATIONS
     print(f"per RL iteration (detect, 4 rollouts, mean of {ITERATIONS}):")
     print(f"  tool results          {tool_bytes / per:10,.0f} bytes")

@@ -26,14 +26,13 @@ from pathlib import Path
 
 import anyio
 import av
+from harness import KEY, serving, settings
 from mcp import Client
 from PIL import Image, ImageDraw
 
 from moondream_emulator import Emulator, EmulatorConfig, running_emulator
-from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 
-KEY = "bench-key"
 LIMIT = 10.0
 LATENCY = 0.2
 SAMPLES = 100
@@ -64,16 +63,12 @@ async def rate(workdir: Path) -> None:
     seconds = 20.0
     clip = make_clip(workdir / "rate.mp4", size=(640, 360), seconds=seconds)
     emulator = Emulator(EmulatorConfig(keys=frozenset({KEY}), latency=LATENCY, rate_limit=LIMIT))
-    with running_emulator(emulator) as running:
-        settings = Settings(
-            api_key=KEY, endpoint=running.url, allowed_dirs=[workdir], data_dir=workdir / "data", rate_limit=LIMIT
+    async with serving(emulator, workdir, rate_limit=LIMIT) as client:
+        start = time.perf_counter()
+        result = await client.call_tool(
+            "detect_video", {"video": str(clip), "object": "red", "fps": SAMPLES / seconds, "max_frames": SAMPLES}
         )
-        async with Client(build_server(settings)) as client:
-            start = time.perf_counter()
-            result = await client.call_tool(
-                "detect_video", {"video": str(clip), "object": "red", "fps": SAMPLES / seconds, "max_frames": SAMPLES}
-            )
-            elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
     out = result.structured_content
     sampled = out["frames_sampled"]
     achieved = sampled / elapsed
@@ -90,8 +85,7 @@ async def rate(workdir: Path) -> None:
 
 async def redact_child(endpoint: str, clip: Path, output: Path) -> dict[str, float]:
     workdir = clip.parent
-    settings = Settings(api_key=KEY, endpoint=endpoint, allowed_dirs=[workdir], data_dir=workdir / "data")
-    async with Client(build_server(settings)) as client:
+    async with Client(build_server(settings(endpoint, workdir))) as client:
         start = time.perf_counter()
         result = await client.call_tool(
             "redact_video", {"video": str(clip), "objects": ["red"], "style": "blur", "output": str(output)}

@@ -65,7 +65,7 @@ def allowed(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
-    """A sibling of the allowed directory, holding things that must never be read."""
+    """A sibling of the allowed directory, holding what must never be read or written."""
     path = tmp_path / "outside"
     path.mkdir()
     return path

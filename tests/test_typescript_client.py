@@ -7,7 +7,6 @@ a registry to install from, the test is skipped and says why.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.keys import API_KEY
+from tests.support.npm import npm_project
 from tests.support.pictures import assert_box, canvas, save
 from tests.support.stdio import server_env
-
-NPM_TIMEOUT = 180
 
 SCRIPT = """\
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -41,25 +39,13 @@ await client.close();
 @pytest.fixture(scope="module")
 def typescript_sdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with @modelcontextprotocol/sdk installed and the client script written."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the TypeScript MCP SDK; they are not installed")
-    project = tmp_path_factory.mktemp("ts-client")
-    (project / "package.json").write_text(json.dumps({"name": "ts-client", "private": True, "type": "module"}))
-    try:
-        installed = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "@modelcontextprotocol/sdk"],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=NPM_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"npm install @modelcontextprotocol/sdk took over {NPM_TIMEOUT} s (no registry reachable?)")
-    if installed.returncode != 0:
-        pytest.skip(f"npm install @modelcontextprotocol/sdk failed (offline?): {installed.stderr.strip()[-300:]}")
-    (project / "client.mjs").write_text(SCRIPT)
-    return project
+    return npm_project(
+        tmp_path_factory.mktemp("ts-client"),
+        {"name": "ts-client", "private": True, "type": "module"},
+        "@modelcontextprotocol/sdk",
+        {"client.mjs": SCRIPT},
+        purpose="to run the TypeScript MCP SDK",
+    )
 
 
 def test_the_typescript_sdk_lists_the_tools_and_calls_detect_over_stdio(

@@ -9,17 +9,16 @@ packages and keeps the API the client uses (metadata, toFormat, toBuffer).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.keys import API_KEY
+from tests.support.npm import npm_project
 from tests.support.pictures import assert_box, canvas, save
 
 NODE_CLIENT = "moondream@0.2.0"
-NPM_TIMEOUT = 180
 RED = (0.25, 0.2, 0.5, 0.6)
 BLUE = (0.6, 0.55, 0.9, 0.9)
 
@@ -56,26 +55,14 @@ const join = async (chunks) => { let text = ""; for await (const c of chunks) te
 @pytest.fixture(scope="module")
 def node_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with the moondream Node client installed and the calling script written."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the official Node client; they are not installed")
-    project = tmp_path_factory.mktemp("node-client")
     manifest = {"name": "node-client", "private": True, "overrides": {"sharp": "^0.33.5"}}
-    (project / "package.json").write_text(json.dumps(manifest))
-    try:
-        installed = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", NODE_CLIENT],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=NPM_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"npm install {NODE_CLIENT} took over {NPM_TIMEOUT} s (no registry reachable?)")
-    if installed.returncode != 0:
-        pytest.skip(f"npm install {NODE_CLIENT} failed (offline?): {installed.stderr.strip()[-300:]}")
-    (project / "client.cjs").write_text(SCRIPT)
-    return project
+    return npm_project(
+        tmp_path_factory.mktemp("node-client"),
+        manifest,
+        NODE_CLIENT,
+        {"client.cjs": SCRIPT},
+        purpose="to run the official Node client",
+    )
 
 
 def test_the_official_node_client_gets_every_answer_right(node_client: Path, emulator, tmp_path: Path) -> None:

@@ -54,14 +54,6 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    """A directory next to the allowed one, holding what must never be read or written."""
-    path = tmp_path / "outside"
-    path.mkdir()
-    return path
-
-
 async def refused(client: Client, logs: pytest.LogCaptureFixture, tool: str, **arguments: object) -> str:
     """The tool error's text, once it is proved an error, in time, without the key anywhere."""
     with anyio.fail_after(BOUND):

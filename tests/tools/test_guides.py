@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from tests.support.calls import call, unique
 from tests.support.labelled import detect_dataset
-from tests.support.watching import finished, wait_for
+from tests.support.watching import run_to_the_end
 
 pytestmark = pytest.mark.anyio
 
@@ -25,17 +24,7 @@ async def test_the_prompts_walk_through_the_loop_and_each_run_has_a_log_resource
     assert text.index("inspect_dataset") < text.index("start_training") < text.index("training_status")
 
     dataset = detect_dataset(workdir, count=3)
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        steps=2,
-        groups_per_step=2,
-        rollouts_per_group=2,
-        eval_every=0,
-    )
-    await wait_for(client, started["run_id"], finished)
+    started, _ = await run_to_the_end(client, dataset, steps=2, groups_per_step=2, rollouts_per_group=2, eval_every=0)
     read = await client.read_resource(started["log"])
     log = json.loads(read.contents[0].text)
     assert (log["run_id"], log["state"], [s["step"] for s in log["steps"]]) == (started["run_id"], "completed", [1, 2])

@@ -13,7 +13,7 @@ from mcp import Client
 from moondream_mcp.scoring import iou
 from tests.support.calls import call, unique
 from tests.support.pictures import canvas, save
-from tests.support.watching import finished, wait_for
+from tests.support.watching import finished, start_run, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -83,10 +83,9 @@ async def test_from_unlabelled_photos_to_a_checkpoint_that_beats_the_base_model(
     assert exported["images"] == 15 and exported["splits"]["eval"] == 3
 
     baseline = await call(client, "evaluate", dataset=str(dataset))
-    started = await call(
+    started = await start_run(
         client,
-        "start_training",
-        dataset=str(dataset),
+        dataset,
         name=unique("panels"),
         mode="auto",
         sft_below=baseline["models"][0]["score"] + 0.02,  # the labels first (SFT), then RL once it helps

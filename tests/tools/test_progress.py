@@ -14,6 +14,7 @@ from moondream_mcp.server import build_server
 from tests.support.calls import BOUND, call, unique
 from tests.support.labelled import detect_dataset
 from tests.support.pictures import canvas, save
+from tests.support.watching import start_run
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +62,7 @@ async def test_waiting_for_a_training_run_sends_progress_until_the_wait_ends(
     beating: Client, workdir: Path, emulator
 ) -> None:
     emulator.emulator.inject_delay(30, times=100, path="/rollouts")  # no step gets recorded during the wait
-    started = await call(
-        beating, "start_training", dataset=str(detect_dataset(workdir, count=4)), name=unique(), steps=2, eval_every=0
-    )
+    started = await start_run(beating, detect_dataset(workdir, count=4), steps=2, eval_every=0)
     notes = Notes()
     with anyio.fail_after(BOUND):
         result = await beating.call_tool(

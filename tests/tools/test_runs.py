@@ -19,7 +19,7 @@ from moondream_mcp.server import build_server
 from tests.support.calls import call, refusal, unique
 from tests.support.labelled import as_box, detect_dataset, query_dataset, write_jsonl
 from tests.support.pictures import canvas, save
-from tests.support.watching import applied, finished, wait_for
+from tests.support.watching import applied, finished, run_to_the_end, start_run, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -28,17 +28,8 @@ async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_
     client: Client, workdir: Path, emulator
 ) -> None:
     dataset = detect_dataset(workdir)
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        rank=8,
-        steps=8,
-        groups_per_step=8,
-        rollouts_per_group=4,
-        lr=0.002,
-        eval_every=4,
+    started = await start_run(
+        client, dataset, rank=8, steps=8, groups_per_step=8, rollouts_per_group=4, lr=0.002, eval_every=4
     )
     assert (started["state"], started["train_examples"], started["eval_examples"]) == ("running", 8, 2)
     status = await wait_for(client, started["run_id"], finished)
@@ -67,17 +58,7 @@ async def test_a_run_raises_reward_keeps_its_best_checkpoint_and_that_beats_the_
 
 async def test_training_status_draws_reward_and_eval_curves_as_a_png(client: Client, workdir: Path) -> None:
     dataset = detect_dataset(workdir, count=4)
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        steps=2,
-        groups_per_step=2,
-        rollouts_per_group=2,
-        eval_every=1,
-    )
-    await wait_for(client, started["run_id"], finished)
+    started, _ = await run_to_the_end(client, dataset, steps=2, groups_per_step=2, rollouts_per_group=2, eval_every=1)
     result = await client.call_tool("training_status", {"run_id": started["run_id"], "chart": True})
     assert not result.is_error
     assert [c.type for c in result.content] == ["text", "image", "resource_link"]
@@ -96,16 +77,7 @@ async def test_stop_training_ends_the_run_after_the_current_step_and_keeps_its_l
 ) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")  # slow enough to stop mid-run
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        steps=50,
-        groups_per_step=2,
-        rollouts_per_group=2,
-        eval_every=0,
-    )
+    started = await start_run(client, dataset, steps=50, groups_per_step=2, rollouts_per_group=2, eval_every=0)
     await wait_for(client, started["run_id"], lambda s: s["step"] >= 1)
     summary = await call(client, "stop_training", run_id=started["run_id"])
     assert summary["state"] in ("running", "stopped")
@@ -123,17 +95,9 @@ async def test_a_step_whose_answer_timed_out_is_recorded_once_and_never_applied_
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(2.5, path="/train_step")  # step 1 is applied; its answer comes too late
     async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 1.0}))) as client:
-        started = await call(
-            client,
-            "start_training",
-            dataset=str(dataset),
-            name=unique(),
-            steps=3,
-            groups_per_step=2,
-            rollouts_per_group=2,
-            eval_every=0,
+        started, status = await run_to_the_end(
+            client, dataset, steps=3, groups_per_step=2, rollouts_per_group=2, eval_every=0
         )
-        status = await wait_for(client, started["run_id"], finished)
     assert status["state"] == "completed"
     assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
     assert [(s["api_step"], s["seconds"] is None) for s in status["steps"]] == [(1, True), (2, False), (3, False)]
@@ -146,17 +110,9 @@ async def test_a_run_waits_for_steps_slower_than_the_request_timeout_and_sends_t
     emulator.emulator.config.train_step_seconds = 1.5
     try:
         async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 30.0}))) as client:
-            started = await call(
-                client,
-                "start_training",
-                dataset=str(dataset),
-                name=unique(),
-                steps=2,
-                groups_per_step=1,
-                rollouts_per_group=2,
-                eval_every=0,
+            started, status = await run_to_the_end(
+                client, dataset, steps=2, groups_per_step=1, rollouts_per_group=2, eval_every=0
             )
-            status = await wait_for(client, started["run_id"], finished)
     finally:
         emulator.emulator.config.train_step_seconds = 0.0
     assert status["state"] == "completed", status
@@ -170,17 +126,9 @@ async def test_a_run_waits_for_steps_slower_than_the_request_timeout_and_sends_t
 async def test_a_step_refused_with_503_is_redone_exactly_once(client: Client, workdir: Path, emulator) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject(503, path="/train_step")
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        steps=3,
-        groups_per_step=2,
-        rollouts_per_group=2,
-        eval_every=0,
+    started, status = await run_to_the_end(
+        client, dataset, steps=3, groups_per_step=2, rollouts_per_group=2, eval_every=0
     )
-    status = await wait_for(client, started["run_id"], finished)
     assert status["state"] == "completed"
     assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
     assert len([r for r in emulator.emulator.requests if r.path.endswith("/train_step")]) == 4
@@ -189,17 +137,9 @@ async def test_a_step_refused_with_503_is_redone_exactly_once(client: Client, wo
 async def test_a_run_the_api_refuses_fails_with_the_reason(client: Client, workdir: Path, emulator) -> None:
     dataset = detect_dataset(workdir, count=3)
     emulator.emulator.inject(400, path="/rollouts", times=100)
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        steps=3,
-        groups_per_step=2,
-        rollouts_per_group=2,
-        eval_every=0,
+    started, status = await run_to_the_end(
+        client, dataset, steps=3, groups_per_step=2, rollouts_per_group=2, eval_every=0
     )
-    status = await wait_for(client, started["run_id"], finished)
     assert (status["state"], status["step"]) == ("failed", 0)
     assert status["last_error"].startswith("the Moondream API refused the request (HTTP 400)")
     assert not applied(emulator, started["finetune_id"])
@@ -211,16 +151,7 @@ async def test_a_run_interrupted_by_a_server_shutdown_resumes_on_the_next_start(
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.2, times=10_000, path="/rollouts")  # ~0.2 s a step
     async with Client(build_server(settings)) as first:
-        started = await call(
-            first,
-            "start_training",
-            dataset=str(dataset),
-            name=unique(),
-            steps=6,
-            groups_per_step=2,
-            rollouts_per_group=2,
-            eval_every=3,
-        )
+        started = await start_run(first, dataset, steps=6, groups_per_step=2, rollouts_per_group=2, eval_every=3)
         midway = await wait_for(first, started["run_id"], lambda s: s["step"] >= 2)
     assert midway["state"] == "running" and midway["step"] < 6
     async with Client(build_server(settings)) as second:
@@ -234,17 +165,7 @@ async def test_a_query_run_rewards_each_rollout_by_the_label_match_rule(
     client: Client, workdir: Path, emulator
 ) -> None:
     dataset = query_dataset(workdir)
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        steps=2,
-        groups_per_step=4,
-        rollouts_per_group=4,
-        eval_every=2,
-    )
-    status = await wait_for(client, started["run_id"], finished)
+    _, status = await run_to_the_end(client, dataset, steps=2, groups_per_step=4, rollouts_per_group=4, eval_every=2)
     assert status["state"] == "completed"
     groups = [g for s in emulator.emulator.train_steps for g in s.groups]
     assert len(groups) == 8
@@ -274,17 +195,7 @@ async def test_one_step_mixes_detect_point_and_query_groups(client: Client, work
             },
         ],
     )
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(path),
-        name=unique(),
-        steps=1,
-        groups_per_step=3,
-        rollouts_per_group=2,
-        eval_every=0,
-    )
-    status = await wait_for(client, started["run_id"], finished)
+    started, status = await run_to_the_end(client, path, steps=1, groups_per_step=3, rollouts_per_group=2, eval_every=0)
     assert (status["state"], status["step"], started["eval_examples"]) == ("completed", 1, 0)
     [step] = emulator.emulator.train_steps
     assert sorted(g["request"]["skill"] for g in step.groups) == ["detect", "point", "query"]
@@ -299,17 +210,7 @@ async def test_one_step_mixes_detect_point_and_query_groups(client: Client, work
 async def test_a_second_run_on_a_busy_finetune_is_refused(client: Client, workdir: Path, emulator) -> None:
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.05, times=10_000, path="/rollouts")
-    name = unique()
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=name,
-        steps=20,
-        groups_per_step=2,
-        rollouts_per_group=2,
-        eval_every=0,
-    )
+    started = await start_run(client, dataset, steps=20, groups_per_step=2, rollouts_per_group=2, eval_every=0)
     text = await refusal(client, "start_training", dataset=str(dataset), finetune_id=started["finetune_id"])
     assert "already training" in text and started["run_id"] in text
     await call(client, "stop_training", run_id=started["run_id"])
@@ -325,16 +226,7 @@ async def test_two_servers_sharing_a_data_dir_apply_each_step_of_a_run_once(
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(0.1, times=10_000, path="/rollouts")
     async with Client(build_server(settings)) as first:
-        started = await call(
-            first,
-            "start_training",
-            dataset=str(dataset),
-            name=unique(),
-            steps=4,
-            groups_per_step=2,
-            rollouts_per_group=2,
-            eval_every=2,
-        )
+        started = await start_run(first, dataset, steps=4, groups_per_step=2, rollouts_per_group=2, eval_every=2)
         # A second server on the same data directory finds the run "running": it must leave it to its driver.
         async with Client(build_server(settings)):
             status = await wait_for(first, started["run_id"], finished)
@@ -351,16 +243,7 @@ async def test_a_run_whose_driver_has_gone_is_taken_over_by_the_server_still_run
     emulator.emulator.inject_delay(0.2, times=10_000, path="/rollouts")
     async with Client(build_server(settings)) as second:
         async with Client(build_server(settings)) as first:
-            started = await call(
-                first,
-                "start_training",
-                dataset=str(dataset),
-                name=unique(),
-                steps=6,
-                groups_per_step=2,
-                rollouts_per_group=2,
-                eval_every=0,
-            )
+            started = await start_run(first, dataset, steps=6, groups_per_step=2, rollouts_per_group=2, eval_every=0)
             midway = await wait_for(first, started["run_id"], lambda s: s["step"] >= 2)
         assert midway["state"] == "running"
         status = await wait_for(second, started["run_id"], finished)

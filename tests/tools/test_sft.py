@@ -13,7 +13,7 @@ from moondream_mcp.config import Settings
 from moondream_mcp.server import build_server
 from tests.support.calls import call, refusal, unique
 from tests.support.labelled import detect_dataset, query_dataset, write_jsonl
-from tests.support.watching import applied, finished, wait_for
+from tests.support.watching import applied, finished, run_to_the_end, start_run, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -23,16 +23,7 @@ async def test_an_sft_run_trains_on_the_labels_without_rollouts_and_records_its_
 ) -> None:
     dataset = detect_dataset(workdir, count=5)
     labels = {line["image"]: line["boxes"] for line in map(json.loads, dataset.read_text().splitlines())}
-    started = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
-        mode="sft",
-        steps=3,
-        groups_per_step=2,
-        eval_every=0,
-    )
+    started = await start_run(client, dataset, mode="sft", steps=3, groups_per_step=2, eval_every=0)
     assert started["calls"] == {
         "rollouts": 0,
         "rollouts_at_least": 0,
@@ -64,10 +55,7 @@ async def test_sft_targets_of_point_and_query_examples_are_their_labels(
             {"image": "count-5-0.png", "skill": "point", "object": "orange", "points": [[0.15, 0.3]], "split": "train"},
         ],
     )
-    started = await call(
-        client, "start_training", dataset=str(path), name=unique(), mode="sft", steps=1, groups_per_step=8, eval_every=0
-    )
-    await wait_for(client, started["run_id"], finished)
+    await run_to_the_end(client, path, mode="sft", steps=1, groups_per_step=8, eval_every=0)
     [step] = emulator.emulator.train_steps[-1:]
     targets = {g["request"]["skill"]: g["target"] for g in step.groups}
     assert targets["point"] == {"points": [{"x": 0.15, "y": 0.3}]}
@@ -81,11 +69,9 @@ async def test_auto_trains_with_sft_while_the_eval_score_is_below_the_threshold_
     dataset = detect_dataset(workdir, count=10)
     base = await call(client, "evaluate", dataset=str(dataset))
     threshold = base["models"][0]["score"] + 0.005
-    started = await call(
+    started = await start_run(
         client,
-        "start_training",
-        dataset=str(dataset),
-        name=unique(),
+        dataset,
         mode="auto",
         sft_below=threshold,
         steps=8,
@@ -115,16 +101,7 @@ async def test_auto_trains_with_sft_while_the_eval_score_is_below_the_threshold_
 async def test_a_dry_run_tells_the_calls_and_starts_nothing(client: Client, workdir: Path, emulator) -> None:
     dataset = detect_dataset(workdir, count=10)
     name = unique()
-    planned = await call(
-        client,
-        "start_training",
-        dataset=str(dataset),
-        name=name,
-        steps=12,
-        groups_per_step=4,
-        eval_every=5,
-        dry_run=True,
-    )
+    planned = await start_run(client, dataset, name=name, steps=12, groups_per_step=4, eval_every=5, dry_run=True)
     assert (planned["state"], planned["run_id"]) == ("planned", None)
     # Evaluations after steps 5, 10 and 12, two eval examples each.
     assert planned["calls"] == {
@@ -165,17 +142,7 @@ async def test_an_sft_step_whose_answer_timed_out_is_recorded_once_as_sft(
     dataset = detect_dataset(workdir, count=4)
     emulator.emulator.inject_delay(2.5, path="/train_step")  # step 1 is applied; its answer comes too late
     async with Client(build_server(settings.model_copy(update={"timeout": 1.0, "train_timeout": 1.0}))) as client:
-        started = await call(
-            client,
-            "start_training",
-            dataset=str(dataset),
-            name=unique(),
-            mode="sft",
-            steps=3,
-            groups_per_step=2,
-            eval_every=0,
-        )
-        status = await wait_for(client, started["run_id"], finished)
+        started, status = await run_to_the_end(client, dataset, mode="sft", steps=3, groups_per_step=2, eval_every=0)
     assert status["state"] == "completed"
     assert applied(emulator, started["finetune_id"]) == [1, 2, 3]
     assert [(s["api_step"], s["mode"], s["seconds"] is None) for s in status["steps"]] == [

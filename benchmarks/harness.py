@@ -1,0 +1,33 @@
+"""What the benchmarks share: the key their emulators accept, and the server under test in memory.
+
+Imported by the scripts beside it (run as `.venv/bin/python benchmarks/bench_….py`, which puts this folder
+on the import path). Not a benchmark itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from mcp import Client
+
+from moondream_emulator import Emulator, running_emulator
+from moondream_mcp.config import Settings
+from moondream_mcp.server import build_server
+
+KEY = "bench-key"
+
+
+def settings(endpoint: str, workdir: Path, **overrides: Any) -> Settings:
+    """The server's settings for a benchmark: KEY at `endpoint`, reading `workdir`, its data inside it."""
+    return Settings(api_key=KEY, endpoint=endpoint, allowed_dirs=[workdir], data_dir=workdir / "data", **overrides)
+
+
+@asynccontextmanager
+async def serving(emulator: Emulator, workdir: Path, **overrides: Any) -> AsyncIterator[Client]:
+    """A client of the server in memory, its API `emulator` running while the block lasts."""
+    with running_emulator(emulator) as running:
+        async with Client(build_server(settings(running.url, workdir, **overrides))) as client:
+            yield client

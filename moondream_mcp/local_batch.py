@@ -88,7 +88,7 @@ class SkillJob:
         elif self.skill == "point":
             output, _ = await vision.point(ref, self.object or "", model=self.model, sampling=self.sampling)
         else:
-            output, _ = await vision.segment(ref, self.object or "", sampling=self.sampling)
+            output, _ = await vision.segment(ref, self.object or "", model=self.model, sampling=self.sampling)
         result: dict[str, Any] = output.model_dump(mode="json")
         return result
 

@@ -213,3 +213,19 @@ async def test_without_a_rate_limit_configured_429s_are_ridden_out_not_surfaced(
 
     assert (out["succeeded"], out["failed"]) == (24, 0)
     assert [r.status for r in limited.requests].count(429) > 0  # the limit was hit, and ridden out
+
+
+@pytest.mark.parametrize("skill", ["caption", "detect", "point", "segment"])
+async def test_every_skill_asks_the_model_it_is_given(client: Client, workdir: Path, skill: str) -> None:
+    shoot(workdir / "m", 2)
+    out = await call(
+        client,
+        "batch",
+        skill=skill,
+        images=str(workdir / "m"),
+        object="red",
+        model="moondream3-preview/no-such-finetune@1",
+        output=str(workdir / f"{skill}.jsonl"),
+    )
+    assert (out["succeeded"], out["failed"]) == (0, 2)
+    assert "checkpoint not found" in out["failures"][0]["reason"]

@@ -67,8 +67,9 @@ def rewrite(files: FileGuard, opened: OpenFile, data: bytes) -> None:
 
 
 def save_own(files: FileGuard, folder: str, name: str, data: bytes) -> OutputFile:
-    """`data` as the server's own file `folder`/`name` below its data directory, replacing any earlier one.
-    Returns the (closed) handle, whose path is where it went."""
-    output = files.open_own(folder, _temporary(name))
+    """`data` as the server's own file `folder`/`name` below its data directory (`folder` may be nested:
+    "video/sheets"), replacing any earlier one in one step. Returns the (closed) handle, whose path is where
+    it went."""
+    output = files.open_own(*folder.split("/"), _temporary(name))
     _swap(output, data, name, None)
     return output

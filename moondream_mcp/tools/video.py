@@ -13,6 +13,7 @@ from pydantic import Field
 
 from ..failures import InputError
 from ..files import OutputFile
+from ..outputs import save_own
 from ..state import Ctx
 from ..video import detection, redacting
 from ..video.containers import container_for
@@ -20,7 +21,6 @@ from ..video.detection import VideoDetection
 from ..video.errors import VideoError
 from ..video.redacting import VideoRedaction
 from ..video.sampling import Sampling
-from ..video.sheets import save
 from ..video.source import video_source
 from . import bounds
 from .pictures import image_content
@@ -88,7 +88,7 @@ def register(tools: Toolbox) -> None:
                 if jpeg is not None:
                     name = f"{skill}-{detected.job}.jpg"
                     summary.sheet = str(
-                        await anyio.to_thread.run_sync(save, state.files, jpeg, "video", "sheets", name)
+                        (await anyio.to_thread.run_sync(save_own, state.files, "video/sheets", name, jpeg)).path
                     )
             except OSError as exc:
                 raise ToolError(f"cannot write the results: {exc.strerror or exc}") from None

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 from ..client import MoondreamClient
 from ..failures import EXPECTED, Explain, FailureGroups
 from ..files import FileGuard, OutputFile
+from ..outputs import save_own
 from .detection import STILL_PIXELS, Progress, VideoFacts, facts, key_frames, look, shapes_of
 from .errors import VideoError, require_av
 from .sampling import Sampling
-from .sheets import Tile, save, sheet
+from .sheets import Tile, sheet
 from .source import Source
 from .tracking import Shape, Timeline, Track, track
 
@@ -174,7 +175,7 @@ async def redact_video(
         tiles.append(Tile(after.get(pts, picture_before), f"after, {t:.2f} s"))
     jpeg = await anyio.to_thread.run_sync(partial(sheet, tiles, columns=4 if len(tiles) > 2 else 2))
     sheet_name = f"{target.path.stem}-{uuid.uuid4().hex[:8]}.jpg"
-    sheet_path = await anyio.to_thread.run_sync(save, files, jpeg, "video", "sheets", sheet_name)
+    sheet_path = (await anyio.to_thread.run_sync(save_own, files, "video/sheets", sheet_name, jpeg)).path
 
     summary = VideoRedaction(
         output=str(target.path),

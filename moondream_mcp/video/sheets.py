@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from ..annotate import PALETTE
-from ..files import FileGuard
 from .tracking import Shape
 
 MAX_BYTES = 1_000_000
@@ -37,16 +34,6 @@ def sheet(tiles: Sequence[Tile], *, columns: int) -> bytes:
         if len(jpeg) <= MAX_BYTES or side <= 64:
             return jpeg
         side = int(side * 0.75)
-
-
-def save(files: FileGuard, jpeg: bytes, *parts: str) -> Path:
-    """`jpeg` as the server's own file under its data directory (a sheet of the same name is replaced)."""
-    with files.open_own(*parts) as out:
-        os.ftruncate(out.fd, 0)
-        view = memoryview(jpeg)
-        while view:
-            view = view[os.write(out.fd, view) :]
-        return out.path
 
 
 def _render(tiles: Sequence[Tile], columns: int, side: int) -> bytes:

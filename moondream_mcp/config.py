@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         default=32 * 1024 * 1024,
         ge=64 * 1024,
         validation_alias=_env("MOONDREAM_MCP_HTTP_MAX_BODY_BYTES"),
-        description="Largest HTTP request body the HTTP transport accepts (413 above it).",
+        description="Largest request the server accepts: an HTTP body (413 above it) or a line on stdio.",
     )
     train_timeout: float = Field(
         default=900.0,

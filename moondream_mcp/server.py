@@ -7,13 +7,14 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp.server import MCPServer, NotificationOptions
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, InputRequiredResult, Tool
+from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
 from . import __version__, emulated
@@ -41,12 +42,14 @@ from .tools import (
     zoom,
 )
 from .tools.arguments import refuse_non_finite
-from .tools.schemas import lean_schema
+from .tools.listing import ListedServer
 from .tools.toolsets import Toolbox, ToolsetError
 from .training import Runner
 
 __all__ = ["MoondreamServer", "ToolsetError", "build_server", "public_url", "serve", "startup_line"]
 
+# In the data directory: the tool list kept between starts.
+LISTING_FILE = "tool-list.json"
 INSTRUCTIONS = """\
 Moondream vision tools. Pass images as absolute file paths, file:// URLs, http(s) URLs or data URLs.
 All coordinates are normalized 0-1 with the origin at the top-left of the image as displayed
@@ -61,10 +64,12 @@ def build_server(
     *,
     images: Callable[[Settings, FileGuard], ImageLoader] = ImageLoader.from_settings,
     emulated_api: bool = False,
+    listing: Path | None = None,
 ) -> MoondreamServer:
     """The server, configured by `settings`; ToolsetError if it names toolsets that do not exist.
     `emulated_api`: the endpoint is the built-in emulator, and the instructions and every tool result say so
-    (see emulated.py).
+    (see emulated.py). `listing`: the file that keeps the tool list between starts (tools/listing.py); without
+    it every start builds every listed tool.
 
     `images` builds the image loader. A test seam, and the only one: tests of URL guards pass a loader
     whose address policy treats one loopback server as a public host, since nothing public is reachable.
@@ -107,6 +112,7 @@ def build_server(
         version=__version__,
         lifespan=lifespan,
         middleware=[refuse_non_finite, emulated.mark_results] if emulated_api else [refuse_non_finite],
+        listing=listing,
     )
     tools = Toolbox()
     # Registered in the order they are listed: the vision tools first, as an agent reaches for them first.
@@ -122,25 +128,14 @@ def build_server(
     return server
 
 
-class MoondreamServer(MCPServer[AppState]):
-    """The SDK's server, listing each tool with its input schema as a model should read it (tools/schemas.py),
-    knowing which toolsets it started with, and telling argument errors in sentences."""
+class MoondreamServer(ListedServer):
+    """The SDK's server with tools built when first needed (tools/listing.py), knowing which toolsets it started
+    with, and telling argument errors in sentences."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.toolsets: list[str] = []
         self.offered: list[str] = []  # the tools listed at start
-        self._lean: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-
-    async def list_tools(self) -> list[Tool]:
-        listed = await super().list_tools()
-        for i, tool in enumerate(listed):
-            cached = self._lean.get(tool.name)
-            if cached is None or cached[0] != tool.input_schema:
-                cached = (tool.input_schema, lean_schema(tool.input_schema))
-                self._lean[tool.name] = cached
-            listed[i] = tool.model_copy(update={"input_schema": cached[1]})
-        return listed
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
@@ -173,14 +168,14 @@ def serve(
     emulated_api: bool = False,
 ) -> None:
     """Run the server until interrupted: on stdio (stdout carries protocol messages only) or streamable HTTP."""
-    server = build_server(settings, emulated_api=emulated_api)
+    server = build_server(settings, emulated_api=emulated_api, listing=settings.data_dir / LISTING_FILE)
     if transport == "stdio":
         import anyio
 
         from .stdio_transport import serve_stdio
 
         sys.stderr.write(startup_line(server, settings, "stdio") + "\n")
-        anyio.run(serve_stdio, server)
+        anyio.run(partial(serve_stdio, server, max_line_bytes=settings.http_max_body_bytes))
         return
     from .http_transport import MCP_PATH, serve_http
 

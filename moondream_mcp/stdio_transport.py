@@ -1,17 +1,32 @@
-"""The MCP server over stdio, where every line gets an answer.
+"""The MCP server over stdio: every line answered, no line unbounded, no thread per message.
 
-The SDK's stdio transport drops a line it cannot parse or validate (not JSON, a lone surrogate, nesting
-past its parser's limit, `params` of the wrong type) with a debug log line, and the client waits for
-an answer that never comes. So each line is screened here first, with the SDK's own parser, and one it
-would drop is answered with the JSON-RPC error the spec asks for: -32700 for what does not parse,
--32600 for what is not a valid message, under the message's id when one can be read from it.
+Answered: the SDK's stdio transport drops a line it cannot parse or validate (not JSON, a lone surrogate, nesting
+past its parser's limit, `params` of the wrong type) with a debug log line, and the client waits for an answer
+that never comes. So each line is screened here first, with the SDK's own parser, and one it would drop is
+answered with the JSON-RPC error the spec asks for: -32700 for what does not parse, -32600 for what is not a valid
+message, under the message's id when one can be read from it. A line longer than the largest request the server
+takes (MOONDREAM_MCP_HTTP_MAX_BODY_BYTES) is answered -32600 and skipped without being held in memory.
+
+No thread: the SDK reads and writes the standard streams in worker threads, a dozen thread switches per tool call,
+which were most of the server's CPU per cached call. When stdin and stdout are pipes or sockets, as every MCP
+client makes them, they are read and written here as the event loop finds them ready: a read returns what has
+arrived, and a write of at most PIPE_BUF bytes fits once the pipe is writable, so neither blocks and the
+descriptors stay in blocking mode, shared state untouched. Anything else (a terminal, a file) is read and written
+in a worker thread.
+
+As the SDK's transport does, the process's own fd 0 and fd 1 point at the null device and at stderr while it
+serves, so nothing but protocol messages reaches the client on stdout; the wire is served from duplicates.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import stat
 import sys
-from io import TextIOWrapper
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -25,6 +40,9 @@ if TYPE_CHECKING:
     from mcp.server import MCPServer
 
 _DETAIL_CHARS = 200
+_READ_BYTES = 256 * 1024
+# A write this small to a pipe the poller calls writable never blocks (POSIX: PIPE_BUF writes are whole).
+_WRITE_BYTES = getattr(select, "PIPE_BUF", 512)
 
 
 def screen(line: str) -> types.JSONRPCError | None:
@@ -56,22 +74,78 @@ def _error(request_id: str | int | None, code: int, message: str) -> types.JSONR
     return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message))
 
 
+class _TooLong:
+    """In place of a line longer than the limit."""
+
+
+TOO_LONG = _TooLong()
+
+
+class Lines:
+    """The lines of a stream of bytes read in chunks; a line over `limit` bytes is given as TOO_LONG, once, and
+    its bytes are dropped as they come. A last line without a newline is a line too."""
+
+    def __init__(self, read: Callable[[], Awaitable[bytes]], limit: int) -> None:
+        self._read = read  # b"" at the end
+        self._limit = limit
+        self._buffer = bytearray()
+        self._searched = 0  # the buffer holds no newline before this
+        self._skipping = False
+        self._ended = False
+
+    async def next(self) -> bytes | _TooLong | None:
+        """The next line, newline included; None at the end."""
+        while True:
+            newline = self._buffer.find(b"\n", self._searched)
+            if newline >= 0:
+                line = bytes(self._buffer[: newline + 1])
+                del self._buffer[: newline + 1]
+                self._searched = 0
+                if self._skipping:
+                    self._skipping = False  # the rest of a line already answered
+                    continue
+                return line
+            self._searched = len(self._buffer)
+            if len(self._buffer) > self._limit:
+                self._buffer.clear()
+                self._searched = 0
+                if not self._skipping:
+                    self._skipping = True
+                    return TOO_LONG
+            if self._ended:
+                line, skipped = bytes(self._buffer), self._skipping
+                self._buffer.clear()
+                return line if line and not skipped else None
+            chunk = await self._read()
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._ended = True
+
+
 class _ScreenedLines:
     """The lines of stdin the SDK can read; the others are answered through `errors`."""
 
-    def __init__(self, stdin: anyio.AsyncFile[str], errors: anyio.abc.ObjectSendStream[types.JSONRPCError]) -> None:
-        self._stdin = stdin
+    def __init__(self, lines: Lines, errors: anyio.abc.ObjectSendStream[types.JSONRPCError], limit: int) -> None:
+        self._lines = lines
         self._errors = errors
+        self._limit = limit
 
     def __aiter__(self) -> _ScreenedLines:
         return self
 
     async def __anext__(self) -> str:
         while True:
-            line = await self._stdin.readline()
-            if not line:
+            raw = await self._lines.next()
+            if raw is None:
                 await self._errors.aclose()
                 raise StopAsyncIteration
+            if isinstance(raw, _TooLong):
+                message = f"Invalid request: a message may be at most {self._limit} bytes"
+                await self._errors.send(_error(None, types.INVALID_REQUEST, message))
+                continue
+            # errors="replace": bytes that are not UTF-8 still make a line, which then fails to parse and is answered.
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue  # a blank line is no message at all
             error = screen(line)
@@ -80,16 +154,81 @@ class _ScreenedLines:
             await self._errors.send(error)
 
 
-async def serve_stdio(server: MCPServer[Any]) -> None:
+class _Writer:
+    """stdout as the SDK writes it: `write` sends the whole text before it returns, so `flush` has nothing to do."""
+
+    def __init__(self, fd: int, polled: bool) -> None:
+        self._fd = fd
+        self._polled = polled
+
+    async def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
+        if not self._polled:
+            await anyio.to_thread.run_sync(_write_all, self._fd, data)
+            return
+        while data:
+            await anyio.wait_writable(self._fd)
+            try:
+                data = data[os.write(self._fd, data[:_WRITE_BYTES]) :]
+            except BlockingIOError:
+                continue
+
+    async def flush(self) -> None:
+        return None
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _polled(fd: int) -> bool:
+    """Whether the event loop can wait on `fd` (a pipe or a socket, on a POSIX system)."""
+    if sys.platform == "win32":
+        return False
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+@contextmanager
+def _claimed_standard_streams() -> Iterator[tuple[int, int]]:
+    """Duplicates of fd 0 and fd 1 to serve the wire on, while fd 0 reads the null device and fd 1 writes to stderr."""
+    sys.stdout.flush()
+    wire_in, wire_out = os.dup(0), os.dup(1)
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(null, 0)
+        finally:
+            os.close(null)
+        os.dup2(2, 1)
+        yield wire_in, wire_out
+    finally:
+        sys.stdout.flush()
+        os.dup2(wire_out, 1)
+        os.dup2(wire_in, 0)
+        # Left open when a worker thread may still be reading them: a number closed under a blocked read can be
+        # reused for another file. The process ends soon after.
+        if _polled(wire_in) and _polled(wire_out):
+            os.close(wire_in)
+            os.close(wire_out)
+
+
+async def serve_stdio(server: MCPServer[Any], *, max_line_bytes: int) -> None:
     """Serve on stdin/stdout until stdin closes."""
     # The SDK runs a server on streams of one's own only through its low-level server.
     lowlevel = server._lowlevel_server
     send_errors, errors = anyio.create_memory_object_stream[types.JSONRPCError](max_buffer_size=16)
-    # errors="replace": bytes that are not UTF-8 still make a line, which then fails to parse and is answered.
-    text = TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    lines = _ScreenedLines(anyio.wrap_file(text), send_errors)
-    try:
-        async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read_stream, write_stream):
+    with _claimed_standard_streams() as (wire_in, wire_out):
+        lines = Lines(_reader(wire_in), max_line_bytes)
+        screened = _ScreenedLines(lines, send_errors, max_line_bytes)
+        writer = _Writer(wire_out, _polled(wire_out))
+        async with stdio_server(
+            stdin=cast("anyio.AsyncFile[str]", screened), stdout=cast("anyio.AsyncFile[str]", writer)
+        ) as (read_stream, write_stream):
 
             async def answer_errors() -> None:
                 async with errors:
@@ -100,5 +239,19 @@ async def serve_stdio(server: MCPServer[Any]) -> None:
                 tasks.start_soon(answer_errors)
                 await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
                 tasks.cancel_scope.cancel()
-    finally:
-        text.detach()  # stdin's buffer is the process's, not this wrapper's to close
+
+
+def _reader(fd: int) -> Callable[[], Awaitable[bytes]]:
+    if not _polled(fd):
+        # Abandoned on cancel: a terminal may never send another byte, and shutting down must not wait for one.
+        return lambda: anyio.to_thread.run_sync(os.read, fd, _READ_BYTES, abandon_on_cancel=True)
+
+    async def read() -> bytes:
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                return os.read(fd, _READ_BYTES)
+            except BlockingIOError:
+                continue
+
+    return read

@@ -1,24 +1,29 @@
 """Over stdio, every malformed JSON-RPC line gets an answer: a parse or invalid-request error under the
-line's id when it has one, never silence (the SDK's own transport drops such lines)."""
+line's id when it has one, never silence (the SDK's own transport drops such lines); a line over the size limit
+is answered and skipped; stdin that is a file is served too; nothing but the protocol reaches stdout."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
+from moondream_mcp.stdio_transport import TOO_LONG, Lines
 from tests.support.stdio import StdioPeer, rpc, server_env
+
+
+class NoEmulatorHere:
+    url = "http://127.0.0.1:9/v1"  # nothing here is ever sent
 
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StdioPeer]:
     """One server process for the module: none of these lines may disturb it for the next."""
     tmp = tmp_path_factory.mktemp("stdio")
-
-    class NoEmulator:
-        url = "http://127.0.0.1:9/v1"  # nothing here is ever sent
-
-    running = StdioPeer(server_env(NoEmulator(), tmp, tmp))
+    running = StdioPeer(server_env(NoEmulatorHere(), tmp, tmp))
     yield running
     running.close()
 
@@ -77,3 +82,76 @@ def test_the_server_still_serves_after_every_attack(peer: StdioPeer) -> None:
     tools = peer.answer(rpc(99, "tools/list"))
 
     assert tools["id"] == 99 and len(tools["result"]["tools"]) > 20
+
+
+def test_a_line_over_the_size_limit_is_answered_and_the_next_one_served(tmp_path) -> None:
+    env = server_env(NoEmulatorHere(), tmp_path, tmp_path)
+    env["MOONDREAM_MCP_HTTP_MAX_BODY_BYTES"] = str(64 * 1024)
+    huge = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":"' + b"a" * 1_000_000 + b'"}}'
+    peer = StdioPeer(env)
+    try:
+        answer = peer.answer(huge)
+        assert answer["id"] is None
+        assert answer["error"]["code"] == INVALID_REQUEST
+        assert "at most 65536 bytes" in answer["error"]["message"]
+        assert peer.answer(rpc(4, "ping")) == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    finally:
+        peer.close()
+
+
+def test_a_server_reading_a_file_rather_than_a_pipe_answers_too(tmp_path) -> None:
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(rpc(0, "initialize", hello) + rpc(None, "notifications/initialized") + rpc(1, "ping"))
+    with requests.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "moondream_mcp"],
+            stdin=stdin,
+            capture_output=True,
+            env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
+            timeout=60,
+        )
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["id"] for a in answers] == [0, 1]
+
+
+def test_what_the_process_writes_to_stdout_while_serving_goes_to_stderr() -> None:
+    script = (
+        "import os\n"
+        "from moondream_mcp.stdio_transport import _claimed_standard_streams\n"
+        "with _claimed_standard_streams() as (wire_in, wire_out):\n"
+        "    print('stray', flush=True)\n"
+        "    os.write(wire_out, b'wire')\n"
+        "print(' after')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.stdout == b"wire after\n"
+    assert done.stderr == b"stray\n"
+
+
+def chunks(*parts: bytes):
+    remaining = list(parts)
+
+    async def read() -> bytes:
+        return remaining.pop(0) if remaining else b""
+
+    return read
+
+
+async def all_lines(lines: Lines) -> list:
+    found = []
+    while (line := await lines.next()) is not None:
+        found.append(line)
+    return found
+
+
+@pytest.mark.anyio
+async def test_lines_are_joined_across_chunks_and_a_last_one_needs_no_newline() -> None:
+    lines = Lines(chunks(b'{"a"', b":1}\n{", b'"b":2}\n\n', b'{"c":3}'), limit=100)
+    assert await all_lines(lines) == [b'{"a":1}\n', b'{"b":2}\n', b"\n", b'{"c":3}']
+
+
+@pytest.mark.anyio
+async def test_a_line_over_the_limit_is_told_once_and_dropped_as_it_comes() -> None:
+    lines = Lines(chunks(b"x" * 60, b"x" * 60, b"x" * 60, b"x\nok\n", b"y" * 200), limit=100)
+    assert await all_lines(lines) == [TOO_LONG, b"ok\n", TOO_LONG]

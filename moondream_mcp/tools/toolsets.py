@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from mcp.server import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from ..state import AppState, Ctx
+from ..state import Ctx
+from .listing import ListedServer
 from .results import compact
 
 ALL = "all"
@@ -92,7 +92,7 @@ class Toolbox:
         chosen = set(toolsets)
         return [d for d in self._declared.values() if d.toolset in chosen and (d.read_only or not read_only)]
 
-    def serve(self, server: MCPServer[AppState], toolsets: Iterable[str], *, read_only: bool) -> list[str]:
+    def serve(self, server: ListedServer, toolsets: Iterable[str], *, read_only: bool) -> list[str]:
         """Add the chosen toolsets' tools to `server` (and enable_toolset when others remain); their names."""
         chosen = self.choose(toolsets)
         added = _add(server, self.offered(chosen, read_only=read_only))
@@ -102,7 +102,7 @@ class Toolbox:
             added.append("enable_toolset")
         return added
 
-    def _offer_switch(self, server: MCPServer[AppState], later: list[str], *, read_only: bool) -> None:
+    def _offer_switch(self, server: ListedServer, later: list[str], *, read_only: bool) -> None:
         enabled: set[str] = set()
         listing = "; ".join(
             f"{t} ({SUMMARIES.get(t) or ', '.join(d.name for d in self.offered([t], read_only=read_only))})"
@@ -123,13 +123,14 @@ class Toolbox:
         enable_toolset.__annotations__["toolset"] = Annotated[
             Literal.__getitem__(tuple(later)), Field(description="Toolset.")
         ]
-        enable_toolset.__doc__ = f"Add tools: {listing}."
-        server.tool(
+        server.offer_tool(
+            compact(enable_toolset),
             title="Turn on a toolset",
+            description=f"Add tools: {listing}.",
             annotations=ToolAnnotations(
                 read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
             ),
-        )(compact(enable_toolset))
+        )
 
 
 class Enabled(BaseModel):
@@ -138,9 +139,9 @@ class Enabled(BaseModel):
     message: str
 
 
-def _add(server: MCPServer[AppState], declared: list[Declared]) -> list[str]:
+def _add(server: ListedServer, declared: list[Declared]) -> list[str]:
     for d in declared:
         # One line: a docstring's line breaks and indentation would cost the model's context too.
         description = " ".join((d.fn.__doc__ or "").split())
-        server.add_tool(d.fn, title=d.title, description=description, annotations=d.annotations)
+        server.offer_tool(d.fn, title=d.title, description=description, annotations=d.annotations)
     return [d.name for d in declared]

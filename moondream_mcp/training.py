@@ -299,7 +299,10 @@ class Runner:
         self._changed = anyio.Event()
 
     async def _adopt(self) -> None:
-        for run in await self.store.runs(state="running"):
+        running = await self.store.runs(state="running")
+        if self._tasks is None:
+            return  # the server stopped while the store answered: the runs resume on its next start
+        for run in running:
             self._launch(run.id)
 
     async def _keep_adopting(self) -> None:

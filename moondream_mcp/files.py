@@ -63,6 +63,12 @@ class FileError(Exception):
     """
 
 
+def os_failure(verb: str, label: str, exc: OSError) -> FileError:
+    """The one way an operating-system failure on a file is told: "cannot write out.jsonl: No space left on
+    device" (the reason as the system gives it, never the file's content)."""
+    return FileError(f"cannot {verb} {label}: {exc.strerror or exc}")
+
+
 class FileMissing(FileError):
     """The path does not exist, inside the allowed directories (outside, that is never said)."""
 
@@ -138,7 +144,7 @@ class OpenFile(_Handle):
                 offset += len(chunk)
                 budget -= len(chunk)
         except OSError as exc:
-            raise FileError(f"cannot read {self.label}: {exc.strerror}") from None
+            raise os_failure("read", self.label, exc) from None
         if offset > self.limit:
             raise FileError(_too_large(self.label, self.limit))
         return b"".join(chunks)
@@ -167,7 +173,7 @@ class OpenDir(_Handle):
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise FileError(f"cannot look at {self._label(name)}: {exc.strerror}") from None
+            raise os_failure("look at", self._label(name), exc) from None
         return True
 
     def child(self, name: str, *, create: bool = False) -> OpenDir:
@@ -179,7 +185,7 @@ class OpenDir(_Handle):
             except FileExistsError:
                 pass
             except OSError as exc:
-                raise FileError(f"cannot create {label}: {exc.strerror}") from None
+                raise os_failure("create", label, exc) from None
         try:
             fd = os.open(_plain(name, self), _LIST, dir_fd=self.fd)
         except FileNotFoundError:
@@ -187,7 +193,7 @@ class OpenDir(_Handle):
         except OSError as exc:
             if exc.errno in _SWAPPED:
                 raise FileError(f"refused: {label} is not a folder (a file or a symlink is there)") from None
-            raise FileError(f"cannot open {label}: {exc.strerror}") from None
+            raise os_failure("open", label, exc) from None
         return OpenDir(fd, self.path / name, label)
 
     def create(self, name: str) -> OutputFile:
@@ -198,7 +204,7 @@ class OpenDir(_Handle):
         except FileExistsError:
             raise FileError(f"refused to write {label}: something is there already") from None
         except OSError as exc:
-            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+            raise os_failure("write", label, exc) from None
         return OutputFile(fd, self.path / name, label, True, os.dup(self.fd), name)
 
     def link(self, name: str, target: Path) -> None:
@@ -206,7 +212,7 @@ class OpenDir(_Handle):
         try:
             os.symlink(target, _plain(name, self), dir_fd=self.fd)
         except OSError as exc:
-            raise FileError(f"cannot write {self._label(name)}: {exc.strerror}") from None
+            raise os_failure("write", self._label(name), exc) from None
 
     def remove(self, name: str) -> bool:
         """Remove the file or symlink `name` (never what a symlink leads to); False when there is none.
@@ -219,7 +225,7 @@ class OpenDir(_Handle):
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise FileError(f"cannot remove {self._label(name)}: {exc.strerror}") from None
+            raise os_failure("remove", self._label(name), exc) from None
         return True
 
     def _label(self, name: str) -> str:
@@ -263,7 +269,7 @@ class OutputFile(_Handle):
                     raise FileError(f"{label} changed while it was being rewritten; nothing was written, try again.")
             os.replace(self._name, name, src_dir_fd=self._parent, dst_dir_fd=self._parent)
         except OSError as exc:
-            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+            raise os_failure("write", label, exc) from None
         self._name, self.path, self.label, self.created = name, self.path.with_name(name), label, False
 
     def discard(self) -> None:
@@ -498,7 +504,7 @@ class FileGuard:
             # The data directory itself is the operator's choice: a symlink there is theirs to make.
             parent = os.open(self.own_dir, _WALK & ~getattr(os, "O_NOFOLLOW", 0))
         except OSError as exc:
-            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+            raise os_failure("write", label, exc) from None
         try:
             for name in parts[:-1]:
                 try:
@@ -514,7 +520,7 @@ class FileGuard:
                     return opened
             raise FileError(f"cannot write {label}: it keeps changing while it is being opened")
         except OSError as exc:
-            raise FileError(f"cannot write {label}: {exc.strerror}") from None
+            raise os_failure("write", label, exc) from None
         finally:
             os.close(parent)
 
@@ -546,7 +552,7 @@ class FileGuard:
             if isinstance(exc, FileNotFoundError):
                 raise FileMissing(f"file not found: {label}") from None
             if isinstance(exc, OSError):
-                raise FileError(f"cannot open {label}: {exc.strerror}") from None
+                raise os_failure("open", label, exc) from None
             raise
         return OpenFile(fd, real, st, label, self.max_file_bytes)
 

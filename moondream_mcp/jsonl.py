@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from .files import FileError, OutputFile
+from .files import FileError, OutputFile, os_failure
 
 Mode = Literal["resume", "replace"]
 
@@ -66,7 +66,7 @@ class LineWriter:
             head = output.head(len(marker) + 1)
         except OSError as exc:
             output.close()
-            raise FileError(f"cannot read {output.label}: {exc.strerror}") from None
+            raise os_failure("read", output.label, exc) from None
         if size and not (head.startswith(marker) and head[len(marker) : len(marker) + 1] in (b",", b"}")):
             output.close()
             raise FileError(

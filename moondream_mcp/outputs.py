@@ -8,7 +8,7 @@ import os
 import secrets
 import stat
 
-from .files import FileError, FileGuard, OpenDir, OpenFile, OutputFile
+from .files import FileGuard, OpenDir, OpenFile, OutputFile, os_failure
 
 
 def write_all(output: OutputFile, data: bytes) -> None:
@@ -17,7 +17,7 @@ def write_all(output: OutputFile, data: bytes) -> None:
         while view:
             view = view[os.write(output.fd, view) :]
     except OSError as exc:
-        raise FileError(f"cannot write {output.label}: {exc.strerror}") from None
+        raise os_failure("write", output.label, exc) from None
 
 
 def write_new(folder: OpenDir, name: str, data: bytes) -> None:

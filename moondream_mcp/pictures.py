@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .files import FileError, FileGuard, FileMissing
+from .files import FileError, FileGuard, FileMissing, os_failure
 from .images.encode import encode_jpeg
 
 # Base64 characters of one picture: some clients drop images over 1 MB.
@@ -93,7 +93,7 @@ class PictureShelf:
             except BaseException as exc:
                 output.discard()
                 if isinstance(exc, OSError):
-                    raise FileError(f"cannot write {output.label}: {exc.strerror}") from None
+                    raise os_failure("write", output.label, exc) from None
                 raise
         if save_to is None:
             self._prune(name)

@@ -18,13 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import datasets, outputs
+import anyio
+
+from . import datasets, outputs, sheets
 from .datasets import Example
-from .failures import InputError
+from .failures import EXPECTED, Explain, InputError
 from .files import FileGuard, OpenFile
+from .images import ImageLoader
 from .jsonl import line
 
 REVIEWABLE = ("detect", "point")
+PER_SHEET = 12
+LOADING_AT_ONCE = 4
 Action = Literal["accept", "drop", "replace", "none", "remove"]
 Found = Literal["nothing", "many"]
 
@@ -109,6 +114,52 @@ def page(
     pages = max(1, -(-len(chosen) // size))
     start = (number - 1) * size
     return Page(chosen[start : start + size], len(chosen), sum(not e.reviewed for e in entries), number, pages)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A page as drawn: its cells numbered in order, and the sheets that show them."""
+
+    cells: list[tuple[int, Entry, str | None]]  # number, example, why its image could not be shown
+    sheets: list[tuple[bytes, list[int]]]  # a sheet's JPEG, and the numbers of the cells on it
+
+
+async def show(chosen: Page, *, first: int, images: ImageLoader, explain: Explain) -> Shown:
+    """The page's examples drawn on contact sheets of PER_SHEET cells, numbered from `first`, each with its
+    labels numbered as fix_labels takes them; an image that cannot be loaded is shown as the reason."""
+    loaded: list[bytes | str] = [b""] * len(chosen.entries)
+    limiter = anyio.CapacityLimiter(LOADING_AT_ONCE)
+
+    async def load(index: int, ref: str) -> None:
+        async with limiter:
+            try:
+                loaded[index] = (await images.load(ref)).jpeg
+            except EXPECTED as exc:
+                loaded[index] = explain(exc)
+
+    async with anyio.create_task_group() as tasks:
+        for index, entry in enumerate(chosen.entries):
+            tasks.start_soon(load, index, entry.example.ref)
+    cells: list[tuple[int, Entry, str | None]] = []
+    drawn: list[sheets.Cell] = []
+    for number, (entry, image) in enumerate(zip(chosen.entries, loaded, strict=True), start=first):
+        error = image if isinstance(image, str) else None
+        cells.append((number, entry, error))
+        drawn.append(
+            sheets.Cell(
+                title=f"{number} · line {entry.line} · {entry.example.object} ({len(entry.labels)})",
+                jpeg=image if isinstance(image, bytes) else None,
+                boxes=(entry.example.boxes if entry.example.points is None else ()) or (),
+                points=entry.example.points or (),
+                note=error,
+                done=entry.reviewed,
+            )
+        )
+    drawn_sheets = []
+    for start in range(0, len(drawn), PER_SHEET):
+        jpeg = await anyio.to_thread.run_sync(sheets.draw, drawn[start : start + PER_SHEET])
+        drawn_sheets.append((jpeg, [number for number, _, _ in cells[start : start + PER_SHEET]]))
+    return Shown(cells, drawn_sheets)
 
 
 @dataclass(frozen=True)

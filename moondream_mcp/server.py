@@ -56,7 +56,9 @@ All coordinates are normalized 0-1 with the origin at the top-left of the image 
 (EXIF orientation applied); multiply by image.width / image.height for pixels.
 Use detect for boxes and counts, point for locations, segment for outlines, query for questions,
 caption for descriptions, ask for one question about several images, zoom to look closer (crops at full
-resolution). Set annotate=true to get the image back with the results drawn on it."""
+resolution). Set annotate=true to get the image back with the results drawn on it.
+To use a finetuned checkpoint, pass its model string (moondream3-preview/<finetune_id>@<step>, as
+list_checkpoints and training_status give it) as `model`."""
 
 
 def build_server(

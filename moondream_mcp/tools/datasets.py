@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from .. import datasets
 from ..datasets import Dataset, Problem
+from ..files import os_failure
 from ..state import Ctx
 from . import bounds
 from .dataset_checks import DatasetPath, read_dataset
@@ -115,7 +116,7 @@ def register(tools: Toolbox) -> None:
                     )
                 )
         except OSError as exc:
-            raise ToolError(f"cannot import: {exc.strerror or exc}") from None
+            raise ToolError(str(os_failure("import", "the dataset", exc))) from None
         if not imported.records:
             reasons = "; ".join(imported.skipped[:3])
             raise ToolError(

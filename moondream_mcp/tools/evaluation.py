@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from .. import datasets, evaluation
 from ..client.tuning import BASE_MODEL
 from ..datasets import Dataset, Example
-from ..files import FileError
+from ..files import FileError, os_failure
 from ..jsonl import LineWriter
 from ..state import AppState, Ctx
 from ..store import new_id
@@ -164,7 +164,7 @@ def register(tools: Toolbox) -> None:
                     state.client, state.images, examples, asked, lines, progress=tracker.report, explain=state.explain
                 )
         except OSError as exc:
-            raise ToolError(f"cannot write {path}: {exc.strerror}") from None
+            raise ToolError(str(os_failure("write", str(path), exc))) from None
         rows = [_score_row(t) for t in tallies]
         scored = [r for r in rows if r.score is not None]
         best = max(scored, key=lambda r: r.score or 0.0).model if scored else None

@@ -14,8 +14,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .. import batch_api, exports, labelling, local_batch, outputs, reviewing, sheets
-from ..failures import EXPECTED
+from .. import batch_api, exports, labelling, local_batch, outputs, reviewing
+from ..files import os_failure
 from ..labelling import DatasetLog, LabelJob
 from ..state import AppState, Ctx
 from . import bounds
@@ -132,7 +132,6 @@ WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent
 LOOK = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 EXPORT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 FIX = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
-PER_SHEET = 12
 
 
 def _tallies(log: DatasetLog) -> list[ClassTally]:
@@ -199,56 +198,29 @@ def register(tools: Toolbox) -> None:
         )
         if page > chosen.pages:
             raise ToolError(f"page {page} is past the last page ({chosen.pages}) of {chosen.matching} examples")
-        loaded: list[bytes | str] = [b""] * len(chosen.entries)
-        limiter = anyio.CapacityLimiter(4)
-
-        async def load(index: int, ref: str) -> None:
-            async with limiter:
-                try:
-                    loaded[index] = (await state.images.load(ref)).jpeg
-                except EXPECTED as exc:
-                    loaded[index] = state.explain(exc)
-
-        async with anyio.create_task_group() as tasks:
-            for index, entry in enumerate(chosen.entries):
-                tasks.start_soon(load, index, entry.example.ref)
-        first = (page - 1) * per_page + 1
-        cells: list[ReviewCell] = []
-        drawn: list[sheets.Cell] = []
-        for number, (entry, image) in enumerate(zip(chosen.entries, loaded, strict=True), start=first):
-            labels = [list(label) for label in entry.labels]
-            error = image if isinstance(image, str) else None
-            cells.append(
-                ReviewCell(
-                    cell=number,
-                    line=entry.line,
-                    image=entry.example.image,
-                    object=entry.example.object or "",
-                    labels=[[round(v, 3) for v in label] for label in labels],
-                    reviewed=entry.reviewed,
-                    error=error,
-                )
+        shown = await reviewing.show(
+            chosen, first=(page - 1) * per_page + 1, images=state.images, explain=state.explain
+        )
+        cells = [
+            ReviewCell(
+                cell=number,
+                line=entry.line,
+                image=entry.example.image,
+                object=entry.example.object or "",
+                labels=[[round(v, 3) for v in label] for label in entry.labels],
+                reviewed=entry.reviewed,
+                error=error,
             )
-            boxes = entry.example.boxes if entry.example.points is None else ()
-            drawn.append(
-                sheets.Cell(
-                    title=f"{number} · line {entry.line} · {entry.example.object} ({len(labels)})",
-                    jpeg=image if isinstance(image, bytes) else None,
-                    boxes=boxes or (),
-                    points=entry.example.points or (),
-                    note=error,
-                    done=entry.reviewed,
-                )
-            )
+            for number, entry, error in shown.cells
+        ]
         tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
         files: list[SheetFile] = []
         pictures: list[ImageContent] = []
-        for start in range(0, len(drawn), PER_SHEET):
-            jpeg = await anyio.to_thread.run_sync(sheets.draw, drawn[start : start + PER_SHEET])
-            name = f"{path.stem}-{tag}-p{page}-{start // PER_SHEET + 1}.jpg"
+        for index, (jpeg, on_it) in enumerate(shown.sheets, start=1):
+            name = f"{path.stem}-{tag}-p{page}-{index}.jpg"
             with state.errors():
                 saved = await anyio.to_thread.run_sync(outputs.save_own, state.files, "sheets", name, jpeg)
-            files.append(SheetFile(path=str(saved.path), cells=[c.cell for c in cells[start : start + PER_SHEET]]))
+            files.append(SheetFile(path=str(saved.path), cells=on_it))
             pictures.append(image_content(jpeg))
         more = f"; next: page={page + 1}" if page < chosen.pages else ""
         status = ReviewPage(
@@ -331,7 +303,7 @@ def register(tools: Toolbox) -> None:
                     )
                 )
             except OSError as exc:
-                raise ToolError(f"cannot export to {output}: {exc.strerror or exc}") from None
+                raise ToolError(str(os_failure("export to", str(output), exc))) from None
         how = {
             "coco": "import_dataset format=coco with each split's _annotations.coco.json",
             "yolo": "import_dataset format=yolo with the folder",
@@ -392,7 +364,7 @@ async def _label(
         try:
             outcome = await local_batch.run(refs, work, log, explain=state.explain, progress=ctx.report_progress)
         except OSError as exc:
-            raise ToolError(f"cannot write the dataset {log.path}: {exc.strerror}") from None
+            raise ToolError(str(os_failure("write", f"the dataset {log.path}", exc))) from None
         note = f"; {outcome.failed} failed (rerun to retry them)" if outcome.failed else ""
         return report(
             "done",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from .. import local_batch
 from ..client import Sampling
 from ..failures import FailureGroups
+from ..files import os_failure
 from ..jsonl import LineWriter
 from ..state import Ctx
 from . import bounds
@@ -113,7 +114,7 @@ def register(tools: Toolbox) -> None:
                     progress=tracker.report,
                 )
         except OSError as exc:
-            raise ToolError(f"cannot write the results file {path}: {exc.strerror}") from None
+            raise ToolError(str(os_failure("write", f"the results file {path}", exc))) from None
         processed = outcome.succeeded + outcome.failed
         parts = [f"{outcome.succeeded} of {processed} images done" if processed else "nothing left to do"]
         if outcome.skipped:

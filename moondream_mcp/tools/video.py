@@ -12,7 +12,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from ..failures import InputError
-from ..files import OutputFile
+from ..files import OutputFile, os_failure
 from ..outputs import save_own
 from ..state import Ctx
 from ..video import detection, redacting
@@ -91,7 +91,7 @@ def register(tools: Toolbox) -> None:
                         (await anyio.to_thread.run_sync(save_own, state.files, "video/sheets", name, jpeg)).path
                     )
             except OSError as exc:
-                raise ToolError(f"cannot write the results: {exc.strerror or exc}") from None
+                raise ToolError(str(os_failure("write", "the results", exc))) from None
             finally:
                 await _let_go(opened)
         if jpeg is not None:
@@ -156,7 +156,7 @@ def register(tools: Toolbox) -> None:
                     )
             except OSError as exc:
                 await _let_go(target)
-                raise ToolError(f"cannot write {target.label}: {exc.strerror or exc}") from None
+                raise ToolError(str(os_failure("write", target.label, exc))) from None
             except BaseException:
                 await _let_go(target)
                 raise

@@ -10,6 +10,7 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from moondream_mcp.client.tuning import checkpoint_model
 from tests.support.calls import call
 from tests.support.pictures import assert_box, canvas, save
 
@@ -215,3 +216,8 @@ async def test_a_strict_client_sending_null_for_every_optional_parameter_is_serv
     answer = await call(client, "query", question="How many red squares?", image=None, reasoning=False, model=None)
     outline = await call(client, "segment", image=image, object="red", spatial_refs=None, annotate=False)
     assert found["count"] == 1 and answer["image"] is None and outline["bbox"] is not None
+
+
+async def test_the_instructions_say_how_a_finetuned_checkpoint_is_named_as_the_api_names_it(client: Client) -> None:
+    assert client.instructions is not None
+    assert checkpoint_model("<finetune_id>", "<step>") in client.instructions

@@ -21,6 +21,7 @@ serves, so nothing but protocol messages reaches the client on stdout; the wire 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import stat
@@ -38,6 +39,8 @@ from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
+
+log = logging.getLogger(__name__)
 
 _DETAIL_CHARS = 200
 _READ_BYTES = 256 * 1024
@@ -155,17 +158,27 @@ class _ScreenedLines:
 
 
 class _Writer:
-    """stdout as the SDK writes it: `write` sends the whole text before it returns, so `flush` has nothing to do."""
+    """stdout as the SDK writes it: `write` sends the whole text before it returns, so `flush` has nothing to do.
+    A client that has closed its end is gone: `gone` is called once, and what is written after is dropped."""
 
-    def __init__(self, fd: int, polled: bool) -> None:
+    def __init__(self, fd: int, polled: bool, gone: Callable[[], None]) -> None:
         self._fd = fd
+        self._gone: Callable[[], None] | None = gone
         self._poll: select.poll | None = None
         if polled:
             self._poll = select.poll()
             self._poll.register(fd, select.POLLOUT)
 
     async def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
+        if self._gone is None:
+            return
+        try:
+            await self._write(memoryview(text.encode("utf-8")))
+        except (BrokenPipeError, ConnectionResetError):
+            gone, self._gone = self._gone, None
+            gone()
+
+    async def _write(self, data: memoryview) -> None:
         if self._poll is None:
             await anyio.to_thread.run_sync(_write_all, self._fd, data)
             return
@@ -223,14 +236,19 @@ def _claimed_standard_streams() -> Iterator[tuple[int, int]]:
 
 
 async def serve_stdio(server: MCPServer[Any], *, max_line_bytes: int) -> None:
-    """Serve on stdin/stdout until stdin closes."""
+    """Serve on stdin/stdout until stdin closes, or the client closes stdout."""
     # The SDK runs a server on streams of one's own only through its low-level server.
     lowlevel = server._lowlevel_server
     send_errors, errors = anyio.create_memory_object_stream[types.JSONRPCError](max_buffer_size=16)
-    with _claimed_standard_streams() as (wire_in, wire_out):
+    with _claimed_standard_streams() as (wire_in, wire_out), anyio.CancelScope() as serving:
+
+        def client_gone() -> None:
+            log.info("the client closed stdout; stopping")
+            serving.cancel()
+
         lines = Lines(_reader(wire_in), max_line_bytes)
         screened = _ScreenedLines(lines, send_errors, max_line_bytes)
-        writer = _Writer(wire_out, _polled(wire_out))
+        writer = _Writer(wire_out, _polled(wire_out), client_gone)
         async with stdio_server(
             stdin=cast("anyio.AsyncFile[str]", screened), stdout=cast("anyio.AsyncFile[str]", writer)
         ) as (read_stream, write_stream):

@@ -155,3 +155,28 @@ async def test_lines_are_joined_across_chunks_and_a_last_one_needs_no_newline() 
 async def test_a_line_over_the_limit_is_told_once_and_dropped_as_it_comes() -> None:
     lines = Lines(chunks(b"x" * 60, b"x" * 60, b"x" * 60, b"x\nok\n", b"y" * 200), limit=100)
     assert await all_lines(lines) == [TOO_LONG, b"ok\n", TOO_LONG]
+
+
+def test_a_client_that_closes_its_end_ends_the_server_quietly(tmp_path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moondream_mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    process.stdin.write(rpc(0, "initialize", hello))
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["id"] == 0
+    process.stdout.close()  # the client stops reading; the next answer has nowhere to go
+    try:
+        process.stdin.write(rpc(None, "notifications/initialized") + rpc(1, "tools/list"))
+        process.stdin.flush()
+    except BrokenPipeError:
+        pass  # already gone
+    assert process.wait(30) == 0
+    errors = process.stderr.read().decode()
+    assert "Traceback" not in errors
+    assert "the client closed stdout" in errors

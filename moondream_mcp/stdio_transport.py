@@ -15,11 +15,13 @@ descriptors stay in blocking mode, shared state untouched. Anything else (a term
 in a worker thread.
 
 As the SDK's transport does, the process's own fd 0 and fd 1 point at the null device and at stderr while it
-serves, so nothing but protocol messages reaches the client on stdout; the wire is served from duplicates.
+serves, so nothing but protocol messages reaches the client on stdout; the wire is served from duplicates. On
+Windows, stdout is left to the SDK's transport, which also re-points the process's standard handle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -240,7 +242,12 @@ async def serve_stdio(server: MCPServer[Any], *, max_line_bytes: int) -> None:
     # The SDK runs a server on streams of one's own only through its low-level server.
     lowlevel = server._lowlevel_server
     send_errors, errors = anyio.create_memory_object_stream[types.JSONRPCError](max_buffer_size=16)
-    with _claimed_standard_streams() as (wire_in, wire_out), anyio.CancelScope() as serving:
+    # On Windows the SDK claims stdout itself, which also re-points the process's standard handle; stdin is read
+    # here, in a worker thread, as the SDK would.
+    claimed: contextlib.AbstractContextManager[tuple[int, int | None]] = (
+        contextlib.nullcontext((0, None)) if sys.platform == "win32" else _claimed_standard_streams()
+    )
+    with claimed as (wire_in, wire_out), anyio.CancelScope() as serving:
 
         def client_gone() -> None:
             log.info("the client closed stdout; stopping")
@@ -248,9 +255,9 @@ async def serve_stdio(server: MCPServer[Any], *, max_line_bytes: int) -> None:
 
         lines = Lines(_reader(wire_in), max_line_bytes)
         screened = _ScreenedLines(lines, send_errors, max_line_bytes)
-        writer = _Writer(wire_out, _polled(wire_out), client_gone)
+        writer = None if wire_out is None else _Writer(wire_out, _polled(wire_out), client_gone)
         async with stdio_server(
-            stdin=cast("anyio.AsyncFile[str]", screened), stdout=cast("anyio.AsyncFile[str]", writer)
+            stdin=cast("anyio.AsyncFile[str]", screened), stdout=cast("anyio.AsyncFile[str] | None", writer)
         ) as (read_stream, write_stream):
 
             async def answer_errors() -> None:

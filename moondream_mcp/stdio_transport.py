@@ -26,14 +26,18 @@ import json
 import logging
 import os
 import select
+import socket
 import stat
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import mcp.types as types
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
@@ -41,6 +45,9 @@ from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
+
+if sys.platform != "win32":
+    import fcntl
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +116,7 @@ class Lines:
                 if self._skipping:
                     self._skipping = False  # the rest of a line already answered
                     continue
-                return line
+                return TOO_LONG if len(line) > self._limit else line
             self._searched = len(self._buffer)
             if len(self._buffer) > self._limit:
                 self._buffer.clear()
@@ -120,6 +127,7 @@ class Lines:
             if self._ended:
                 line, skipped = bytes(self._buffer), self._skipping
                 self._buffer.clear()
+                self._skipping = False
                 return line if line and not skipped else None
             chunk = await self._read()
             if chunk:
@@ -129,11 +137,19 @@ class Lines:
 
 
 class _ScreenedLines:
-    """The lines of stdin the SDK can read; the others are answered through `errors`."""
+    """The lines of stdin the SDK can read; the others are answered through `errors`. The end of stdin is passed on
+    only once every error is answered (`answered` is set): the SDK closes stdout when it sees the end."""
 
-    def __init__(self, lines: Lines, errors: anyio.abc.ObjectSendStream[types.JSONRPCError], limit: int) -> None:
+    def __init__(
+        self,
+        lines: Lines,
+        errors: anyio.abc.ObjectSendStream[types.JSONRPCError],
+        answered: anyio.Event,
+        limit: int,
+    ) -> None:
         self._lines = lines
         self._errors = errors
+        self._answered = answered
         self._limit = limit
 
     def __aiter__(self) -> _ScreenedLines:
@@ -144,6 +160,7 @@ class _ScreenedLines:
             raw = await self._lines.next()
             if raw is None:
                 await self._errors.aclose()
+                await self._answered.wait()
                 raise StopAsyncIteration
             if isinstance(raw, _TooLong):
                 message = f"Invalid request: a message may be at most {self._limit} bytes"
@@ -203,21 +220,33 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 def _polled(fd: int) -> bool:
-    """Whether the event loop can wait on `fd` (a pipe or a socket, on a POSIX system)."""
+    """Whether the event loop can wait on `fd` and then read or write it without blocking: a pipe or a Unix socket
+    (what MCP clients give), on a POSIX system. A TCP socket's room for a write is not promised as a pipe's is."""
     if sys.platform == "win32":
         return False
     try:
         mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode):
+            return True
+        if not stat.S_ISSOCK(mode):
+            return False
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            return sock.family == socket.AF_UNIX
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 @contextmanager
 def _claimed_standard_streams() -> Iterator[tuple[int, int]]:
     """Duplicates of fd 0 and fd 1 to serve the wire on, while fd 0 reads the null device and fd 1 writes to stderr."""
     sys.stdout.flush()
-    wire_in, wire_out = os.dup(0), os.dup(1)
+    # Above the standard descriptors, whichever of them is closed, and not inherited by child processes.
+    wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    try:
+        wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        os.close(wire_in)
+        raise
     try:
         null = os.open(os.devnull, os.O_RDONLY)
         try:
@@ -253,17 +282,23 @@ async def serve_stdio(server: MCPServer[Any], *, max_line_bytes: int) -> None:
             log.info("the client closed stdout; stopping")
             serving.cancel()
 
+        answered = anyio.Event()
         lines = Lines(_reader(wire_in), max_line_bytes)
-        screened = _ScreenedLines(lines, send_errors, max_line_bytes)
+        screened = _ScreenedLines(lines, send_errors, answered, max_line_bytes)
         writer = None if wire_out is None else _Writer(wire_out, _polled(wire_out), client_gone)
         async with stdio_server(
             stdin=cast("anyio.AsyncFile[str]", screened), stdout=cast("anyio.AsyncFile[str] | None", writer)
         ) as (read_stream, write_stream):
 
             async def answer_errors() -> None:
-                async with errors:
-                    async for error in errors:
-                        await write_stream.send(SessionMessage(error))
+                try:
+                    async with errors:
+                        async for error in errors:
+                            await write_stream.send(SessionMessage(error))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass  # the server is stopping: nothing more reaches the client
+                finally:
+                    answered.set()
 
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(answer_errors)
@@ -273,8 +308,7 @@ async def serve_stdio(server: MCPServer[Any], *, max_line_bytes: int) -> None:
 
 def _reader(fd: int) -> Callable[[], Awaitable[bytes]]:
     if not _polled(fd):
-        # Abandoned on cancel: a terminal may never send another byte, and shutting down must not wait for one.
-        return lambda: anyio.to_thread.run_sync(os.read, fd, _READ_BYTES, abandon_on_cancel=True)
+        return _ThreadReader(fd)
 
     async def read() -> bytes:
         while True:
@@ -285,3 +319,36 @@ def _reader(fd: int) -> Callable[[], Awaitable[bytes]]:
                 continue
 
     return read
+
+
+class _ThreadReader:
+    """Reads `fd` in a daemon thread of its own, for a terminal or a file: a terminal may never send another
+    byte, and the process must not wait for one when it exits (it waits for anyio's worker threads)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](1)
+        self._started = False
+
+    async def __call__(self) -> bytes:
+        if not self._started:
+            self._started = True
+            token = anyio.lowlevel.current_token()
+            threading.Thread(target=self._pump, args=(token,), name="stdin", daemon=True).start()
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            return b""
+
+    def _pump(self, token: anyio.lowlevel.EventLoopToken) -> None:
+        while True:
+            try:
+                chunk = os.read(self._fd, _READ_BYTES)
+            except OSError:
+                chunk = b""
+            try:
+                anyio.from_thread.run(self._send.send, chunk, token=token)
+            except Exception:
+                return  # the event loop has gone, or no longer reads
+            if not chunk:
+                return

@@ -5,8 +5,11 @@ is answered and skipped; stdin that is a file is served too; nothing but the pro
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
+import tty
 from collections.abc import Iterator
 
 import pytest
@@ -87,16 +90,34 @@ def test_the_server_still_serves_after_every_attack(peer: StdioPeer) -> None:
 def test_a_line_over_the_size_limit_is_answered_and_the_next_one_served(tmp_path) -> None:
     env = server_env(NoEmulatorHere(), tmp_path, tmp_path)
     env["MOONDREAM_MCP_HTTP_MAX_BODY_BYTES"] = str(64 * 1024)
-    huge = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":"' + b"a" * 1_000_000 + b'"}}'
     peer = StdioPeer(env)
     try:
-        answer = peer.answer(huge)
-        assert answer["id"] is None
-        assert answer["error"]["code"] == INVALID_REQUEST
-        assert "at most 65536 bytes" in answer["error"]["message"]
-        assert peer.answer(rpc(4, "ping")) == {"jsonrpc": "2.0", "id": 4, "result": {}}
+        # Far over the limit, and just over it (a line that may arrive in one read).
+        for size in (1_000_000, 70_000):
+            huge = b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"x":"' + b"a" * size + b'"}}'
+            answer = peer.answer(huge)
+            assert answer["id"] is None
+            assert answer["error"]["code"] == INVALID_REQUEST
+            assert "at most 65536 bytes" in answer["error"]["message"]
+            assert peer.answer(rpc(4, "ping")) == {"jsonrpc": "2.0", "id": 4, "result": {}}
     finally:
         peer.close()
+
+
+def test_every_malformed_line_is_answered_before_the_server_ends_at_the_end_of_input(tmp_path) -> None:
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    sent = rpc(0, "initialize", hello) + b"{nope\n" * 40
+    done = subprocess.run(
+        [sys.executable, "-m", "moondream_mcp"],
+        input=sent,
+        capture_output=True,
+        env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
+        timeout=60,
+    )
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["id"] for a in answers if "result" in a] == [0]
+    assert [a["error"]["code"] for a in answers if "error" in a] == [PARSE_ERROR] * 40
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def test_a_server_reading_a_file_rather_than_a_pipe_answers_too(tmp_path) -> None:
@@ -157,6 +178,12 @@ async def test_a_line_over_the_limit_is_told_once_and_dropped_as_it_comes() -> N
     assert await all_lines(lines) == [TOO_LONG, b"ok\n", TOO_LONG]
 
 
+@pytest.mark.anyio
+async def test_a_line_over_the_limit_is_refused_even_when_it_arrives_whole() -> None:
+    lines = Lines(chunks(b"x" * 100 + b"\n" + b"y" * 99 + b"\n"), limit=100)
+    assert await all_lines(lines) == [TOO_LONG, b"y" * 99 + b"\n"]
+
+
 def test_a_client_that_closes_its_end_ends_the_server_quietly(tmp_path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "moondream_mcp"],
@@ -180,3 +207,28 @@ def test_a_client_that_closes_its_end_ends_the_server_quietly(tmp_path) -> None:
     errors = process.stderr.read().decode()
     assert "Traceback" not in errors
     assert "the client closed stdout" in errors
+
+
+def test_a_server_reading_a_terminal_ends_without_waiting_for_another_keystroke(tmp_path) -> None:
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    for _ in range(3):  # the read a stop may find under way is a matter of timing
+        terminal, server_side = pty.openpty()
+        tty.setraw(server_side)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moondream_mcp"],
+            stdin=server_side,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
+        )
+        try:
+            assert process.stdout is not None
+            os.write(terminal, rpc(0, "initialize", hello))
+            assert json.loads(process.stdout.readline())["id"] == 0
+            process.stdout.close()  # the client goes; the next answer finds nobody, and the server stops
+            os.write(terminal, rpc(None, "notifications/initialized") + rpc(1, "ping"))
+            assert process.wait(30) == 0
+        finally:
+            process.kill()
+            os.close(terminal)
+            os.close(server_side)

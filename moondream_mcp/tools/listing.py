@@ -3,9 +3,10 @@
 Building a tool (its argument model, its input and output schemas) is pydantic work of about 5 ms, which for 35
 tools was most of the time from start to tools listed. So a tool is offered to the server unbuilt, and built when
 it is first called; the list a client reads comes from a copy kept in the data directory, made the first time the
-tools are built. The copy is keyed by a hash of this package's source and of what else shapes a schema (the
-pydantic version, the SDK's schema code, the Python version): any change makes it stale, and a stale, unreadable
-or missing copy is never served, only rebuilt. Every input schema is listed as tools/schemas.py writes it.
+tools are built. The copy is keyed by a hash of this package's source, the Python version and the packages
+installed beside the SDK and pydantic (their names and versions): any change makes it stale, and a stale,
+unreadable or missing copy is never served, only rebuilt; so is an entry the SDK cannot send. Every input schema
+is listed as tools/schemas.py writes it.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp
+import mcp_types
 import pydantic
+import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.mcpserver.tools import Tool as BuiltTool
 from mcp.server.mcpserver.tools import ToolManager
-from mcp.server.mcpserver.utilities import func_metadata
-from mcp.types import Tool, ToolAnnotations
+from mcp.types import Icon, Tool, ToolAnnotations
 
 from ..state import AppState
 from .schemas import lean_schema
@@ -35,23 +40,54 @@ from .schemas import lean_schema
 _MAX_COPY_BYTES = 4 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Declared:
+    """What a tool is listed with besides its schemas, known without building it."""
+
+    title: str | None
+    description: str
+    annotations: ToolAnnotations | None
+    icons: list[Icon] | None = None
+    meta: dict[str, Any] | None = None
+
+
 class LazyTools(ToolManager):
-    """The SDK's tool manager, holding offered tools unbuilt until one is asked for by name."""
+    """The SDK's tool manager, holding offered tools unbuilt until one is asked for by name; otherwise as the SDK's."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._unbuilt: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
-        self.names: list[str] = []  # every tool, in the order offered or added
+    def __init__(self, warn_on_duplicate_tools: bool = True, *, tools: list[BuiltTool] | None = None) -> None:
+        super().__init__(warn_on_duplicate_tools, tools=tools)
+        self._unbuilt: dict[str, tuple[Callable[..., Any], Declared]] = {}
+        self.names: list[str] = list(self._tools)  # every tool, in the order offered or added
 
-    def offer(self, fn: Callable[..., Any], *, title: str, description: str, annotations: ToolAnnotations) -> None:
+    def offer(self, fn: Callable[..., Any], declared: Declared) -> None:
         if fn.__name__ in self.names:
             raise ValueError(f"tool {fn.__name__} is offered twice")
-        self._unbuilt[fn.__name__] = (fn, {"title": title, "description": description, "annotations": annotations})
+        self._unbuilt[fn.__name__] = (fn, declared)
         self.names.append(fn.__name__)
 
-    def add_tool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> BuiltTool:
-        """A tool built at once, as the SDK builds it (what the server's `tool` decorator does)."""
-        tool = super().add_tool(fn, *args, **kwargs)
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: ToolAnnotations | None = None,
+        icons: list[Icon] | None = None,
+        meta: dict[str, Any] | None = None,
+        structured_output: bool | None = None,
+    ) -> BuiltTool:
+        """A tool built at once, as the SDK builds it. One offered under the same name comes first, and stays."""
+        self.get_tool(name or fn.__name__)
+        tool = super().add_tool(
+            fn,
+            name=name,
+            title=title,
+            description=description,
+            annotations=annotations,
+            icons=icons,
+            meta=meta,
+            structured_output=structured_output,
+        )
         if tool.name not in self.names:
             self.names.append(tool.name)
         return tool
@@ -59,19 +95,34 @@ class LazyTools(ToolManager):
     def get_tool(self, name: str) -> BuiltTool | None:
         waiting = self._unbuilt.pop(name, None)
         if waiting is not None:
-            fn, how = waiting
-            super().add_tool(fn, **how)
+            fn, declared = waiting
+            super().add_tool(
+                fn,
+                title=declared.title,
+                description=declared.description,
+                annotations=declared.annotations,
+                icons=declared.icons,
+                meta=declared.meta,
+            )
         return super().get_tool(name)
 
-    def declared(self, name: str) -> tuple[str | None, str, ToolAnnotations | None]:
-        """Title, description and annotations, known without building the tool."""
+    def list_tools(self) -> list[BuiltTool]:
+        """Every tool, built (the SDK's meaning)."""
+        built = [self.get_tool(name) for name in self.names]
+        return [tool for tool in built if tool is not None]
+
+    def remove_tool(self, name: str) -> None:
+        if self._unbuilt.pop(name, None) is None:
+            super().remove_tool(name)
+        self.names.remove(name)
+
+    def declared(self, name: str) -> Declared:
         waiting = self._unbuilt.get(name)
         if waiting is not None:
-            how = waiting[1]
-            return how["title"], how["description"], how["annotations"]
+            return waiting[1]
         tool = super().get_tool(name)
         assert tool is not None, name
-        return tool.title, tool.description, tool.annotations
+        return Declared(tool.title, tool.description, tool.annotations, tool.icons, tool.meta)
 
 
 class KeptListing:
@@ -93,12 +144,18 @@ class KeptListing:
         self._tools.setdefault(name, {})[description] = {"input": schemas[0], "output": schemas[1]}
         self.changed = self.path is not None
 
-    def save(self) -> None:
-        """Write the copy if it changed, whole or not at all; a data directory that cannot take it only costs time."""
-        if not self.changed or self.path is None:
-            return
+    def drop(self, name: str, description: str) -> None:
+        self._tools.get(name, {}).pop(description, None)
+
+    def text(self) -> str:
+        """The copy as written; taken where the entries change, so that writing it elsewhere is safe."""
         self.changed = False
-        text = json.dumps({"key": self.key, "tools": self._tools}, separators=(",", ":"))
+        return json.dumps({"key": self.key, "tools": self._tools}, separators=(",", ":"))
+
+    def write(self, text: str) -> None:
+        """Write the copy whole or not at all; a data directory that cannot take it only costs time. Blocking."""
+        if self.path is None:
+            return
         try:
             fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         except OSError:
@@ -117,54 +174,80 @@ class ListedServer(MCPServer[AppState]):
 
     def __init__(self, *args: Any, listing: Path | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._tool_manager: LazyTools = LazyTools()
+        sdk = self._tool_manager
+        self._tool_manager: LazyTools = LazyTools(sdk.warn_on_duplicate_tools, tools=sdk.list_tools())
         self._kept = KeptListing(listing)
         self._listed: dict[str, Tool] = {}
 
     def offer_tool(self, fn: Callable[..., Any], *, title: str, description: str, annotations: ToolAnnotations) -> None:
-        self._tool_manager.offer(fn, title=title, description=description, annotations=annotations)
+        self._tool_manager.offer(fn, Declared(title, description, annotations))
+
+    def remove_tool(self, name: str) -> None:
+        super().remove_tool(name)
+        self._listed.pop(name, None)
 
     async def list_tools(self) -> list[Tool]:
-        tools = self._tool_manager
-        for name in tools.names:
-            if name in self._listed:
-                continue
-            title, description, annotations = tools.declared(name)
-            schemas = self._kept.get(name, description)
-            if schemas is None:
-                built = tools.get_tool(name)
-                assert built is not None, name
-                schemas = (lean_schema(built.parameters), built.output_schema)
-                self._kept.put(name, description, schemas)
-            self._listed[name] = Tool(
-                name=name,
-                title=title,
-                description=description,
-                input_schema=schemas[0],
-                output_schema=schemas[1],
-                annotations=annotations,
-            )
+        for name in self._tool_manager.names:
+            if name not in self._listed:
+                self._listed[name] = self._listing(name)
         if self._kept.changed:
-            await anyio.to_thread.run_sync(self._kept.save)
-        return [self._listed[name] for name in tools.names]
+            await anyio.to_thread.run_sync(self._kept.write, self._kept.text())
+        return [self._listed[name] for name in self._tool_manager.names]
+
+    def _listing(self, name: str) -> Tool:
+        declared = self._tool_manager.declared(name)
+        kept = self._kept.get(name, declared.description)
+        if kept is not None:
+            tool = _tool(name, declared, kept)
+            try:
+                tool.model_dump(mode="json", by_alias=True)  # as the SDK will send it
+                return tool
+            except Exception:  # a copy the SDK cannot send (too deep, not JSON): built again
+                self._kept.drop(name, declared.description)
+        built = self._tool_manager.get_tool(name)
+        assert built is not None, name
+        schemas = (lean_schema(built.parameters), built.output_schema)
+        self._kept.put(name, declared.description, schemas)
+        return _tool(name, declared, schemas)
+
+
+def _tool(name: str, declared: Declared, schemas: tuple[dict[str, Any], dict[str, Any] | None]) -> Tool:
+    return Tool(
+        name=name,
+        title=declared.title,
+        description=declared.description,
+        input_schema=schemas[0],
+        output_schema=schemas[1],
+        annotations=declared.annotations,
+        icons=declared.icons,
+        _meta=declared.meta,
+    )
 
 
 def _code_key() -> str:
     """A hash of everything a tool's schemas are made from."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{sys.version_info[:3]} pydantic {pydantic.VERSION}".encode())
-    sdk = Path(func_metadata.__file__).parent.parent  # mcp/server/mcpserver
+    digest.update(repr(sys.version_info[:3]).encode())
+    # The installed distributions beside the SDK and pydantic, by name and version: an upgrade of either, or of
+    # anything they build schemas with, changes a name here.
+    places = {Path(module.__file__ or "").parent.parent for module in (mcp, mcp_types, pydantic, pydantic_core)}
+    for place in sorted(places):
+        with contextlib.suppress(OSError):
+            digest.update(" ".join(sorted(n for n in os.listdir(place) if n.endswith(".dist-info"))).encode())
     ours = Path(__file__).parent.parent
-    sources = [sdk / "utilities" / "func_metadata.py", sdk / "tools" / "base.py", *sorted(ours.rglob("*.py"))]
-    for source in sources:
-        digest.update(str(source.relative_to(source.parents[1])).encode())
+    for source in sorted(ours.rglob("*.py")):
+        digest.update(str(source.relative_to(ours)).encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
 def _read(path: Path, key: str) -> dict[str, dict[str, dict[str, Any]]]:
     try:
-        with path.open("rb") as f:
+        # Not a link, and not a pipe or a device, which an open or a read could wait on for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return {}
             raw = f.read(_MAX_COPY_BYTES + 1)
         data = json.loads(raw) if len(raw) <= _MAX_COPY_BYTES else None
     except (OSError, ValueError, RecursionError):

@@ -8,12 +8,13 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 
 from moondream_mcp.config import Settings
 from moondream_mcp.server import LISTING_FILE, build_server
-from moondream_mcp.tools.listing import KeptListing
+from moondream_mcp.tools.listing import Declared, KeptListing, LazyTools
 from tests.support.calls import call, refusal
 from tests.support.pictures import canvas, save
 from tests.support.stdio import StdioPeer, rpc, server_env
@@ -78,22 +79,47 @@ async def test_a_copy_made_by_other_code_is_rebuilt_not_served(settings: Setting
     assert json.loads(kept.read_text())["key"] == KeptListing(kept).key
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
+def garbled(key: str, description: str) -> list[object]:
+    """Copies with the right key that are no copy of ours: not JSON, the wrong shapes, nesting past any parser."""
+    return [
         b"\x00\xff not json",
-        b"[]",
-        b'{"key": "%s", "tools": []}',
-        b'{"key": "%s", "tools": {"caption": {"x": {"input": 1, "output": null}}}}',
-        b'{"key": "%s", "tools": {"caption": 7}}',
+        [],
+        {"key": key, "tools": []},
+        {"key": key, "tools": {"caption": {description: {"input": 1, "output": None}}}},
+        {"key": key, "tools": {"caption": {description: {"input": {}, "output": "x"}}}},
+        {"key": key, "tools": {"caption": 7}},
         b"[" * 100_000,
-    ],
-)
-async def test_an_unreadable_copy_is_rebuilt(settings: Settings, kept: Path, content: bytes) -> None:
+    ]
+
+
+@pytest.mark.parametrize("which", range(7))
+async def test_an_unreadable_copy_is_rebuilt(settings: Settings, kept: Path, which: int) -> None:
     built = await listing(settings, None)
-    kept.write_bytes(content.replace(b"%s", KeptListing(kept).key.encode()))
+    (caption,) = [t for t in built if t["name"] == "caption"]
+    content = garbled(KeptListing(kept).key, caption["description"])[which]
+    kept.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
     assert await listing(settings, kept) == built
     assert await listing(settings, kept) == built
+
+
+async def test_a_kept_schema_the_sdk_cannot_send_is_built_again(settings: Settings, kept: Path) -> None:
+    built = await listing(settings, kept)
+    data = json.loads(kept.read_text())
+    (version,) = data["tools"]["caption"].values()
+    deep: dict = {}
+    for _ in range(400):
+        deep = {"anyOf": [deep]}
+    version["input"]["properties"]["image"] = deep
+    kept.write_text(json.dumps(data))
+    assert await listing(settings, kept) == built
+    (version,) = json.loads(kept.read_text())["tools"]["caption"].values()
+    assert "anyOf" not in version["input"]["properties"]["image"]  # the copy is mended too
+
+
+async def test_a_pipe_where_the_copy_should_be_is_not_waited_on(settings: Settings, kept: Path) -> None:
+    os.mkfifo(kept)
+    with anyio.fail_after(30):
+        assert await listing(settings, kept) == await listing(settings, None)
 
 
 async def test_a_copy_too_large_to_be_ours_is_not_read(settings: Settings, kept: Path) -> None:
@@ -143,6 +169,33 @@ def test_the_console_script_keeps_its_tool_list_in_the_data_directory(emulator, 
 
     first = tools_listed()
     kept = Path(env["MOONDREAM_MCP_DATA_DIR"]) / LISTING_FILE
-    made_at = os.stat(kept).st_mtime_ns
+    made = os.stat(kept)
     assert tools_listed() == first
-    assert os.stat(kept).st_mtime_ns == made_at  # read, not made again
+    again = os.stat(kept)
+    assert (again.st_ino, again.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)  # read, not made again
+
+
+def test_an_offered_tool_is_the_sdk_tool_of_that_name_once_built() -> None:
+    async def first(x: int) -> str:
+        """The offered one."""
+        return "first"
+
+    async def second(y: str) -> str:
+        return "second"
+
+    tools = LazyTools()
+    tools.offer(first, Declared("First", "The offered one.", None))
+    assert tools.add_tool(second, name="first").fn is first  # as the SDK keeps the first of a name
+    tools.offer(second, Declared("Second", "Another.", None))
+    assert [t.name for t in tools.list_tools()] == ["first", "second"]  # every tool, built
+    tools.remove_tool("second")
+    assert tools.names == ["first"] and tools.get_tool("second") is None
+
+
+async def test_a_removed_tool_is_no_longer_listed(settings: Settings, kept: Path) -> None:
+    server = build_server(settings, listing=kept)
+    await server.list_tools()
+    server.remove_tool("caption")
+    server.remove_tool("zoom")  # listed, never built
+    names = [tool.name for tool in await server.list_tools()]
+    assert "caption" not in names and "zoom" not in names and "detect" in names

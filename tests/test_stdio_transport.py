@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tty
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import pytest
 
@@ -20,6 +21,21 @@ from tests.support.stdio import StdioPeer, rpc, server_env
 
 class NoEmulatorHere:
     url = "http://127.0.0.1:9/v1"  # nothing here is ever sent
+
+
+HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+
+
+def served(tmp_path, stdin: bytes | BinaryIO) -> tuple[list[dict], subprocess.CompletedProcess]:
+    """The console script run to the end of `stdin` (bytes down a pipe, or a file): its answers, how it ended."""
+    done = subprocess.run(
+        [sys.executable, "-m", "moondream_mcp"],
+        capture_output=True,
+        env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
+        timeout=60,
+        **({"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin}),
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()], done
 
 
 @pytest.fixture(scope="module")
@@ -105,34 +121,17 @@ def test_a_line_over_the_size_limit_is_answered_and_the_next_one_served(tmp_path
 
 
 def test_every_malformed_line_is_answered_before_the_server_ends_at_the_end_of_input(tmp_path) -> None:
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
-    sent = rpc(0, "initialize", hello) + b"{nope\n" * 40
-    done = subprocess.run(
-        [sys.executable, "-m", "moondream_mcp"],
-        input=sent,
-        capture_output=True,
-        env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
-        timeout=60,
-    )
-    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    answers, done = served(tmp_path, rpc(0, "initialize", HELLO) + b"{nope\n" * 40)
     assert [a["id"] for a in answers if "result" in a] == [0]
     assert [a["error"]["code"] for a in answers if "error" in a] == [PARSE_ERROR] * 40
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def test_a_server_reading_a_file_rather_than_a_pipe_answers_too(tmp_path) -> None:
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
     requests = tmp_path / "requests.jsonl"
-    requests.write_bytes(rpc(0, "initialize", hello) + rpc(None, "notifications/initialized") + rpc(1, "ping"))
+    requests.write_bytes(rpc(0, "initialize", HELLO) + rpc(None, "notifications/initialized") + rpc(1, "ping"))
     with requests.open("rb") as stdin:
-        done = subprocess.run(
-            [sys.executable, "-m", "moondream_mcp"],
-            stdin=stdin,
-            capture_output=True,
-            env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
-            timeout=60,
-        )
-    answers = [json.loads(line) for line in done.stdout.splitlines()]
+        answers, _ = served(tmp_path, stdin)
     assert [a["id"] for a in answers] == [0, 1]
 
 
@@ -193,8 +192,7 @@ def test_a_client_that_closes_its_end_ends_the_server_quietly(tmp_path) -> None:
         env=server_env(NoEmulatorHere(), tmp_path, tmp_path),
     )
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
-    process.stdin.write(rpc(0, "initialize", hello))
+    process.stdin.write(rpc(0, "initialize", HELLO))
     process.stdin.flush()
     assert json.loads(process.stdout.readline())["id"] == 0
     process.stdout.close()  # the client stops reading; the next answer has nowhere to go
@@ -210,7 +208,6 @@ def test_a_client_that_closes_its_end_ends_the_server_quietly(tmp_path) -> None:
 
 
 def test_a_server_reading_a_terminal_ends_without_waiting_for_another_keystroke(tmp_path) -> None:
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
     for _ in range(3):  # the read a stop may find under way is a matter of timing
         terminal, server_side = pty.openpty()
         tty.setraw(server_side)
@@ -223,7 +220,7 @@ def test_a_server_reading_a_terminal_ends_without_waiting_for_another_keystroke(
         )
         try:
             assert process.stdout is not None
-            os.write(terminal, rpc(0, "initialize", hello))
+            os.write(terminal, rpc(0, "initialize", HELLO))
             assert json.loads(process.stdout.readline())["id"] == 0
             process.stdout.close()  # the client goes; the next answer finds nobody, and the server stops
             os.write(terminal, rpc(None, "notifications/initialized") + rpc(1, "ping"))

@@ -68,8 +68,8 @@ def rewrite(files: FileGuard, opened: OpenFile, data: bytes) -> None:
 
 def save_own(files: FileGuard, folder: str, name: str, data: bytes) -> OutputFile:
     """`data` as the server's own file `folder`/`name` below its data directory (`folder` may be nested:
-    "video/sheets"), replacing any earlier one in one step. Returns the (closed) handle, whose path is where
-    it went."""
-    output = files.open_own(*folder.split("/"), _temporary(name))
+    "video/sheets", or empty: the data directory itself), replacing any earlier one in one step. Returns the
+    (closed) handle, whose path is where it went."""
+    output = files.open_own(*(part for part in folder.split("/") if part), _temporary(name))
     _swap(output, data, name, None)
     return output

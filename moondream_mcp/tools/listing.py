@@ -15,9 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,8 @@ from mcp.server.mcpserver.tools import Tool as BuiltTool
 from mcp.server.mcpserver.tools import ToolManager
 from mcp.types import Icon, Tool, ToolAnnotations
 
+from ..files import FileError, FileGuard
+from ..outputs import save_own
 from ..state import AppState
 from .schemas import lean_schema
 
@@ -129,10 +129,15 @@ class KeptListing:
     """Each tool's listed schemas, as last built by this very code; read from and written to one file."""
 
     def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.key = _code_key() if path else ""
+        # The server's own file in its data directory, read and written through the file guard as the others are:
+        # no link followed, no pipe waited on, nothing past the size limit read, written whole or not at all.
+        self._files = FileGuard([], _MAX_COPY_BYTES, path.parent) if path else None
+        self._name = path.name if path else ""
+        self.key = _code_key() if self._files else ""
         # tool name -> description -> its schemas
-        self._tools: dict[str, dict[str, dict[str, Any]]] = _read(path, self.key) if path else {}
+        self._tools: dict[str, dict[str, dict[str, Any]]] = {}
+        if self._files is not None:
+            self._tools = _read(self._files, self._name, self.key)
         self.changed = False
 
     def get(self, name: str, description: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
@@ -142,7 +147,7 @@ class KeptListing:
 
     def put(self, name: str, description: str, schemas: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
         self._tools.setdefault(name, {})[description] = {"input": schemas[0], "output": schemas[1]}
-        self.changed = self.path is not None
+        self.changed = self._files is not None
 
     def drop(self, name: str, description: str) -> None:
         self._tools.get(name, {}).pop(description, None)
@@ -153,20 +158,12 @@ class KeptListing:
         return json.dumps({"key": self.key, "tools": self._tools}, separators=(",", ":"))
 
     def write(self, text: str) -> None:
-        """Write the copy whole or not at all; a data directory that cannot take it only costs time. Blocking."""
-        if self.path is None:
+        """Write the copy; a data directory that cannot take it only costs time. Blocking."""
+        # The data directory is made by the store as the server starts; a server without one keeps nothing.
+        if self._files is None or self._files.own_dir is None or not self._files.own_dir.is_dir():
             return
-        try:
-            fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(temporary, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        with contextlib.suppress(FileError):
+            save_own(self._files, "", self._name, text.encode())
 
 
 class ListedServer(MCPServer[AppState]):
@@ -241,16 +238,11 @@ def _code_key() -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path, key: str) -> dict[str, dict[str, dict[str, Any]]]:
+def _read(files: FileGuard, name: str, key: str) -> dict[str, dict[str, dict[str, Any]]]:
     try:
-        # Not a link, and not a pipe or a device, which an open or a read could wait on for ever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return {}
-            raw = f.read(_MAX_COPY_BYTES + 1)
-        data = json.loads(raw) if len(raw) <= _MAX_COPY_BYTES else None
-    except (OSError, ValueError, RecursionError):
+        with files.open_own_read(name) as opened:
+            data = json.loads(opened.read())
+    except (FileError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("tools"), dict):
         return {}

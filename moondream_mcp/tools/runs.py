@@ -354,14 +354,7 @@ def register(tools: Toolbox) -> None:
             seed=seed,
         )
         planned = training.plan(config, eval_examples=len(evals))
-        calls = PlannedCalls(
-            rollouts=planned.rollouts,
-            rollouts_at_least=planned.rollouts_at_least,
-            train_steps=planned.train_steps,
-            evaluation=planned.evaluation,
-            checkpoints=planned.checkpoints,
-            total=planned.total,
-        )
+        calls = PlannedCalls.model_validate(planned, from_attributes=True)
         cost = f"about {planned.total} API calls ({planned.train_steps} train steps)"
         if dry_run:
             return RunStarted(

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
@@ -91,7 +90,7 @@ def register(tools: Toolbox) -> None:
                         (await anyio.to_thread.run_sync(save_own, state.files, "video/sheets", name, jpeg)).path
                     )
             except OSError as exc:
-                raise ToolError(str(os_failure("write", "the results", exc))) from None
+                raise os_failure("write", "the results", exc) from None
             finally:
                 await _let_go(opened)
         if jpeg is not None:
@@ -156,7 +155,7 @@ def register(tools: Toolbox) -> None:
                     )
             except OSError as exc:
                 await _let_go(target)
-                raise ToolError(str(os_failure("write", target.label, exc))) from None
+                raise os_failure("write", target.label, exc) from None
             except BaseException:
                 await _let_go(target)
                 raise

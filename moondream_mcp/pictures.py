@@ -20,8 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .files import FileError, FileGuard, FileMissing, os_failure
+from .files import FileError, FileGuard, FileMissing
 from .images.encode import encode_jpeg
+from .outputs import write_all
 
 # Base64 characters of one picture: some clients drop images over 1 MB.
 BUDGET = 1_000_000
@@ -87,13 +88,9 @@ class PictureShelf:
                 # A fresh random name already taken: whatever holds it stays as it was.
                 raise FileError(f"cannot save the picture: {output.label} is already there; try again.")
             try:
-                view = memoryview(picture.data)
-                while view:
-                    view = view[os.write(output.fd, view) :]
-            except BaseException as exc:
+                write_all(output, picture.data)
+            except BaseException:
                 output.discard()
-                if isinstance(exc, OSError):
-                    raise os_failure("write", output.label, exc) from None
                 raise
         if save_to is None:
             self._prune(name)

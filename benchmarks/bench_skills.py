@@ -29,7 +29,7 @@ from pathlib import Path
 
 import anyio
 import httpx2
-from harness import KEY, settings
+from harness import KEY, console_env, settings
 from mcp import Client, StdioServerParameters
 from PIL import Image, ImageDraw
 
@@ -115,12 +115,8 @@ async def bench_overhead(workdir: Path) -> None:
 
 
 async def bench_startup(workdir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONDREAM") and k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(
-        MOONDREAM_MCP_ALLOWED_DIRS=str(workdir),
-        MOONDREAM_MCP_DATA_DIR=str(workdir / "data"),
-        PYTHONPYCACHEPREFIX=str(workdir / "bytecode"),
-    )
+    env = {k: v for k, v in console_env(workdir).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "bytecode")
     kept = workdir / "data" / LISTING_FILE
     settings = {
         "every toolset": {},
@@ -178,13 +174,7 @@ async def bench_cpu_per_call(workdir: Path) -> None:
     path.write_bytes(photo((4000, 3000), grain=40))
     arguments = {"image": str(path), "object": "red"}
     with running_emulator(Emulator(EmulatorConfig(keys=frozenset({KEY})))) as emu:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOONDREAM")}
-        env.update(
-            MOONDREAM_API_KEY=KEY,
-            MOONDREAM_ENDPOINT=emu.url,
-            MOONDREAM_MCP_ALLOWED_DIRS=str(workdir),
-            MOONDREAM_MCP_DATA_DIR=str(workdir / "data"),
-        )
+        env = console_env(workdir, emu.url)
         servers = {"ours": ["-m", "moondream_mcp"], "the SDK's stdio transport": ["-c", SDK_STDIO]}
         cpu: dict[str, list[float]] = {name: [] for name in servers}
         async with AsyncExitStack() as stack:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the key their emulators accept, and the server under test in memory.
+"""What the benchmarks share: the key their emulators accept, and the server under test in memory or as the
+console script's environment.
 
 Imported by the scripts beside it (run as `.venv/bin/python benchmarks/bench_….py`, which puts this folder
 on the import path). Not a benchmark itself.
@@ -6,6 +7,7 @@ on the import path). Not a benchmark itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,3 +33,13 @@ async def serving(emulator: Emulator, workdir: Path, **overrides: Any) -> AsyncI
     with running_emulator(emulator) as running:
         async with Client(build_server(settings(running.url, workdir, **overrides))) as client:
             yield client
+
+
+def console_env(workdir: Path, endpoint: str | None = None) -> dict[str, str]:
+    """The environment for `python -m moondream_mcp`: none of the caller's MOONDREAM settings; reading `workdir`,
+    its data inside it; KEY at `endpoint` when one is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONDREAM")}
+    env.update(MOONDREAM_MCP_ALLOWED_DIRS=str(workdir), MOONDREAM_MCP_DATA_DIR=str(workdir / "data"))
+    if endpoint is not None:
+        env.update(MOONDREAM_API_KEY=KEY, MOONDREAM_ENDPOINT=endpoint)
+    return env

@@ -154,7 +154,6 @@ class KeptListing:
 
     def text(self) -> str:
         """The copy as written; taken where the entries change, so that writing it elsewhere is safe."""
-        self.changed = False
         return json.dumps({"key": self.key, "tools": self._tools}, separators=(",", ":"))
 
     def write(self, text: str) -> None:
@@ -188,6 +187,7 @@ class ListedServer(MCPServer[AppState]):
             if name not in self._listed:
                 self._listed[name] = self._listing(name)
         if self._kept.changed:
+            self._kept.changed = False
             await anyio.to_thread.run_sync(self._kept.write, self._kept.text())
         return [self._listed[name] for name in self._tool_manager.names]
 
